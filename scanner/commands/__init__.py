@@ -1,0 +1,1 @@
+"""One module per ``zooscan`` subcommand. Each exposes ``add_arguments(parser)`` and ``run(args) -> int``."""

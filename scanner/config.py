@@ -1,0 +1,81 @@
+"""Scan configuration: one frozen, validated dataclass passed explicitly everywhere.
+
+Validation follows one message format: "the '<name>' option must be <allowed>; got <value>".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from scanner.errors import ConfigError
+
+FIT_MODES = ("robust", "reference")
+CONV_MODES = ("pooled", "per_position")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _require(ok: bool, name: str, allowed: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"the {name!r} option must be {allowed}; got {value!r} instead")
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """How layers are analysed. Every field is recorded in ``scan.json`` and hashed into ``config_hash``.
+
+    Attributes:
+        fit: "robust" (zooscan's power-law fit: minimum tail, finger handling, reliability flag) or
+            "reference" (weightwatcher 0.7.7's default fit, α equal to 1e-6 on the same eigenvalues).
+        conv: "pooled" (eigenvalues of all kernel positions in one ESD, as the reference tool does) or
+            "per_position" (one row per kernel position).
+        min_evals: layers with fewer eigenvalues than this are skipped with a reason.
+        max_evals: layers with more eigenvalues than this are skipped (None: no limit).
+        min_tail: smallest tail (number of eigenvalues ≥ xmin) the robust fit accepts.
+        randomize: also compute the ESD of the element-shuffled matrix (correlation traps).
+        seed: seed of every random choice (the shuffle); recorded with each result.
+        device: "auto" (GPU when torch sees one), "cpu" or "cuda".
+        save_spectra: write eigenvalues to ``spectra/`` for plots and refits.
+    """
+
+    fit: str = "robust"
+    conv: str = "pooled"
+    min_evals: int = 10
+    max_evals: int | None = None
+    min_tail: int = 10
+    randomize: bool = True
+    seed: int = 0
+    device: str = "auto"
+    save_spectra: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.fit in FIT_MODES, "fit", f"one of {FIT_MODES}", self.fit)
+        _require(self.conv in CONV_MODES, "conv", f"one of {CONV_MODES}", self.conv)
+        _require(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
+        _require(isinstance(self.min_evals, int) and self.min_evals >= 1, "min_evals", "an int >= 1", self.min_evals)
+        _require(
+            self.max_evals is None or (isinstance(self.max_evals, int) and self.max_evals >= self.min_evals),
+            "max_evals",
+            "None or an int >= min_evals",
+            self.max_evals,
+        )
+        _require(isinstance(self.min_tail, int) and self.min_tail >= 2, "min_tail", "an int >= 2", self.min_tail)
+        _require(isinstance(self.seed, int) and self.seed >= 0, "seed", "an int >= 0", self.seed)
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> ScanConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown}; valid options are {sorted(known)}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def config_hash(self) -> str:
+        """A short, stable digest of the options that change results (``device`` excluded)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("device", "save_spectra")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

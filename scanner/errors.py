@@ -1,0 +1,51 @@
+"""Exception classes of zooscan.
+
+Raise the most specific class inside a layer of the stack. Only ``scanner.scan`` (per layer) and
+``scanner.distributed`` (per model) turn exceptions into status rows. Every message names the fix.
+"""
+
+from __future__ import annotations
+
+
+class ScannerError(Exception):
+    """Base class of every error zooscan raises on purpose."""
+
+
+class ConfigError(ScannerError, ValueError):
+    """An option has a value outside its allowed set or range."""
+
+
+class ModelIdError(ScannerError, ValueError):
+    """A model id does not have one of the known ``source:identifier`` forms."""
+
+
+class SourceError(ScannerError):
+    """Weights could not be read (missing file, corrupt checkpoint, unreachable hub, unknown format)."""
+
+
+class UnsafeCheckpointError(SourceError):
+    """A checkpoint needs arbitrary code execution (a full pickle) to load, and was refused."""
+
+
+class LayerError(ScannerError):
+    """A weight tensor cannot be turned into a matrix (bad shape, dtype or values)."""
+
+
+class SpectrumError(ScannerError):
+    """An eigenvalue computation failed or received unusable input (NaN/Inf, empty)."""
+
+
+class FitError(ScannerError):
+    """A spectral fit (power law, Marchenko–Pastur) could not be made."""
+
+
+class CatalogError(ScannerError):
+    """A catalog file is malformed (missing columns, duplicate ids, bad id syntax)."""
+
+
+class SchemaError(ScannerError):
+    """A results file does not match the Parquet schema this version writes."""
+
+
+class StoreError(ScannerError):
+    """A results directory cannot be read or written (config mismatch on resume, torn files)."""
