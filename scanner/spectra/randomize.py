@@ -1,0 +1,79 @@
+"""The randomization test: the ESD of the element-wise shuffled W, compared with the ESD of W.
+
+Shuffling the entries of W keeps their distribution and destroys their correlations (Martin & Mahoney,
+JMLR 2021 §5; weightwatcher ``randomize``). So:
+
+- eigenvalues of the shuffled matrix above its own MP edge are *correlation traps* (a rank-one mean, or a
+  few huge entries; SETOL §3.3.1) — they come from the entries, not from learned correlations;
+- ``rand_distance`` measures how far the ESD is from that of its own randomized version: the Jensen–Shannon
+  distance (base 2, in [0, 1]) between the two ESDs as histograms of log10 λ on a common grid of 64 bins.
+  (The reference tool compares the two sorted eigenvalue vectors normalised to sum 1 — a scree-profile
+  distance, ww_anchor.md §1.8 — which is not a distance between densities.)
+
+Each matrix of a batch is shuffled on its own, with ``numpy.random.default_rng(seed)``; the seed is recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial.distance import jensenshannon
+
+from scanner.records import RandomizationResult
+from scanner.spectra.esd import as_matrix_batch, eigenvalues
+from scanner.spectra.mp import fit_marchenko_pastur
+
+HISTOGRAM_BINS = 64
+
+
+def shuffled(batch: NDArray[np.float64], seed: int) -> NDArray[np.float64]:
+    """A copy of the batch (k, N, M) with the entries of each matrix randomly permuted."""
+    rng = np.random.default_rng(seed)
+    flat = batch.reshape(batch.shape[0], -1).copy()
+    for row in flat:
+        rng.shuffle(row)
+    return flat.reshape(batch.shape)
+
+
+def esd_distance(evals_a: NDArray[np.float64], evals_b: NDArray[np.float64]) -> float:
+    """Jensen–Shannon distance (base 2) between two ESDs as histograms of log10 λ over their positive values."""
+    a = evals_a[evals_a > 0]
+    b = evals_b[evals_b > 0]
+    if a.size == 0 or b.size == 0:
+        return 1.0
+    la, lb = np.log10(a), np.log10(b)
+    lo, hi = min(la.min(), lb.min()), max(la.max(), lb.max())
+    if hi - lo < 1e-12:
+        return 0.0
+    edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+    ha = np.histogram(la, bins=edges)[0].astype(np.float64)
+    hb = np.histogram(lb, bins=edges)[0].astype(np.float64)
+    return float(jensenshannon(ha / ha.sum(), hb / hb.sum(), base=2.0))
+
+
+def randomization_test(
+    matrices: NDArray[np.floating], evals: NDArray[np.float64], *, seed: int = 0, backend: str = "auto"
+) -> RandomizationResult:
+    """Compare the ESD ``evals`` of ``matrices`` with the ESD of their element-shuffled copies.
+
+    Args:
+        matrices: the matrix or batch whose pooled ESD is ``evals``.
+        evals: that ESD (so it is not recomputed).
+        seed: seed of the shuffle.
+        backend: ESD backend for the shuffled batch.
+    """
+    batch = as_matrix_batch(matrices)
+    rand_evals = eigenvalues(shuffled(batch, seed), backend=backend)
+    n, m = batch.shape[1], batch.shape[2]
+    lambda_max = float(np.max(evals))
+    lambda_max_rand = float(rand_evals[-1])
+    n_traps = 0
+    if np.count_nonzero(rand_evals > 0) >= 4:
+        n_traps = fit_marchenko_pastur(rand_evals, q=n / m, n=n).n_spikes
+    return RandomizationResult(
+        seed=seed,
+        lambda_max_rand=lambda_max_rand,
+        n_traps=n_traps,
+        rand_distance=esd_distance(np.asarray(evals, dtype=np.float64), rand_evals),
+        softrank=lambda_max_rand / lambda_max if lambda_max > 0 else 0.0,
+    )

@@ -1,0 +1,87 @@
+"""ESD: eigenvalues of WᵀW against an SVD oracle, orientation, batching, backends and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scanner.errors import SpectrumError
+from scanner.spectra.esd import eigenvalues
+
+
+def _svd_evals(w: np.ndarray) -> np.ndarray:
+    return np.sort(np.linalg.svd(w.astype(np.float64), compute_uv=False) ** 2)
+
+
+@pytest.mark.parametrize("shape", [(300, 100), (100, 300), (128, 128), (1, 50), (50, 1), (513, 257)])
+def test_matches_squared_singular_values(shape):
+    w = np.random.default_rng(0).standard_normal(shape)
+    got = eigenvalues(w)
+    assert got.shape == (min(shape),)  # eigenvalue count = M
+    np.testing.assert_allclose(got, _svd_evals(w), rtol=0, atol=1e-10 * got.max())
+
+
+def test_orientation_and_permutation_invariance():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((200, 80))
+    base = eigenvalues(w)
+    np.testing.assert_allclose(eigenvalues(w.T), base, atol=1e-10 * base.max())
+    permuted = w[rng.permutation(200)][:, rng.permutation(80)]
+    np.testing.assert_allclose(eigenvalues(permuted), base, atol=1e-10 * base.max())
+
+
+def test_batch_is_pooled_per_matrix():
+    rng = np.random.default_rng(2)
+    batch = rng.standard_normal((9, 64, 32)).astype(np.float32)
+    pooled = eigenvalues(batch)
+    assert pooled.shape == (9 * 32,)
+    expected = np.sort(np.concatenate([_svd_evals(b) for b in batch]))
+    np.testing.assert_allclose(pooled, expected, atol=1e-9 * expected.max())
+    per_matrix = eigenvalues(batch, pooled=False)
+    assert per_matrix.shape == (9, 32)
+
+
+def test_float64_accuracy_on_ill_conditioned_matrix():
+    # singular values spanning 1e-5..1: λ spans 1e-10..1; all above 1e-12·λ_max must be accurate
+    rng = np.random.default_rng(3)
+    u, _ = np.linalg.qr(rng.standard_normal((400, 200)))
+    v, _ = np.linalg.qr(rng.standard_normal((200, 200)))
+    s = np.geomspace(1e-5, 1.0, 200)
+    w = (u * s) @ v.T
+    got = eigenvalues(w)
+    np.testing.assert_allclose(got, np.sort(s**2), rtol=0, atol=1e-13)
+
+
+def test_torch_backend_matches_numpy():
+    torch = pytest.importorskip("torch")
+    w = torch.randn(3, 120, 60, generator=torch.Generator().manual_seed(4))
+    np.testing.assert_allclose(
+        eigenvalues(w, backend="torch"), eigenvalues(w.numpy(), backend="numpy"), rtol=1e-10, atol=1e-10
+    )
+
+
+def test_integer_weights_are_exact():
+    w = np.random.default_rng(5).integers(-127, 128, size=(64, 32)).astype(np.int8)
+    np.testing.assert_allclose(eigenvalues(w), _svd_evals(w.astype(np.float64)), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (np.array([[1.0, np.nan], [0.0, 1.0]]), "non-finite"),
+        (np.array([[1.0, np.inf], [0.0, 1.0]]), "non-finite"),
+        (np.ones((4, 4), dtype=bool), "not real numbers"),
+        (np.ones((4, 4), dtype=np.complex128), "not real numbers"),
+        (np.zeros((0, 5)), "empty"),
+        (np.ones(5), "expected a matrix"),
+        (np.ones((2, 2, 2, 2)), "expected a matrix"),
+    ],
+)
+def test_bad_input_is_a_clear_error(value, match):
+    with pytest.raises(SpectrumError, match=match):
+        eigenvalues(value)
+
+
+def test_unknown_backend():
+    with pytest.raises(SpectrumError, match="backend"):
+        eigenvalues(np.eye(3), backend="tpu")
