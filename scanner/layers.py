@@ -1,0 +1,287 @@
+"""Turn a model's named tensors into the matrices the spectral core analyses, each with a kind, or a skip reason.
+
+Every tensor a source yields becomes exactly one of: one or more ``LayerMatrix`` (numpy, float32/float64)
+or one ``SkippedTensor`` with a sentence saying why. Rules, in order:
+
+1. Not analysed: empty, bool, integer (index buffers, or quantised weights, which are not dequantised) and
+   complex tensors; registered buffers and BatchNorm running statistics; scalars; 1-D tensors (biases,
+   norm weights); bare parameters (position embeddings, class/register tokens, relative-position tables);
+   parameters of modules that are not a recognised layer; tensors of more than 5 dimensions.
+2. When the owning module is known (in-memory, random and timm models): its family decides the kind:
+   Linear → "linear"; Conv1d/2d/3d → "conv1d"/"conv2d"/"conv3d"; ConvTranspose → "conv_transpose<n>d";
+   HF GPT-2 Conv1D (weight in × out) → "conv1d_hf"; Embedding → "embedding"; LSTM/GRU/RNN → "lstm"/"gru"/"rnn";
+   MultiheadAttention ``in_proj_weight`` → three "linear" matrices.
+3. Otherwise (plain state dicts) from names and shapes: 2-D tensors named like embeddings (``wte``, ``wpe``,
+   ``word_embeddings``, ``embed_tokens``, ``*_embeddings``, ``shared``...) → "embedding", other 2-D → "linear";
+   3-D → "conv1d", 4-D → "conv2d", 5-D → "conv3d" (PyTorch layout out, in/groups, *kernel);
+   ``weight_ih_l<k>``/``weight_hh_l<k>`` → RNN gates when the source inferred the gate count
+   (``scanner.sources.files.rnn_gates_from_shapes``).
+
+Splits: fused attention projections (timm ``qkv``, ``qkv_proj``, ``Wqkv``, GPT-2 ``c_attn``, MHA
+``in_proj_weight``) become ``<name>.q``, ``.k``, ``.v``: contiguous thirds of the output dimension (rows; columns
+for Conv1D). Without module types, only a fused matrix of shape (3d, d) is split, so that grouped-query layouts
+(q larger than k, v) are never cut wrongly; they stay one matrix with a note. ``query_key_value`` (GPT-NeoX,
+BLOOM) is interleaved per head, [heads, 3, head_dim, in], and is split only when the number of heads is known.
+RNN weights (gates × hidden, in) are split per gate: LSTM i, f, g, o; GRU r, z, n (PyTorch's order).
+
+Convolutions: each kernel position of a (out, in/groups, *k) kernel gives one out × (in/groups) matrix
+W[:, :, i, j], as the reference tool (weightwatcher) slices them; ``conv="pooled"`` puts all positions of a
+layer in one ``LayerMatrix`` (k = kh·kw(·kd)), ``conv="per_position"`` gives one per position, named
+``<name>[i,j]``. For grouped and depthwise convolutions this is the stacked out × (in/groups) slice, also as the
+reference tool does; its Gram matrix is the sum of the groups' Gram matrices, not the spectrum of the
+block-diagonal operator (``groups`` and ``note`` record this). ConvTranspose kernels (in, out/groups, *k) are
+sliced the same way (in × out/groups).
+
+Tied weights: a float tensor with the same shape, dtype and bytes as one seen before (shared storage, lm_head =
+wte, or a checkpoint that stores every tensor twice) is skipped as a duplicate naming its twin. Constant
+tensors (e.g. zero-initialised) are never treated as duplicates. NaN and Inf values are passed through:
+handling them is the spectral core's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scanner.errors import ConfigError
+from scanner.sources.base import RUNNING_STAT_SUFFIXES, NamedTensor, WeightSource, tensor_bytes
+
+if TYPE_CHECKING:
+    import torch
+
+CONV_MODES = ("pooled", "per_position")
+GATE_NAMES = {4: "ifgo", 3: "rzn"}
+RNN_KIND = {4: "lstm", 3: "gru", 1: "rnn"}
+
+_EMBEDDING_NAMES = re.compile(
+    r"(^|\.)(wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|tok_embeddings|embed_tokens|"
+    r"embed_positions|shared|embedding|embeddings|embed|token_embedding|[a-z_]*_embeddings?)(\.weight)?$"
+)
+_BARE_PARAMETERS = re.compile(
+    r"(^|\.)(pos_embed|cls_token|dist_token|mask_token|reg_token|register_tokens|relative_position_bias_table|"
+    r"absolute_pos_embed|pos_embedding|query_tokens|latent|latents)$"
+)
+_FUSED_QKV = re.compile(r"(^|\.)(qkv|qkv_proj|Wqkv|c_attn|in_proj)\.weight$|(^|\.)in_proj_weight$")
+_PER_HEAD_QKV = re.compile(r"(^|\.)query_key_value\.weight$")
+_RNN_WEIGHT = re.compile(r"(^|\.)weight_(ih|hh)_l\d+(_reverse)?$")
+_NORM_NAMES = re.compile(r"(^|\.|_)(norm|ln|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)[\w]*\.weight$", re.I)
+
+
+@dataclass(frozen=True)
+class LayerMatrix:
+    """Matrices of one layer, ready for the spectral core.
+
+    Attributes:
+        index: position in the stream of rows of this model (LayerMatrix and SkippedTensor share it).
+        name: layer name: the tensor name without ".weight", plus ".q"/".k"/".v", a gate letter or "[i,j]".
+        kind: "linear", "conv1d_hf", "embedding", "conv1d", "conv2d", "conv3d", "conv_transpose<n>d",
+            "lstm", "gru", "rnn".
+        shape: the original tensor's shape.
+        matrices: (k, rows, cols) array, float32 (float64 when stored so); k = kernel positions of a pooled
+            conv, else 1. Not oriented, not rescaled.
+        num_params: values in these matrices.
+        tensor_name: the state-dict key the matrices come from.
+        groups: conv groups (1 otherwise); for groups > 1 each slice is the stacked out × (in/groups) matrix.
+        note: how the tensor was cut, when it was ("fused qkv split into q, k, v", ...).
+    """
+
+    index: int
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    matrices: np.ndarray
+    num_params: int
+    tensor_name: str
+    groups: int = 1
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SkippedTensor:
+    """A tensor that is not analysed, and why ("bias vector: not a matrix", "duplicate of ...")."""
+
+    index: int
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    num_params: int
+    reason: str
+
+
+def _dtype_skip(t: torch.Tensor) -> tuple[str, str] | None:
+    if t.numel() == 0:
+        return "empty", "tensor with no elements"
+    if t.dtype.is_complex:
+        return "complex", f"complex tensor ({t.dtype}): not a real weight matrix"
+    if not t.is_floating_point():
+        what = "bool tensor (a mask or flag)" if str(t.dtype) == "torch.bool" else f"integer tensor ({t.dtype})"
+        return "integer", f"{what}: an index/counter buffer or quantised weights, which are not dequantised"
+    return None
+
+
+def _low_rank_skip(item: NamedTensor) -> tuple[str, str]:
+    """Reason for a scalar or 1-D tensor."""
+    if item.tensor.ndim == 0:
+        return "scalar", "scalar: not a matrix"
+    if item.name.endswith("bias"):
+        return "bias", "bias vector: not a matrix"
+    if item.family == "norm" or _NORM_NAMES.search(item.name):
+        return "norm", "norm layer weight: not a matrix"
+    return "vector", "1-D tensor: not a matrix"
+
+
+def _skip_reason(item: NamedTensor) -> tuple[str, str] | None:
+    """(kind, reason) for tensors that are never matrices, else None."""
+    t, name = item.tensor, item.name
+    dtype_skip = _dtype_skip(t)
+    if dtype_skip is not None:
+        return dtype_skip
+    if name.endswith(RUNNING_STAT_SUFFIXES):
+        return "buffer", "BatchNorm running statistic: a buffer, not a weight"
+    if item.is_buffer:
+        return "buffer", f"buffer of {item.module_type}: not a trainable weight"
+    if t.ndim < 2:
+        return _low_rank_skip(item)
+    if t.ndim > 5:
+        return "unsupported", f"{t.ndim}-D tensor: no known layer layout"
+    if _BARE_PARAMETERS.search(name.removesuffix(".weight")):
+        return "bare_parameter", "bare parameter (position embedding, token or bias table): not a layer weight"
+    if item.module_type is not None:
+        return _known_module_skip(item)
+    if t.ndim >= 3 and t.shape[0] == 1:
+        return "bare_parameter", "leading dimension of size 1: a bare parameter (embedding, token), not a kernel"
+    return None
+
+
+def _known_module_skip(item: NamedTensor) -> tuple[str, str] | None:
+    family, ndim = item.family, item.tensor.ndim
+    if family is None:
+        return "unsupported", f"parameter of {item.module_type}: not a Linear/Conv/Embedding/RNN/attention weight"
+    if family == "norm":
+        return "norm", f"{item.module_type} parameter: a norm layer, not a matrix"
+    if family in ("linear", "conv1d_hf", "embedding", "rnn", "mha") and ndim != 2:
+        return "unsupported", f"{ndim}-D parameter of {item.module_type}: not a {family} weight matrix"
+    return None
+
+
+def _kind(item: NamedTensor) -> str:
+    """Kind of a tensor that passed ``_skip_reason`` (see the module docstring)."""
+    family, ndim, name = item.family, item.tensor.ndim, item.name
+    if family in ("conv", "conv_transpose") or (family is None and ndim >= 3):
+        return f"{'conv_transpose' if family == 'conv_transpose' else 'conv'}{ndim - 2}d"
+    if family == "rnn" or (family is None and item.gates and _RNN_WEIGHT.search(name)):
+        return RNN_KIND.get(item.gates or 0, "linear") if _RNN_WEIGHT.search(name) else "linear"
+    if family == "conv1d_hf":
+        return "conv1d_hf"
+    if family == "embedding" or (family is None and _EMBEDDING_NAMES.search(name)):
+        return "embedding"
+    return "linear"
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    import torch
+
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t.detach().cpu().numpy()
+
+
+def _fused_split(item: NamedTensor, w: np.ndarray, kind: str) -> tuple[list[np.ndarray], str]:
+    """Split a fused q/k/v weight (2-D) into three, or return it whole with a note saying why not."""
+    name = item.name
+    if _PER_HEAD_QKV.search(name):
+        heads = item.heads
+        if not heads or w.shape[0] % (3 * heads):
+            return [w], "per-head fused query_key_value: number of heads unknown, analysed as one matrix"
+        per_head = w.reshape(heads, 3, w.shape[0] // (3 * heads), w.shape[1])
+        return [per_head[:, j].reshape(-1, w.shape[1]) for j in range(3)], "per-head fused qkv split into q, k, v"
+    if not _FUSED_QKV.search(name):
+        return [w], ""
+    axis = 1 if kind == "conv1d_hf" else 0
+    size = w.shape[axis]
+    known = item.module_type is not None
+    if size % 3 or (not known and size != 3 * w.shape[1 - axis]):
+        return [w], "fused qkv with unequal or unknown q/k/v sizes: analysed as one matrix"
+    return list(np.split(w, 3, axis=axis)), "fused qkv split into q, k, v"
+
+
+def _dense_pieces(item: NamedTensor, kind: str) -> list[tuple[str, np.ndarray, str]]:
+    """(name suffix, 2-D matrix, note) for the 2-D kinds (linear, conv1d_hf, embedding, RNN gates)."""
+    w = _as_numpy(item.tensor)
+    if kind in ("lstm", "gru"):
+        gates = item.gates or 1
+        letters = GATE_NAMES[gates]
+        return [(f".{g}", part, "RNN weight split per gate") for g, part in zip(letters, np.split(w, gates), strict=True)]
+    parts, note = _fused_split(item, w, kind)
+    if len(parts) == 3:
+        return [(f".{s}", p, note) for s, p in zip("qkv", parts, strict=True)]
+    return [("", w, note)]
+
+
+def _conv_pieces(item: NamedTensor, conv: str) -> list[tuple[str, np.ndarray, str]]:
+    """(name suffix, (k, a, b) stack, note) for conv kernels (a, b, *kernel): one a × b slice per position."""
+    w = _as_numpy(item.tensor)
+    a, b, kernel = w.shape[0], w.shape[1], w.shape[2:]
+    stack = np.ascontiguousarray(w.reshape(a, b, -1).transpose(2, 0, 1))
+    note = f"groups={item.groups}: stacked {a}×{b} slices" if item.groups > 1 else ""
+    if conv == "pooled":
+        return [("", stack, note)]
+    return [
+        ("[" + ",".join(map(str, np.unravel_index(p, kernel))) + "]", stack[p : p + 1], note)
+        for p in range(stack.shape[0])
+    ]
+
+
+def _fingerprint(t: torch.Tensor) -> tuple | None:
+    """(shape, dtype, blake2b of bytes) of a non-constant tensor; None for constant ones (never 'tied')."""
+    flat = t.detach().reshape(-1)
+    if bool((flat == flat[0]).all()):
+        return None
+    return tuple(t.shape), str(t.dtype), hashlib.blake2b(tensor_bytes(t), digest_size=20).digest()
+
+
+def layer_items(item: NamedTensor, conv: str, seen: dict, start: int) -> list[LayerMatrix | SkippedTensor]:
+    """The rows for one tensor, indexed from ``start``; ``seen`` maps fingerprints to first names (updated)."""
+    shape, numel, stem = tuple(item.tensor.shape), item.tensor.numel(), item.name.removesuffix(".weight")
+    skip = _skip_reason(item)
+    if skip is not None:
+        return [SkippedTensor(start, stem, skip[0], shape, numel, skip[1])]
+    kind = _kind(item)
+    fingerprint = _fingerprint(item.tensor)
+    if fingerprint is not None and fingerprint in seen:
+        reason = f"duplicate of {seen[fingerprint]} (tied weights, analysed once)"
+        return [SkippedTensor(start, stem, kind, shape, numel, reason)]
+    if fingerprint is not None:
+        seen[fingerprint] = item.name
+    pieces = _conv_pieces(item, conv) if item.tensor.ndim >= 3 else _dense_pieces(item, kind)
+    return [
+        LayerMatrix(start + i, stem + suffix, kind, shape, m if m.ndim == 3 else m[None], int(m.size), item.name,
+                    item.groups, note)
+        for i, (suffix, m, note) in enumerate(pieces)
+    ]
+
+
+def iter_layers(source: WeightSource, *, conv: str = "pooled") -> Iterator[LayerMatrix | SkippedTensor]:
+    """Stream a model's layers: one row per matrix (or pooled conv layer) and one per skipped tensor.
+
+    Args:
+        source: any ``WeightSource``; its tensors are read one at a time.
+        conv: "pooled" (all kernel positions of a conv layer in one LayerMatrix) or "per_position".
+
+    Raises:
+        ConfigError: unknown ``conv`` mode.
+    """
+    if conv not in CONV_MODES:
+        raise ConfigError(f"the 'conv' option must be one of {CONV_MODES}; got {conv!r} instead")
+    seen: dict = {}
+    index = 0
+    for item in source.tensors():
+        rows = layer_items(item, conv, seen, index)
+        index += len(rows)
+        yield from rows
+

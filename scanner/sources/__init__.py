@@ -1,0 +1,166 @@
+"""Where weights come from: one id syntax for every source, and one function to open any of them.
+
+Model ids carry their source (``docs``: DESIGN.md, "Conventions")::
+
+    timm:resnet50.a1_in1k                   timm pretrained weights (arch.tag), from the Hugging Face cache
+    timm:resnet50.a1_in1k?file=ckpt.pth     the same architecture, weights from a local file
+    hf:sentence-transformers/all-MiniLM-L6-v2@<rev>   a Hugging Face repo (revision optional)
+    file:path/to/model.safetensors          a local checkpoint (.safetensors, shard folder, .pt/.pth/.th/.bin/.ckpt)
+    random:timm/resnet50?seed=1             random init, for coverage and throughput only (seed default 0)
+    random:transformers/bert?hidden_size=64 random init from a transformers config (overrides in the query)
+
+An in-memory ``torch.nn.Module`` is accepted by ``open_source`` too (id ``module:<ClassName>``).
+Sources are looked up in a static table and imported lazily, so ``import scanner.sources`` stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from scanner.errors import ModelIdError
+from scanner.sources.base import NamedTensor, WeightSource
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ModelRef", "NamedTensor", "WeightSource", "open_source", "parse_model_id"]
+
+# source name -> "module:factory"; each factory takes (ModelRef, cache_dir) and returns a WeightSource.
+SOURCES: dict[str, str] = {
+    "file": "scanner.sources.files:open_file",
+    "hf": "scanner.sources.hf:open_hf",
+    "timm": "scanner.sources.timm:open_timm",
+    "random": "scanner.sources.synthetic:open_random",
+}
+
+VALID_FORMS = (
+    "timm:<arch>[.<tag>][?file=<path>]  e.g. timm:resnet50.a1_in1k",
+    "hf:<org>/<name>[@<revision>]       e.g. hf:sentence-transformers/all-MiniLM-L6-v2",
+    "file:<path>                        e.g. file:checkpoints/model.safetensors",
+    "random:timm/<arch>[?seed=N]        e.g. random:timm/resnet18",
+    "random:transformers/<model_type>[?seed=N&<config_key>=<value>...]  e.g. random:transformers/bert",
+)
+
+_TIMM_NAME = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)?$")
+_HF_NAME = re.compile(r"^(?P<repo>[\w.\-]+(/[\w.\-]+)?)(@(?P<rev>[\w.\-/]+))?$")
+_RANDOM_NAME = re.compile(r"^(timm|transformers)/[A-Za-z0-9_.\-]+$")
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._@=\-]+")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model id.
+
+    Attributes:
+        source: "timm", "hf", "file", "random" or "module".
+        name: what the source looks up: "resnet50.a1_in1k", "org/name", a path, "timm/resnet50", a class name.
+        revision: Hugging Face revision (branch, tag or commit), hf only.
+        options: query parameters after "?" (timm: file; random: seed and config overrides), sorted by key.
+    """
+
+    source: str
+    name: str
+    revision: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def model_id(self) -> str:
+        """The canonical id string, e.g. "timm:resnet50.a1_in1k", "hf:org/name@rev", "random:timm/resnet50"."""
+        text = f"{self.source}:{self.name}"
+        if self.revision:
+            text += f"@{self.revision}"
+        if self.options:
+            text += "?" + "&".join(f"{k}={v}" for k, v in self.options)
+        return text
+
+    @property
+    def key(self) -> str:
+        """A filesystem-safe unique key ("hf__org__name@rev"); file paths are shortened and hashed."""
+        if self.source == "file":
+            digest = hashlib.sha1(os.path.abspath(self.name).encode()).hexdigest()[:12]
+            base = _UNSAFE_KEY_CHARS.sub("_", os.path.basename(os.path.normpath(self.name)))[:80]
+            return f"file__{base}__{digest}"
+        key = _UNSAFE_KEY_CHARS.sub("__", self.model_id.replace(":", "__", 1).replace("/", "__"))
+        if len(key) > 150:
+            key = key[:120] + "__" + hashlib.sha1(self.model_id.encode()).hexdigest()[:12]
+        return key
+
+
+def _error(text: str, why: str) -> ModelIdError:
+    forms = "\n  ".join(VALID_FORMS)
+    return ModelIdError(f"invalid model id {text!r}: {why}. Valid forms:\n  {forms}")
+
+
+def _parse_options(text: str, query: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for part in filter(None, query.split("&")):
+        key, sep, value = part.partition("=")
+        if not sep or not key or not value:
+            raise _error(text, f"query part {part!r} is not key=value")
+        pairs.append((key, value))
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise _error(text, "a query key is repeated")
+    return tuple(sorted(pairs))
+
+
+def parse_model_id(text: str) -> ModelRef:
+    """Parse a model id into a ``ModelRef`` (the only parser of model ids in zooscan).
+
+    Raises:
+        ModelIdError: unknown prefix, bare path (prefix it with "file:"), or a malformed name; the message
+            lists the valid forms with examples.
+    """
+    text = text.strip()
+    prefix, sep, rest = text.partition(":")
+    if not sep or prefix not in (*SOURCES, "module"):
+        looks_like_path = "/" in text or os.sep in text or os.path.splitext(text)[1] or os.path.exists(text)
+        hint = 'a bare path is not accepted: prefix it with "file:"' if looks_like_path else f"unknown prefix {prefix!r}"
+        if prefix == "hf-hub":
+            hint = 'use "hf:" instead of "hf-hub:"'
+        raise _error(text, hint)
+    if not rest:
+        raise _error(text, f"nothing after {prefix + ':'!r}")
+    if prefix in ("file", "module"):
+        return ModelRef(prefix, rest)
+    if prefix == "hf":
+        match = _HF_NAME.match(rest)
+        if not match:
+            raise _error(text, "a Hugging Face id is <org>/<name>[@<revision>]")
+        return ModelRef("hf", match["repo"], match["rev"])
+    name, _, query = rest.partition("?")
+    pattern = _TIMM_NAME if prefix == "timm" else _RANDOM_NAME
+    if not pattern.match(name):
+        raise _error(text, f"{name!r} is not a valid {prefix} name")
+    return ModelRef(prefix, name, None, _parse_options(text, query))
+
+
+def open_source(model: str | ModelRef | torch.nn.Module, *, cache_dir: str | None = None) -> WeightSource:
+    """Open the weights of a model id, a ``ModelRef`` or an in-memory module.
+
+    Args:
+        model: an id string (see the module docstring), a parsed ``ModelRef``, or a ``torch.nn.Module``.
+        cache_dir: Hugging Face cache folder for hf/timm (default: the hub's own).
+
+    Raises:
+        ModelIdError: the id does not parse, or names a "module:" that only exists in memory.
+        SourceError: the weights cannot be read (its message says why and what to do).
+    """
+    if isinstance(model, str):
+        model = parse_model_id(model)
+    if not isinstance(model, ModelRef):
+        from torch import nn
+
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"open_source takes a model id, a ModelRef or a torch.nn.Module; got {type(model).__name__}")
+        from scanner.sources.modules import ModuleSource
+
+        return ModuleSource(model)
+    if model.source == "module":
+        raise _error(model.model_id, "a module: id names an in-memory model; pass the torch.nn.Module object itself")
+    module_name, _, factory = SOURCES[model.source].partition(":")
+    return getattr(importlib.import_module(module_name), factory)(model, cache_dir=cache_dir)

@@ -1,0 +1,156 @@
+"""What every weight source yields: named tensors, one at a time, plus a digest of what was read.
+
+A source never instantiates a model it does not have to and never runs code from a checkpoint; it only
+hands out tensors in their original dtype on the CPU, with whatever is known about the module that owns
+each one (its class name, a canonical family, conv groups, RNN gate count, attention heads). Turning
+tensors into matrices is ``scanner.layers``' job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+# Canonical module families, decided once when a module is known (isinstance), so that subclasses
+# (timm's StdConv2d, torch's NonDynamicallyQuantizableLinear, ...) are treated like their base.
+FAMILIES = ("linear", "conv", "conv_transpose", "conv1d_hf", "embedding", "rnn", "mha", "norm")
+
+# Buffers of BatchNorm layers: running statistics, not weights (excluded from num_params).
+RUNNING_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """What is known about the module owning a tensor (from ``named_modules()``, never from file names).
+
+    Attributes:
+        module_type: the owning module's class name ("Linear", "Conv2d", "LSTM", "Conv1D", ...).
+        family: one of ``FAMILIES`` when the class is a recognised layer type, else None.
+        groups: conv groups (1 for dense convs, ``in_channels`` for depthwise).
+        gates: stacked gate blocks in RNN weights: 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n), 1 (RNN).
+        heads: attention heads, needed to de-interleave per-head fused qkv ("query_key_value").
+        is_buffer: a registered buffer, not a trainable parameter.
+    """
+
+    module_type: str | None = None
+    family: str | None = None
+    groups: int = 1
+    gates: int | None = None
+    heads: int | None = None
+    is_buffer: bool = False
+
+
+@dataclass(frozen=True)
+class NamedTensor:
+    """One tensor of a model, on the CPU, in its stored dtype.
+
+    Attributes:
+        name: state-dict key ("layer1.0.conv1.weight"), with a DataParallel "module." prefix removed.
+        tensor: the values (CPU, original dtype, never rescaled).
+        module_type: the owning torch module's class name when known, else None (plain state dicts).
+        family: canonical family (see ``FAMILIES``) when known, else None: kinds are then inferred from
+            names and shapes by ``scanner.layers``.
+        groups, gates, heads, is_buffer: see ``ModuleInfo``.
+    """
+
+    name: str
+    tensor: torch.Tensor
+    module_type: str | None = None
+    family: str | None = None
+    groups: int = 1
+    gates: int | None = None
+    heads: int | None = None
+    is_buffer: bool = False
+
+    @classmethod
+    def with_info(cls, name: str, tensor: torch.Tensor, info: ModuleInfo | None) -> NamedTensor:
+        """Attach what is known about the owning module (``info`` may be None)."""
+        if info is None:
+            return cls(name, tensor)
+        return cls(name, tensor, info.module_type, info.family, info.groups, info.gates, info.heads, info.is_buffer)
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The raw bytes of a CPU tensor (any dtype, bfloat16 and float8 included), without a copy when contiguous."""
+    import torch
+
+    flat = tensor.detach().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+def counts_as_param(item: NamedTensor) -> bool:
+    """Whether a tensor counts towards ``num_params``: floating point, not a buffer, not a running statistic."""
+    if item.is_buffer or item.name.endswith(RUNNING_STAT_SUFFIXES):
+        return False
+    return bool(item.tensor.is_floating_point() or item.tensor.is_complex())
+
+
+def sha256_files(paths: list[str], chunk_bytes: int = 1 << 22) -> str:
+    """sha256 over the files' bytes in the given order (read in chunks; memory stays at one chunk)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk_bytes):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class WeightSource(ABC):
+    """A model's weights as a lazy stream of ``NamedTensor``.
+
+    Subclasses implement ``_iter_tensors`` (one tensor in memory at a time where the format allows) and
+    ``digest``. ``tensors()`` counts parameters on the way, so ``num_params`` is known after iteration.
+    Use as a context manager, or call ``close()``.
+    """
+
+    model_id: str
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self._num_params: int | None = None
+
+    def tensors(self) -> Iterator[NamedTensor]:
+        """Yield every tensor of the model in storage order; afterwards ``num_params`` is set."""
+        total = 0
+        for item in self._iter_tensors():
+            if counts_as_param(item):
+                total += item.tensor.numel()
+            yield item
+        self._num_params = total
+
+    @abstractmethod
+    def _iter_tensors(self) -> Iterator[NamedTensor]:
+        """Yield the tensors (implemented by each source)."""
+
+    @abstractmethod
+    def digest(self) -> str:
+        """sha256 of the weights read: of the checkpoint files, or of names and tensor bytes in memory."""
+
+    @property
+    def num_params(self) -> int:
+        """Number of floating-point parameter values (buffers and BatchNorm running statistics excluded).
+
+        Raises:
+            RuntimeError: before ``tensors()`` has been iterated to the end.
+        """
+        if self._num_params is None:
+            raise RuntimeError(f"{self.model_id}: num_params is known only after tensors() has been fully iterated")
+        return self._num_params
+
+    def close(self) -> None:  # noqa: B027 (optional hook: most sources hold nothing to release)
+        """Release open files or models (the default holds nothing)."""
+
+    def __enter__(self) -> WeightSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_id!r})"

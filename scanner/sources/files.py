@@ -1,0 +1,216 @@
+"""Local checkpoints: ``file:<path>`` (a .safetensors file, a folder of shards, or a torch state dict).
+
+Safety: torch pickles are read with ``torch.load(..., weights_only=True)`` only, memory-mapped when the
+file is in the zip format (torch ≥ 1.6), so tensors are paged in one at a time. A pickle that needs more
+than tensors and containers (a pickled ``nn.Module``, an optimizer, any custom class) is refused with
+``UnsafeCheckpointError``; there is no fallback to ``weights_only=False`` and none to random weights.
+
+Nesting: dicts are unwrapped through the keys ``state_dict``, ``model``, ``module``, ``net`` and
+``model_state_dict`` (at most three levels); non-tensor values (epochs, accuracies) are ignored; a
+DataParallel ``module.`` prefix is removed when every key carries it (when only some do, the names are
+kept and the copies are caught as duplicates by ``scanner.layers``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scanner.errors import SourceError, UnsafeCheckpointError
+from scanner.sources.base import ModuleInfo, NamedTensor, WeightSource, sha256_files
+from scanner.sources.safetensors_reader import TensorEntry, read_header, read_tensor
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+TORCH_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
+NESTED_KEYS = ("state_dict", "model", "module", "net", "model_state_dict")
+SUPPORTED = ".safetensors, a folder of *.safetensors (+ model.safetensors.index.json), or " + ", ".join(TORCH_SUFFIXES)
+
+# (name, shape) -> what is known about the owning module; None when nothing is.
+Annotator = Callable[[str, tuple[int, ...]], "ModuleInfo | None"]
+
+_RNN_WEIGHT = re.compile(r"^(?P<prefix>.*)weight_(?P<part>ih|hh|hr)_l(?P<layer>\d+)(?P<rev>_reverse)?$")
+
+
+def rnn_gates_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
+    """Gate count of RNN weights in a plain state dict, from the row ratio of ``weight_hh_l<k>``.
+
+    ``weight_hh_l<k>`` is (G·H, H) for G gates (LSTM 4, GRU 3, RNN 1); with an LSTM projection
+    (``weight_hr_l<k>``, shape (P, H)) it is (4H, P) and H is read from ``weight_hr``. The ratio applies to
+    ``weight_ih_l<k>`` (G·H, input) of the same layer and direction. Unclear ratios give no entry.
+    """
+    gates: dict[str, int] = {}
+    for name, shape in shapes.items():
+        match = _RNN_WEIGHT.match(name)
+        if not match or match["part"] != "hh" or len(shape) != 2:
+            continue
+        tail = f"_l{match['layer']}{match['rev'] or ''}"
+        hr_shape = shapes.get(f"{match['prefix']}weight_hr{tail}")
+        hidden = hr_shape[1] if hr_shape and len(hr_shape) == 2 else shape[1]
+        if hidden and shape[0] % hidden == 0 and shape[0] // hidden in (1, 3, 4):
+            gates[name] = gates[f"{match['prefix']}weight_ih{tail}"] = shape[0] // hidden
+    return gates
+
+
+class FileSource(WeightSource):
+    """Tensors of a local checkpoint file or folder (see the module docstring for formats and safety).
+
+    Args:
+        path: a file or a folder.
+        model_id: id recorded with the results (default ``file:<path>``).
+        annotate: optional (name, shape) -> ModuleInfo, e.g. module types learned from a meta-device model.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, model_id: str | None = None, annotate: Annotator | None = None):
+        self.path = Path(path)
+        super().__init__(model_id or f"file:{self.path}")
+        self._annotate = annotate
+        self._digest: str | None = None
+        if not self.path.exists():
+            raise SourceError(f"{self.path}: no such file or folder; check the path after 'file:'")
+        self.files = _resolve_files(self.path)
+        if self.files[0].suffix == ".safetensors":
+            self._entries = [(str(f), read_header(str(f))) for f in self.files]
+            shapes = {e.name: e.shape for _, entries in self._entries for e in entries}
+            self._state_dict: dict[str, torch.Tensor] = {}
+        else:
+            self._state_dict = {}
+            for file in self.files:
+                self._state_dict.update(load_torch_state_dict(str(file)))
+            shapes = {k: tuple(v.shape) for k, v in self._state_dict.items()}
+        if not shapes:
+            raise SourceError(f"{self.path}: the checkpoint holds no tensors")
+        self._is_torch = self.files[0].suffix != ".safetensors"
+        self._gates = rnn_gates_from_shapes(shapes)
+        self.shapes = shapes
+
+    def _info(self, name: str, shape: tuple[int, ...]) -> ModuleInfo | None:
+        info = self._annotate(name, shape) if self._annotate else None
+        if name in self._gates and (info is None or info.gates is None):
+            info = dataclasses.replace(info or ModuleInfo(), gates=self._gates[name])
+        return info
+
+    def _iter_tensors(self) -> Iterator[NamedTensor]:
+        if self._is_torch:
+            for name, tensor in self._state_dict.items():
+                yield NamedTensor.with_info(name, tensor, self._info(name, tuple(tensor.shape)))
+            return
+        for file, entries in self._entries:
+            with open(file, "rb") as handle:
+                for entry in entries:
+                    yield self._read(handle, entry)
+
+    def _read(self, handle, entry: TensorEntry) -> NamedTensor:  # noqa: ANN001
+        return NamedTensor.with_info(entry.name, read_tensor(handle, entry), self._info(entry.name, entry.shape))
+
+    def digest(self) -> str:
+        """sha256 over the checkpoint files' bytes, in reading order (computed once, chunked)."""
+        if self._digest is None:
+            self._digest = sha256_files([str(f) for f in self.files])
+        return self._digest
+
+    def close(self) -> None:
+        """Drop the (memory-mapped) torch state dict, if any; the source is empty afterwards."""
+        self._state_dict = {}
+
+
+def _resolve_files(path: Path) -> list[Path]:
+    """The checkpoint files to read, in order: one file, the shards of an index, or the folder's weights."""
+    if path.is_file():
+        if path.suffix == ".safetensors" or path.suffix in TORCH_SUFFIXES:
+            return [path]
+        raise SourceError(f"{path}: unknown checkpoint format {path.suffix!r}; supported: {SUPPORTED}")
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (path / index_name).is_file():
+            return _shards_from_index(path, path / index_name)
+    for pattern in ("model.safetensors", "*.safetensors", "pytorch_model.bin", "*.bin", "*.pt", "*.pth", "*.ckpt"):
+        found = sorted(path.glob(pattern))
+        if found:
+            return found
+    listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+    raise SourceError(f"{path}: no weight files in this folder (found: {listing}); supported: {SUPPORTED}")
+
+
+def _shards_from_index(folder: Path, index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"{index}: not a valid shard index (needs a 'weight_map' object): {exc}") from exc
+    shards = [folder / name for name in dict.fromkeys(weight_map.values())]
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise SourceError(f"{folder}: shards named in {index.name} are missing: {missing}; download them again")
+    return shards
+
+
+def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Load a torch checkpoint with ``weights_only=True`` (memory-mapped when zip format) and return its tensors.
+
+    Raises:
+        UnsafeCheckpointError: the pickle needs code execution (classes other than tensors and containers).
+        SourceError: empty, truncated or corrupt file, or no tensors in it.
+    """
+    import torch
+
+    if os.path.getsize(path) == 0:
+        raise SourceError(f"{path}: empty file (0 bytes); re-download or re-save the checkpoint")
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+            raise UnsafeCheckpointError(_unsafe_message(path, exc)) from exc
+        raise SourceError(f"{path}: corrupt torch checkpoint ({exc}); re-download or re-save it") from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ValueError... for damaged files
+        raise SourceError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    return _tensors_of(obj, path)
+
+
+def _unsafe_message(path: str, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"{path}: refused: this checkpoint is a pickle that needs code execution to load (torch.load with "
+        f"weights_only=True failed: {first}). zooscan never runs code from checkpoints. To convert it, load it "
+        "yourself in a trusted environment and save only the weights, e.g. "
+        "torch.save(model.state_dict(), 'weights.pt') or safetensors.torch.save_file(state_dict, 'model.safetensors'), "
+        "then scan 'file:<that file>'."
+    )
+
+
+def _tensors_of(obj: object, path: str) -> dict[str, torch.Tensor]:
+    import torch
+
+    for _ in range(4):
+        if not isinstance(obj, Mapping):
+            break
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        nested = next((obj[k] for k in NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if tensors or nested is None:
+            return _strip_module_prefix(tensors, path)
+        obj = nested
+    kind = type(obj).__name__
+    raise SourceError(f"{path}: no state dict found (top-level object is a {kind}); save a dict of tensors instead")
+
+
+def _strip_module_prefix(tensors: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    if not tensors:
+        raise SourceError(f"{path}: the checkpoint holds no tensors")
+    if all(k.startswith("module.") for k in tensors):
+        return {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def open_file(ref, cache_dir: str | None = None) -> FileSource:  # noqa: ANN001, ARG001 (scanner.sources.ModelRef)
+    """Weights of ``file:<path>`` (``cache_dir`` is unused: local files are read in place)."""
+    return FileSource(ref.name, model_id=ref.model_id)

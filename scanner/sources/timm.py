@@ -1,0 +1,86 @@
+"""timm pretrained weights: ``timm:<arch>[.<tag>]``, optionally ``timm:<arch>[.<tag>]?file=<path>``.
+
+The weight file is found as timm itself finds it (its pretrained config names a Hugging Face repo,
+``hf_hub_id``, and optionally a file), then read from the hub cache as safetensors, or as
+``pytorch_model.bin`` with ``weights_only=True``; ``HF_HUB_OFFLINE`` and ``cache_dir`` are honoured.
+``?file=<path>`` reads a local checkpoint instead (any format ``file:`` takes), e.g. weights downloaded
+from the config's URL by hand. Module types come from the architecture instantiated on the meta device
+(no memory is allocated, nothing is initialised); if that fails, kinds are inferred from names and shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from scanner.errors import SourceError
+from scanner.sources.files import Annotator, FileSource
+from scanner.sources.hf import unreachable_message
+from scanner.sources.modules import module_info_map
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE_FILES = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def meta_annotator(arch: str) -> Annotator | None:
+    """Module info of ``arch`` built on the meta device, as a (name, shape) lookup; None if it cannot be built."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False)
+    except Exception as exc:  # architecture code that needs real tensors at init: fall back to name/shape rules
+        logger.warning("timm %s: cannot build on the meta device (%s: %s); inferring kinds from names and shapes",
+                       arch, type(exc).__name__, exc)
+        return None
+    infos = module_info_map(model)
+    return lambda name, shape: infos.get(name)
+
+
+def pretrained_file(name: str, cache_dir: str | None, model_id: str) -> str:
+    """Local path of the pretrained weights of ``name`` (arch.tag), from the Hugging Face cache or hub.
+
+    Raises:
+        SourceError: unknown name, weights only at a URL, or not cached while the hub is unreachable.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        arch = name.split(".")[0]
+        raise SourceError(f"{model_id}: timm has no pretrained weights named {name!r}; see "
+                          f"timm.list_pretrained('{arch}*')")
+    if not cfg.hf_hub_id:
+        raise SourceError(f"{model_id}: timm lists these weights only at a URL ({cfg.url}); download the file and "
+                          f"scan 'timm:{name}?file=<path>'")
+    repo_id, _, revision = cfg.hf_hub_id.partition("@")
+    candidates = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else CANDIDATE_FILES
+    for filename in candidates:
+        try:
+            return hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=cache_dir)
+        except EntryNotFoundError:
+            continue
+        except LocalEntryNotFoundError as exc:
+            if filename == candidates[-1]:
+                raise SourceError(unreachable_message(model_id, f"repo {repo_id}, tried {list(candidates)}")) from exc
+        except OSError as exc:
+            raise SourceError(unreachable_message(model_id, f"{type(exc).__name__}: {exc}")) from exc
+    raise SourceError(f"{model_id}: repo {repo_id} has none of {list(candidates)}")
+
+
+def open_timm(ref, cache_dir: str | None = None) -> FileSource:  # noqa: ANN001 (scanner.sources.ModelRef)
+    """Weights of ``timm:<arch>[.<tag>][?file=<path>]`` (see the module docstring)."""
+    import timm
+
+    options = dict(ref.options)
+    unknown = sorted(set(options) - {"file"})
+    if unknown:
+        raise SourceError(f"{ref.model_id}: timm ids take only '?file=<path>'; got {unknown}")
+    arch = ref.name.split(".")[0]
+    if not timm.is_model(arch):
+        raise SourceError(f"{ref.model_id}: timm has no architecture {arch!r}; see timm.list_models('{arch[:4]}*')")
+    path = options.get("file") or pretrained_file(ref.name, cache_dir, ref.model_id)
+    return FileSource(path, model_id=ref.model_id, annotate=meta_annotator(arch))
