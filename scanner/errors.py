@@ -49,3 +49,7 @@ class SchemaError(ScannerError):
 
 class StoreError(ScannerError):
     """A results directory cannot be read or written (config mismatch on resume, torn files)."""
+
+
+class QueryError(ScannerError, ValueError):
+    """A named SQL query is unknown, malformed, or was given a parameter it does not declare."""

@@ -1,0 +1,234 @@
+"""DuckDB over a results directory: views, catalogs, and the named SQL files of ``queries/``.
+
+``connect(root)`` opens an in-memory DuckDB with these views:
+
+- ``layers``, ``models``, ``spectra``: ``read_parquet`` over ``<root>/<scan_id or *>/<table>/*.parquet``
+  with ``union_by_name=true`` (files of older schema versions get NULLs for new columns). When no file
+  exists yet, the view is an empty table with the current schema, so every query still binds.
+- ``catalog``: every ``catalogs/*.csv`` (validated by ``scanner.catalog``), one row per ``model_id``.
+- ``models_with_accuracy``: ``models`` left-joined with ``catalog`` (family, dataset, top1, top5).
+- ``layers_with_family``: ``layers`` with the model's catalog family and its relative depth.
+
+SQL files in ``queries/`` hold one statement with a header comment::
+
+    -- name: phase_by_model
+    -- purpose: one line
+    -- param: scan_id = NULL  -- a scan id, or NULL for every scan
+    -- output: model_id, n_layers, ...
+
+and refer only to the views above. ``run_query`` binds ``$name`` parameters (defaults from the header).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from scanner import catalog as catalog_mod
+from scanner import schema
+from scanner.errors import QueryError, StoreError
+
+logger = logging.getLogger(__name__)
+
+QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"
+
+_JOINED_VIEWS = """
+CREATE OR REPLACE VIEW models_with_accuracy AS
+SELECT m.*, c.family, c.dataset, c.top1, c.top5, c.num_params AS catalog_num_params
+FROM models AS m LEFT JOIN catalog AS c USING (model_id);
+
+CREATE OR REPLACE VIEW layers_with_family AS
+SELECT l.*, coalesce(c.family, split_part(l.model_id, ':', 1)) AS family,
+       (l.layer_index + 0.5) / count(*) OVER (PARTITION BY l.scan_id, l.model_id) AS depth
+FROM layers AS l LEFT JOIN catalog AS c USING (model_id);
+"""
+
+
+def _glob(root: Path, scan_id: str | None, table: str) -> tuple[str, bool]:
+    pattern = root / (scan_id or "*") / table / "*.parquet"
+    return str(pattern), any(root.glob(str(pattern.relative_to(root))))
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def catalog_table(catalogs_dir: str | os.PathLike[str] | None = None) -> pa.Table:
+    """All catalogs of ``catalogs_dir`` (default: the repository's ``catalogs/``) as one Arrow table."""
+    folder = Path(catalogs_dir) if catalogs_dir is not None else catalog_mod.CATALOGS_DIR
+    entries = [e for path in sorted(folder.glob("*.csv")) for e in catalog_mod.load_catalog(path)]
+    catalog_mod.check_unique(entries, f"the catalogs in {folder}")
+    types = {
+        "top1": pa.float64(), "top5": pa.float64(), "num_params": pa.int64(), "img_size": pa.int32(),
+    }
+    arrow_schema = pa.schema([(c, types.get(c, pa.string())) for c in catalog_mod.COLUMNS])
+    rows = [{c: getattr(e, c) for c in catalog_mod.COLUMNS} for e in entries]
+    return pa.Table.from_pylist(rows, schema=arrow_schema)
+
+
+def connect(
+    results_root: str | os.PathLike[str],
+    *,
+    scan_id: str | None = None,
+    catalogs_dir: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views described in the module docstring.
+
+    Args:
+        results_root: the folder that holds ``<scan_id>/`` sub-folders.
+        scan_id: restrict the views to one scan (default: every scan under the root).
+        catalogs_dir: folder of catalog CSVs (default: the repository's ``catalogs/``).
+        threads: DuckDB worker threads (default: DuckDB's choice).
+
+    Raises:
+        StoreError: ``results_root`` (or the named scan) does not exist.
+    """
+    root = Path(results_root)
+    if not root.is_dir():
+        raise StoreError(f"results folder {root} does not exist; pass the --results folder a scan wrote into")
+    if scan_id is not None and not (root / scan_id).is_dir():
+        scans = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise StoreError(f"no scan {scan_id!r} under {root}; scans there: {scans or 'none'}")
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    for table, table_schema in schema.SCHEMAS.items():
+        pattern, found = _glob(root, scan_id, table)
+        if found:
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_string(pattern)}, union_by_name = true)"
+            )
+        else:
+            logger.info("no %s files under %s: the %s view is empty", table, root, table)
+            con.register(f"_empty_{table}", table_schema.empty_table())
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
+    con.register("_catalog", catalog_table(catalogs_dir))
+    con.execute("CREATE VIEW catalog AS SELECT * FROM _catalog")
+    con.execute(_JOINED_VIEWS)
+    return con
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    """A ``$name`` parameter of a SQL file: its default (a SQL literal, None for NULL) and help text."""
+
+    name: str
+    default: str | None
+    help: str
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    """A parsed SQL file of ``queries/``."""
+
+    name: str
+    path: Path
+    purpose: str
+    params: tuple[QueryParam, ...]
+    outputs: tuple[str, ...]
+    sql: str
+
+
+_PARAM = re.compile(r"^(?P<name>\w+)\s*=\s*(?P<default>.*?)\s*(?:--\s*(?P<help>.*))?$")
+
+
+def parse_query(path: str | os.PathLike[str]) -> QueryInfo:
+    """Parse the header comment (purpose, param, output lines) of one SQL file.
+
+    Raises:
+        QueryError: the header lacks ``purpose`` or ``output``, or a ``$parameter`` used in the SQL is
+            not declared (or one declared is not used).
+    """
+    path = Path(path)
+    text = path.read_text()
+    purpose, outputs, params = "", [], []
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            continue
+        key, _, value = line[2:].strip().partition(":")
+        value = value.strip()
+        if key == "purpose":
+            purpose = value
+        elif key == "output":
+            outputs += [c.strip() for c in value.split(",") if c.strip()]
+        elif key == "param":
+            match = _PARAM.match(value)
+            if not match:
+                raise QueryError(f"{path}: bad param line {line!r}; write '-- param: name = default  -- help'")
+            default = match["default"]
+            params.append(QueryParam(match["name"], None if default.upper() == "NULL" else default, match["help"] or ""))
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    used = set(re.findall(r"\$(\w+)", body))
+    declared = {p.name for p in params}
+    if not purpose or not outputs or used != declared:
+        raise QueryError(
+            f"{path}: header must give '-- purpose:', '-- output:' and one '-- param:' per $parameter; "
+            f"used {sorted(used)}, declared {sorted(declared)}"
+        )
+    return QueryInfo(path.stem, path, purpose, tuple(params), tuple(outputs), text)
+
+
+def list_queries(folder: str | os.PathLike[str] | None = None) -> list[QueryInfo]:
+    """Every ``*.sql`` file of ``folder`` (default: the repository's ``queries/``), parsed, by name."""
+    return [parse_query(p) for p in sorted(Path(folder or QUERIES_DIR).glob("*.sql"))]
+
+
+def _literal(value: str | None) -> Any:
+    """A header default or a --param value (text) as a Python value: NULL, int, float or string."""
+    if value is None or value.upper() == "NULL":
+        return None
+    text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        return text[1:-1].replace("''", "'")
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def find_query(name: str, folder: str | os.PathLike[str] | None = None) -> QueryInfo:
+    """The query called ``name`` (a file stem), or QueryError listing the available ones."""
+    queries = {q.name: q for q in list_queries(folder)}
+    if name not in queries:
+        raise QueryError(f"no query named {name!r}; available: {', '.join(queries) or 'none'}")
+    return queries[name]
+
+
+def run_query(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    folder: str | os.PathLike[str] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Execute query ``name`` with ``$parameters`` bound (header defaults fill the ones not given).
+
+    String values such as CLI ``k=v`` pairs are converted: ``NULL`` → None, numbers → int/float.
+
+    Returns:
+        The connection, ready for ``fetchall()``, ``fetch_arrow_table()`` or ``fetchdf()``.
+
+    Raises:
+        QueryError: unknown query or a parameter the query does not declare.
+    """
+    info = find_query(name, folder)
+    given = dict(params or {})
+    unknown = sorted(set(given) - {p.name for p in info.params})
+    if unknown:
+        declared = ", ".join(f"{p.name} (default {p.default})" for p in info.params) or "none"
+        raise QueryError(f"query {name!r} has no parameter(s) {unknown}; its parameters: {declared}")
+    bound = {
+        p.name: _literal(given[p.name]) if isinstance(given.get(p.name), str) else given.get(p.name, _literal(p.default))
+        for p in info.params
+    }
+    return con.execute(info.sql, bound)
