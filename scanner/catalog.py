@@ -4,8 +4,8 @@ A catalog is a CSV under ``catalogs/`` with the columns of ``CatalogEntry`` (``m
 and ``dataset`` required; the rest may be empty). Cells are plain numbers (``1014.45``, never
 ``"1,014.45"``); an empty cell is a missing value. ``catalogs/README.md`` names the source of every number.
 
-Model ids carry their source (DESIGN.md): ``timm:<name>``, ``hf:<org/name>[@rev]``, ``file:<path>``,
-``random:<source>/<name>``. A relative ``file:`` path is resolved against the shared data folder:
+Model ids carry their source (DESIGN.md) and are checked by ``scanner.sources.parse_model_id``:
+``timm:<name>``, ``hf:<org/name>[@rev]``, ``file:<path>``, ``random:<source>/<name>``. A relative ``file:`` path is resolved against the shared data folder:
 ``$ZOOSCAN_SHARED`` when set, else ``../shared`` beside the repository root (where CI has it), so the
 ids in committed catalogs do not depend on the working directory. See ``resolve_file_path``.
 
@@ -24,12 +24,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from scanner.errors import CatalogError
+from scanner.errors import CatalogError, ModelIdError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOGS_DIR = REPO_ROOT / "catalogs"
 SOURCES = ("timm", "hf", "file", "random")
-_MODEL_ID = re.compile(r"^(?P<source>[a-z]+):(?P<name>\S+)$")
 REQUIRED_COLUMNS = ("model_id", "family", "dataset")
 
 
@@ -67,13 +66,20 @@ _INTS = ("num_params", "img_size")
 
 
 def check_model_id(model_id: str) -> str:
-    """Return ``model_id`` if it has a known ``<source>:`` prefix, else raise CatalogError naming the forms."""
-    match = _MODEL_ID.match(model_id)
-    if not match or match["source"] not in SOURCES:
-        raise CatalogError(
-            f"model id {model_id!r} must look like timm:<name>, hf:<org/name>[@rev], file:<path> or "
-            f"random:<source>/<name> (known sources: {', '.join(SOURCES)})"
-        )
+    """Return ``model_id`` if ``scanner.sources.parse_model_id`` accepts it and its source can be catalogued.
+
+    Raises:
+        CatalogError: the id does not parse (the message lists the valid forms) or is an in-memory
+            ``module:`` id, which cannot be scanned from a catalog.
+    """
+    from scanner.sources import parse_model_id
+
+    try:
+        ref = parse_model_id(model_id)
+    except ModelIdError as exc:
+        raise CatalogError(str(exc)) from exc
+    if ref.source not in SOURCES:
+        raise CatalogError(f"model id {model_id!r}: a catalog lists only {', '.join(SOURCES)} ids")
     return model_id
 
 

@@ -1,0 +1,106 @@
+"""``zooscan query``: run a named SQL file of ``queries/`` over a results directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  zooscan query --list
+  zooscan query status_overview --results results
+  zooscan query metric_accuracy_correlation --results results --param dataset=imagenet-1k --param min_models=5
+  zooscan query rank_models --results results --param metric=alpha_hat --format csv --output ranks.csv
+"""
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--results, --scan-id, --catalogs, --format and --output, shared with ``zooscan sql``."""
+    parser.add_argument("--results", metavar="DIR", help="results folder holding <scan_id>/ sub-folders")
+    parser.add_argument("--scan-id", help="restrict the views to one scan")
+    parser.add_argument("--catalogs", metavar="DIR", help="folder of catalog CSVs (default: the repo's catalogs/)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--output", metavar="FILE", help="write here instead of stdout (required for parquet)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="query name (a file stem in queries/)")
+    parser.add_argument("--list", action="store_true", help="list the queries with their parameters and exit")
+    parser.add_argument("--param", action="append", default=[], metavar="K=V",
+                        help="bind $K to V (NULL, a number, or text); repeatable")
+    add_output_arguments(parser)
+
+
+def _format_table(table: Any) -> str:
+    columns = table.column_names
+    rows = [["" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()]
+            for row in table.to_pylist()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append(f"({len(rows)} rows)")
+    return "\n".join(lines) + "\n"
+
+
+def emit(table: Any, fmt: str, output: str | None) -> int:
+    """Write an Arrow table in ``fmt`` to ``output`` (or stdout); returns the exit status."""
+    if fmt == "parquet":
+        if not output:
+            print("error: --format parquet needs --output FILE", file=sys.stderr)
+            return 2
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, output, compression="zstd")
+        return 0
+    if fmt == "csv":
+        import io
+
+        import pyarrow.csv as pacsv
+
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer)
+        text = buffer.getvalue().decode()
+    elif fmt == "json":
+        text = json.dumps(table.to_pylist(), indent=1, default=str) + "\n"
+    else:
+        text = _format_table(table)
+    if output:
+        Path(output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --param takes K=V; got {pair!r}")
+        params[key.strip()] = value
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    from scanner.errors import ScannerError
+    from scanner.query import connect, list_queries, run_query
+
+    if args.list or not args.name:
+        for info in list_queries():
+            params = ", ".join(f"{p.name}={p.default if p.default is not None else 'NULL'}" for p in info.params)
+            print(f"{info.name}\n    {info.purpose}\n    params: {params or '-'}\n    output: {', '.join(info.outputs)}")
+        return 0 if args.list else 2
+    if not args.results:
+        print("error: give --results DIR (the folder a scan wrote into)", file=sys.stderr)
+        return 2
+    try:
+        con = connect(args.results, scan_id=args.scan_id, catalogs_dir=args.catalogs)
+        table = run_query(con, args.name, _params(args.param)).fetch_arrow_table()
+    except ScannerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return emit(table, args.format, args.output)

@@ -1,0 +1,38 @@
+"""``zooscan sql``: run any SQL over a results directory (views: layers, models, spectra, catalog,
+models_with_accuracy, layers_with_family)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scanner.commands.query import add_output_arguments, emit
+
+EPILOG = """examples:
+  zooscan sql "SELECT status, count(*) FROM models GROUP BY ALL" --results results
+  zooscan sql "SELECT model_id, alpha_hat, top1 FROM models_with_accuracy ORDER BY alpha_hat" --results results --format csv
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sql", help="one SQL statement; the views are layers, models, spectra, catalog, "
+                        "models_with_accuracy and layers_with_family")
+    add_output_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from scanner.errors import ScannerError
+    from scanner.query import connect
+
+    if not args.results:
+        print("error: give --results DIR (the folder a scan wrote into)", file=sys.stderr)
+        return 2
+    try:
+        con = connect(args.results, scan_id=args.scan_id, catalogs_dir=args.catalogs)
+        table = con.execute(args.sql).fetch_arrow_table()
+    except (ScannerError, duckdb.Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return emit(table, args.format, args.output)
