@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TORCH_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
+# Messages of torch's weights-only unpickler that mean "needs code or classes", as opposed to a damaged file
+# ("Unsupported operand", truncated data), which is a plain SourceError.
+_UNSAFE_MARKERS = ("unsupported global", "can only build", "can only create new object", "allowlisted")
 NESTED_KEYS = ("state_dict", "model", "module", "net", "model_state_dict")
 SUPPORTED = ".safetensors, a folder of *.safetensors (+ model.safetensors.index.json), or " + ", ".join(TORCH_SUFFIXES)
 
@@ -169,7 +172,7 @@ def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+        if any(marker in str(exc).lower() for marker in _UNSAFE_MARKERS):
             raise UnsafeCheckpointError(_unsafe_message(path, exc)) from exc
         raise SourceError(f"{path}: corrupt torch checkpoint ({exc}); re-download or re-save it") from exc
     except Exception as exc:  # torch raises RuntimeError, EOFError, ValueError... for damaged files

@@ -48,7 +48,10 @@ def pretrained_file(name: str, cache_dir: str | None, model_id: str) -> str:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(name)
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError:  # timm raises for a tag the architecture does not have
+        cfg = None
     if cfg is None:
         arch = name.split(".")[0]
         raise SourceError(f"{model_id}: timm has no pretrained weights named {name!r}; see "
@@ -58,16 +61,18 @@ def pretrained_file(name: str, cache_dir: str | None, model_id: str) -> str:
                           f"scan 'timm:{name}?file=<path>'")
     repo_id, _, revision = cfg.hf_hub_id.partition("@")
     candidates = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else CANDIDATE_FILES
+    not_cached = False
     for filename in candidates:
         try:
             return hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=cache_dir)
+        except LocalEntryNotFoundError:  # offline (or unreachable) and not cached: try the next name, then say so
+            not_cached = True
         except EntryNotFoundError:
             continue
-        except LocalEntryNotFoundError as exc:
-            if filename == candidates[-1]:
-                raise SourceError(unreachable_message(model_id, f"repo {repo_id}, tried {list(candidates)}")) from exc
         except OSError as exc:
             raise SourceError(unreachable_message(model_id, f"{type(exc).__name__}: {exc}")) from exc
+    if not_cached:
+        raise SourceError(unreachable_message(model_id, f"repo {repo_id}, tried {list(candidates)}"))
     raise SourceError(f"{model_id}: repo {repo_id} has none of {list(candidates)}")
 
 

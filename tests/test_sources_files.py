@@ -1,0 +1,193 @@
+"""file: sources: real zoo checkpoints, safetensors (single, sharded), torch pickles, refusal of unsafe pickles,
+and clear errors for damaged files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from scanner.errors import SourceError, UnsafeCheckpointError
+from scanner.layers import LayerMatrix, SkippedTensor, iter_layers
+from scanner.sources import open_source
+from tests._fixtures_sources import MAXIM, RESNETS, minilm_safetensors, zoo_file
+
+
+def _rows(model_id: str) -> tuple[list[LayerMatrix], list[SkippedTensor]]:
+    rows = list(iter_layers(open_source(model_id)))
+    return [r for r in rows if isinstance(r, LayerMatrix)], [r for r in rows if isinstance(r, SkippedTensor)]
+
+
+@pytest.mark.parametrize(("name", "n_conv"), [("resnet20-12fca82f.th", 19), ("resnet32-d509ac18.th", 31),
+                                              ("resnet44-014dd654.th", 43), ("resnet56-4bfd9763.th", 55)])
+def test_cifar_resnets_yield_one_matrix_per_weight_tensor(name: str, n_conv: int) -> None:
+    path = zoo_file(RESNETS, name)
+    layers, skipped = _rows(f"file:{path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    expected = {k.removeprefix("module.").removesuffix(".weight") for k, v in state.items() if v.ndim >= 2}
+    assert {m.name for m in layers} == expected
+    assert [m.kind for m in layers].count("conv2d") == n_conv and [m.kind for m in layers].count("linear") == 1
+    assert all(not m.name.startswith("module.") for m in layers)
+    assert len(layers) + len(skipped) == len(state)
+    conv = next(m for m in layers if m.name == "layer3.0.conv2")
+    kernel = state["module.layer3.0.conv2.weight"].numpy()
+    assert conv.matrices.shape == (9, 64, 64) and conv.shape == (64, 64, 3, 3)
+    np.testing.assert_array_equal(conv.matrices[5], kernel[:, :, 1, 2])  # position (1, 2) = 1*3 + 2
+
+
+@pytest.mark.parametrize(
+    ("name", "n_matrices", "n_conv1d", "n_duplicates"),
+    [("ai85-catsdogs-qat8.state_dict.pt", 7, 0, 0), ("ai85-cifar10-qat8.state_dict.pt", 11, 0, 0),
+     ("ai85-kws20-qat8.state_dict.pt", 10, 4, 0), ("ai85-kws20_v3-qat8.state_dict.pt", 9, 8, 9),
+     ("ai85-mnist-extrasmall-qat8.state_dict.pt", 4, 0, 0), ("ai85-mnist-qat8.state_dict.pt", 5, 0, 0)],
+)
+def test_maxim_qat_nets_load_with_conv1d_and_duplicates(name: str, n_matrices: int, n_conv1d: int,
+                                                        n_duplicates: int) -> None:
+    path = zoo_file(MAXIM, name)
+    layers, skipped = _rows(f"file:{path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert len(layers) == n_matrices
+    assert [m.kind for m in layers].count("conv1d") == n_conv1d
+    duplicates = [s for s in skipped if s.reason.startswith("duplicate of ")]
+    assert len(duplicates) == n_duplicates
+    assert len(layers) + len(duplicates) == sum(v.ndim >= 2 for v in state.values())
+    for m in layers:
+        if m.kind == "conv1d":
+            assert m.matrices.shape == (m.shape[2], m.shape[0], m.shape[1])
+
+
+def test_minilm_yields_attention_ffn_linears_and_embeddings() -> None:
+    path = minilm_safetensors()
+    layers, skipped = _rows(f"file:{path}")
+    encoder = [m for m in layers if m.name.startswith("encoder.layer.") and m.kind == "linear"]
+    assert len(encoder) == 36  # 6 layers × (query, key, value, attention output, intermediate, output)
+    assert sorted(m.name for m in layers if m.kind == "embedding") == [
+        "embeddings.position_embeddings", "embeddings.token_type_embeddings", "embeddings.word_embeddings"]
+    assert [m.name for m in layers if m not in encoder and m.kind != "embedding"] == ["pooler.dense"]
+    assert [s.name for s in skipped if len(s.shape) >= 2] == ["embeddings.position_ids"]
+    oracle = load_file(str(path))
+    word = next(m for m in layers if m.name == "embeddings.word_embeddings")
+    assert word.matrices.shape == (1, 30522, 384)
+    np.testing.assert_array_equal(word.matrices[0], oracle["embeddings.word_embeddings.weight"].numpy())
+
+
+def test_digest_is_sha256_of_the_file_and_num_params_counts_float_weights(tmp_path: Path) -> None:
+    tensors = {"a.weight": torch.randn(4, 3), "a.bias": torch.randn(4), "ids": torch.arange(5)}
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path))
+    source = open_source(f"file:{path}")
+    assert source.digest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(RuntimeError, match="fully iterated"):
+        _ = source.num_params
+    names = [t.name for t in source.tensors()]
+    assert sorted(names) == sorted(tensors) and source.num_params == 16
+
+
+def test_sharded_safetensors_folder_reads_every_shard(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    shards = {"model-00001-of-00002.safetensors": {"l0.weight": torch.randn(8, 4, generator=g)},
+              "model-00002-of-00002.safetensors": {"l1.weight": torch.randn(6, 8, generator=g).to(torch.bfloat16)}}
+    weight_map = {}
+    for file, tensors in shards.items():
+        save_file(tensors, str(tmp_path / file))
+        weight_map.update(dict.fromkeys(tensors, file))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    layers, _ = _rows(f"file:{tmp_path}")
+    assert [m.name for m in layers] == ["l0", "l1"]
+    assert layers[1].matrices.dtype == np.float32
+    np.testing.assert_array_equal(layers[1].matrices[0], shards["model-00002-of-00002.safetensors"]["l1.weight"]
+                                  .float().numpy())
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(SourceError, match="missing"):
+        open_source(f"file:{tmp_path}")
+
+
+def test_nested_checkpoint_dicts_and_module_prefix(tmp_path: Path) -> None:
+    weight = torch.randn(5, 7)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"epoch": 3, "best_acc": 0.9, "net": {"module.fc.weight": weight, "module.fc.bias": torch.zeros(5)}},
+               path)
+    layers, _ = _rows(f"file:{path}")
+    assert [m.name for m in layers] == ["fc"]
+    np.testing.assert_array_equal(layers[0].matrices[0], weight.numpy())
+
+
+def test_nan_weights_are_still_yielded(tmp_path: Path) -> None:
+    weight = torch.randn(6, 4)
+    weight[2, 1] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file({"fc.weight": weight}, str(path))
+    (layer,), _ = _rows(f"file:{path}")
+    assert np.isnan(layer.matrices).sum() == 1
+
+
+class _WritesAFile:
+    """A pickle payload: unpickling it runs code that writes ``target``."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return exec, (f"open({str(self.target)!r}, 'w').write('pwned')",)
+
+
+def test_malicious_pickle_is_refused_and_its_code_never_runs(tmp_path: Path) -> None:
+    target = tmp_path / "pwned.txt"
+    path = tmp_path / "evil.pt"
+    torch.save({"fc.weight": torch.randn(3, 3), "payload": _WritesAFile(target)}, path)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        open_source(f"file:{path}")
+    assert not target.exists()
+    message = str(info.value)
+    assert "code execution" in message and "state_dict" in message and "safetensors" in message
+    torch.load(path, weights_only=False)  # control: the payload is real, it writes the file when trusted
+    assert target.read_text() == "pwned"
+
+
+def test_a_pickled_module_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "whole_model.pt"
+    torch.save(torch.nn.Linear(3, 2), path)
+    with pytest.raises(UnsafeCheckpointError, match="never runs code"):
+        open_source(f"file:{path}")
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_damaged_files_raise_source_error(tmp_path: Path, suffix: str, damage: str) -> None:
+    path = tmp_path / f"model{suffix}"
+    tensors = {"fc.weight": torch.randn(64, 64), "fc2.weight": torch.randn(64, 64)}
+    if suffix == ".pt":
+        torch.save(tensors, path)
+    else:
+        save_file(tensors, str(path))
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        _truncated(path)
+    else:
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(SourceError) as info:
+        source = open_source(f"file:{path}")
+        list(source.tensors())
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_format_missing_file_and_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07")
+    with pytest.raises(SourceError, match="unknown checkpoint format '.onnx'"):
+        open_source(f"file:{tmp_path / 'model.onnx'}")
+    with pytest.raises(SourceError, match="no such file"):
+        open_source(f"file:{tmp_path / 'absent.pt'}")
+    with pytest.raises(SourceError, match="no weight files"):
+        open_source(f"file:{tmp_path}")

@@ -1,0 +1,75 @@
+"""Model ids: one parser, canonical ids, filesystem-safe keys, errors that list the valid forms."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanner.errors import ModelIdError
+from scanner.sources import ModelRef, open_source, parse_model_id
+
+
+@pytest.mark.parametrize(
+    ("text", "source", "name", "revision", "options"),
+    [
+        ("timm:resnet50.a1_in1k", "timm", "resnet50.a1_in1k", None, ()),
+        ("timm:resnet50.a1_in1k?file=/tmp/w.pth", "timm", "resnet50.a1_in1k", None, (("file", "/tmp/w.pth"),)),
+        ("hf:sentence-transformers/all-MiniLM-L6-v2", "hf", "sentence-transformers/all-MiniLM-L6-v2", None, ()),
+        ("hf:org/name@v1.0", "hf", "org/name", "v1.0", ()),
+        ("hf:gpt2", "hf", "gpt2", None, ()),
+        ("file:ckpt/model.safetensors", "file", "ckpt/model.safetensors", None, ()),
+        ("random:timm/resnet18?seed=3", "random", "timm/resnet18", None, (("seed", "3"),)),
+        ("random:transformers/bert?num_hidden_layers=2&hidden_size=64", "random", "transformers/bert", None,
+         (("hidden_size", "64"), ("num_hidden_layers", "2"))),
+    ],
+)
+def test_parse_model_id_fields(text: str, source: str, name: str, revision: str | None, options: tuple) -> None:
+    ref = parse_model_id(text)
+    assert (ref.source, ref.name, ref.revision, ref.options) == (source, name, revision, options)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["timm:resnet50.a1_in1k", "hf:org/name@rev", "file:/abs/path/x.pt", "random:timm/resnet50",
+     "random:transformers/bert", "random:transformers/bert?hidden_size=64&seed=1"],
+)
+def test_model_id_round_trips(text: str) -> None:
+    assert parse_model_id(text).model_id == text
+    assert parse_model_id(parse_model_id(text).model_id) == parse_model_id(text)
+
+
+def test_keys_are_filesystem_safe_and_unique() -> None:
+    assert ModelRef("hf", "org/name", "rev").key == "hf__org__name@rev"
+    assert ModelRef("random", "timm/resnet50").key == "random__timm__resnet50"
+    keys = {parse_model_id(t).key for t in ("file:a/b/model.pt", "file:c/b/model.pt", "file:model.pt",
+                                             "timm:resnet50", "hf:org/resnet50")}
+    assert len(keys) == 5
+    for key in keys:
+        assert "/" not in key and ":" not in key and " " not in key
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("foo:bar", "unknown prefix 'foo'"),
+        ("/data/model.safetensors", 'prefix it with "file:"'),
+        ("model.pt", 'prefix it with "file:"'),
+        ("hf-hub:org/name", 'use "hf:"'),
+        ("timm:", "nothing after"),
+        ("hf:org/name/extra", "<org>/<name>"),
+        ("random:keras/resnet", "not a valid random name"),
+        ("random:timm/resnet?seed", "not key=value"),
+    ],
+)
+def test_bad_ids_raise_with_the_valid_forms(text: str, expected: str) -> None:
+    with pytest.raises(ModelIdError) as info:
+        parse_model_id(text)
+    message = str(info.value)
+    assert expected in message
+    assert "timm:resnet50.a1_in1k" in message and "file:" in message and "random:timm/" in message
+
+
+def test_open_source_refuses_module_ids_and_other_objects() -> None:
+    with pytest.raises(ModelIdError, match="pass the torch.nn.Module object"):
+        open_source("module:MyNet")
+    with pytest.raises(TypeError, match="model id, a ModelRef or a torch.nn.Module"):
+        open_source(42)  # type: ignore[arg-type]
