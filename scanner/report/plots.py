@@ -1,0 +1,236 @@
+"""Plotting functions for HT-SR results: the papers' ESD figures and zoo-level summaries.
+
+Every function is pure: it takes arrays, records or pyarrow tables and returns a matplotlib ``Figure``
+(``to_png`` turns one into PNG bytes). The Agg backend is selected on import of this module, so nothing
+needs a display. Conventions follow Martin & Mahoney (JMLR 2021, Figs. 4–13): the ESD is the density of
+the eigenvalues λ = s² of W (raw units); on log-log axes it is a histogram on logarithmic bins, with the
+fitted power law p(λ) ∝ λ^(−α) drawn from xmin on and the fitted Marchenko–Pastur density on the bulk.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from numpy.typing import NDArray  # noqa: E402
+
+from scanner.records import PHASE_ORDER, MPFit, PowerLawFit  # noqa: E402
+from scanner.spectra.mp import mp_density  # noqa: E402
+
+PHASE_COLORS: dict[str, str] = {
+    "random_like": "#4c72b0",
+    "bleeding_out": "#64b5cd",
+    "bulk_plus_spikes": "#55a868",
+    "bulk_decay": "#ccb974",
+    "heavy_tailed": "#c44e52",
+    "rank_collapse": "#8172b2",
+}
+PHASE_LABELS: dict[str, str] = {
+    "random_like": "Random-like",
+    "bleeding_out": "Bleeding-out",
+    "bulk_plus_spikes": "Bulk+Spikes",
+    "bulk_decay": "Bulk-decay",
+    "heavy_tailed": "Heavy-Tailed",
+    "rank_collapse": "Rank-collapse",
+}
+NO_PHASE_COLOR = "#bbbbbb"
+
+
+def to_png(fig: Figure, dpi: int = 90) -> bytes:
+    """Render ``fig`` to PNG bytes and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def log_binned_density(evals: NDArray[np.floating], bins: int = 60) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Histogram density of the positive eigenvalues on logarithmic bins.
+
+    Returns (bin centres, density) with density = count / (n_positive · bin width), so that the density
+    integrates to 1 over the positive eigenvalues; empty bins are dropped (they cannot be drawn on log axes).
+    """
+    x = np.asarray(evals, dtype=np.float64)
+    x = x[x > 0]
+    if x.size == 0:
+        return np.empty(0), np.empty(0)
+    lo, hi = x.min(), x.max()
+    if hi <= lo:
+        hi = lo * 1.01
+    edges = np.logspace(np.log10(lo), np.log10(hi), bins + 1)
+    counts, _ = np.histogram(x, bins=edges)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    density = counts / (x.size * np.diff(edges))
+    keep = counts > 0
+    return centres[keep], density[keep]
+
+
+def power_law_density(x: NDArray[np.floating], fit: PowerLawFit, n_total: int) -> NDArray[np.float64]:
+    """The fitted tail law as a density of the whole ESD: (n_tail/n)·(α−1)/xmin·(λ/xmin)^(−α) for λ ≥ xmin."""
+    x = np.asarray(x, dtype=np.float64)
+    if fit.alpha is None or fit.xmin is None or fit.n_tail <= 0 or n_total <= 0:
+        return np.full_like(x, np.nan)
+    share = fit.n_tail / n_total
+    out = share * (fit.alpha - 1.0) / fit.xmin * (x / fit.xmin) ** (-fit.alpha)
+    return np.where(x >= fit.xmin, out, np.nan)
+
+
+def mp_bulk_density(x: NDArray[np.floating], mp: MPFit) -> NDArray[np.float64]:
+    """MP density of the fitted scale, weighted by the bulk's share of the eigenvalues (bulk_fraction)."""
+    return mp.bulk_fraction * mp_density(np.asarray(x, dtype=np.float64), mp.q, mp.scale)
+
+
+def _title(ax: plt.Axes, title: str, phase: str | None) -> None:
+    label = PHASE_LABELS.get(phase or "", phase or "no phase")
+    ax.set_title(f"{title}\n{label}" if title else label, fontsize=9, color=PHASE_COLORS.get(phase or "", "black"))
+
+
+def plot_esd_loglog(ax: plt.Axes, evals: NDArray[np.floating], fit: PowerLawFit | None, mp: MPFit | None,
+                    title: str = "", phase: str | None = None) -> None:
+    """ESD on log-log axes (log-binned density) with the power law from xmin (slope −α) and the MP bulk."""
+    x = np.asarray(evals, dtype=np.float64)
+    centres, density = log_binned_density(x)
+    n_pos = int((x > 0).sum())
+    ax.loglog(centres, density, "o", ms=3, color="#333333", label=f"ESD ({x.size} λ)")
+    if fit is not None and fit.alpha is not None and fit.xmin is not None:
+        grid = np.logspace(np.log10(fit.xmin), np.log10(x.max()), 100)
+        ax.loglog(grid, power_law_density(grid, fit, n_pos), "-", color="#c44e52", lw=1.8,
+                  label=f"PL α={fit.alpha:.2f}" + ("" if fit.reliable else " (unreliable)"))
+        ax.axvline(fit.xmin, color="#c44e52", ls=":", lw=1)
+    if mp is not None and centres.size:
+        grid = np.logspace(np.log10(max(mp.lambda_minus, centres.min()) * 1.0001), np.log10(mp.lambda_plus), 200)
+        ax.loglog(grid, mp_bulk_density(grid, mp), "-", color="#4c72b0", lw=1.5, label=f"MP Q={mp.q:.2f}")
+    ax.set_xlabel("eigenvalue λ of WᵀW")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7, loc="lower left")
+    _title(ax, title, phase)
+
+
+def plot_esd_linear(ax: plt.Axes, evals: NDArray[np.floating], mp: MPFit | None, title: str = "",
+                    phase: str | None = None, bins: int = 80) -> None:
+    """ESD on linear axes (histogram density) with the MP density and the TW-corrected edge λ⁺_TW."""
+    x = np.asarray(evals, dtype=np.float64)
+    ax.hist(x, bins=bins, density=True, color="#999999", alpha=0.8, label="ESD")
+    if mp is not None:
+        grid = np.linspace(mp.lambda_minus, mp.lambda_plus, 300)[1:-1]
+        ax.plot(grid, mp_bulk_density(grid, mp), color="#4c72b0", lw=1.5, label="MP fit")
+        ax.axvline(mp.lambda_plus_tw, color="#4c72b0", ls="--", lw=1, label=f"λ⁺_TW ({mp.n_spikes} spikes)")
+    ax.set_xlabel("eigenvalue λ of WᵀW")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    _title(ax, title, phase)
+
+
+def esd_figure(evals: NDArray[np.floating], fit: PowerLawFit | None, mp: MPFit | None, title: str = "",
+               phase: str | None = None) -> Figure:
+    """One layer: log-log ESD with PL and MP (left), linear ESD with MP (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    plot_esd_loglog(left, evals, fit, mp, title, phase)
+    plot_esd_linear(right, evals, mp, title, phase)
+    fig.tight_layout()
+    return fig
+
+
+def _phase_legend(ax: plt.Axes, phases: Sequence[str]) -> None:
+    present = [p.value for p in PHASE_ORDER if p.value in set(phases)]
+    handles = [Patch(color=PHASE_COLORS[p], label=PHASE_LABELS[p]) for p in present]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def alpha_by_depth_figure(layers: pa.Table, title: str = "") -> Figure:
+    """α of each layer against its layer index, coloured by phase (one model's ``layers`` rows)."""
+    rows = [r for r in layers.select(["layer_index", "alpha", "phase"]).to_pylist() if r["alpha"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    colors = [PHASE_COLORS.get(r["phase"] or "", NO_PHASE_COLOR) for r in rows]
+    ax.scatter([r["layer_index"] for r in rows], [r["alpha"] for r in rows], c=colors, s=28, edgecolor="k", lw=0.4)
+    ax.axhspan(2.0, 6.0, color="#eeeeee", zorder=0, label="2 ≤ α ≤ 6")
+    ax.set_xlabel("layer index (depth)")
+    ax.set_ylabel("power-law α")
+    ax.set_title(title, fontsize=9)
+    _phase_legend(ax, [r["phase"] or "" for r in rows])
+    fig.tight_layout()
+    return fig
+
+
+def alpha_vs_accuracy_figure(models: pa.Table, x_columns: Sequence[str] = ("alpha_mean", "alpha_hat")) -> Figure:
+    """Per-family scatter of model-level α (and α̂) against published top-1 (rows need ``family``, ``top1``)."""
+    rows = [r for r in models.to_pylist() if r.get("top1") is not None]
+    families = sorted({r["family"] or "?" for r in rows})
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(x_columns), figsize=(5 * len(x_columns), 3.6), squeeze=False)
+    for ax, column in zip(axes[0], x_columns, strict=True):
+        for k, family in enumerate(families):
+            pts = [(r[column], r["top1"]) for r in rows if (r["family"] or "?") == family and r[column] is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.scatter(xs, ys, s=22, color=cmap(k % 10), label=family, edgecolor="k", lw=0.3)
+        ax.set_xlabel({"alpha_mean": "mean α", "alpha_hat": "α̂ (weighted α)"}.get(column, column))
+        ax.set_ylabel("published top-1 (%)")
+    if families:
+        axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def phase_grid_figure(batch_sizes: Sequence[int], layer_names: Sequence[str],
+                      phases: dict[tuple[int, str], str | None], title: str = "") -> Figure:
+    """A batch size × layer grid, each cell coloured and labelled with the layer's phase."""
+    fig, ax = plt.subplots(figsize=(1.4 + 1.25 * len(batch_sizes), 0.9 + 0.55 * len(layer_names)))
+    for i, name in enumerate(layer_names):
+        for j, bs in enumerate(batch_sizes):
+            phase = phases.get((bs, name))
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, color=PHASE_COLORS.get(phase or "", NO_PHASE_COLOR)))
+            ax.text(j + 0.5, i + 0.5, PHASE_LABELS.get(phase or "", "—"), ha="center", va="center", fontsize=7)
+    ax.set_xlim(0, len(batch_sizes))
+    ax.set_ylim(len(layer_names), 0)
+    ax.set_xticks(np.arange(len(batch_sizes)) + 0.5, [str(b) for b in batch_sizes])
+    ax.set_yticks(np.arange(len(layer_names)) + 0.5, list(layer_names))
+    ax.set_xlabel("batch size")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def phase_counts_figure(groups: Sequence[str], counts: dict[str, dict[str, int]], xlabel: str = "") -> Figure:
+    """Stacked bars: for each group (a model, a batch size) how many layers fall in each phase."""
+    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(groups), 3.4))
+    bottom = np.zeros(len(groups))
+    for phase in PHASE_ORDER:
+        heights = np.array([counts.get(g, {}).get(phase.value, 0) for g in groups], dtype=float)
+        if heights.any():
+            ax.bar(range(len(groups)), heights, bottom=bottom, color=PHASE_COLORS[phase.value],
+                   label=PHASE_LABELS[phase.value])
+            bottom += heights
+    ax.set_xticks(range(len(groups)), list(groups), rotation=45 if len(groups) > 6 else 0, ha="right", fontsize=7)
+    ax.set_ylabel("layers")
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def metric_vs_batch_size_figure(batch_sizes: Sequence[int], series: dict[str, Sequence[float | None]],
+                                ylabel: str) -> Figure:
+    """One line per layer (or per quantity) of a metric against batch size, log-scaled x."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, values in series.items():
+        pts = [(b, v) for b, v in zip(batch_sizes, values, strict=True) if v is not None]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, "o-", label=label, ms=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
