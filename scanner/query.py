@@ -210,13 +210,13 @@ def run_query(
     params: dict[str, Any] | None = None,
     *,
     folder: str | os.PathLike[str] | None = None,
-) -> duckdb.DuckDBPyConnection:
+) -> duckdb.DuckDBPyRelation:
     """Execute query ``name`` with ``$parameters`` bound (header defaults fill the ones not given).
 
     String values such as CLI ``k=v`` pairs are converted: ``NULL`` → None, numbers → int/float.
 
     Returns:
-        The connection, ready for ``fetchall()``, ``fetch_arrow_table()`` or ``fetchdf()``.
+        A DuckDB relation: ``fetchall()``, ``to_arrow_table()``, ``df()``, ``columns``.
 
     Raises:
         QueryError: unknown query or a parameter the query does not declare.
@@ -231,4 +231,4 @@ def run_query(
         p.name: _literal(given[p.name]) if isinstance(given.get(p.name), str) else given.get(p.name, _literal(p.default))
         for p in info.params
     }
-    return con.execute(info.sql, bound)
+    return con.sql(info.sql, params=bound)

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         con = connect(args.results, scan_id=args.scan_id, catalogs_dir=args.catalogs)
-        table = run_query(con, args.name, _params(args.param)).fetch_arrow_table()
+        table = run_query(con, args.name, _params(args.param)).to_arrow_table()
     except ScannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         con = connect(args.results, scan_id=args.scan_id, catalogs_dir=args.catalogs)
-        table = con.execute(args.sql).fetch_arrow_table()
+        table = con.sql(args.sql).to_arrow_table()
     except (ScannerError, duckdb.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
