@@ -51,25 +51,22 @@ def esd_distance(evals_a: NDArray[np.float64], evals_b: NDArray[np.float64]) -> 
     return float(jensenshannon(ha / ha.sum(), hb / hb.sum(), base=2.0))
 
 
-def randomization_test(
-    matrices: NDArray[np.floating], evals: NDArray[np.float64], *, seed: int = 0, backend: str = "auto"
+def compare_with_randomized(
+    evals: NDArray[np.float64], rand_evals: NDArray[np.float64], *, n: int, m: int, seed: int
 ) -> RandomizationResult:
-    """Compare the ESD ``evals`` of ``matrices`` with the ESD of their element-shuffled copies.
+    """Compare an ESD with the ESD of its element-shuffled matrices (both pooled, raw scale).
 
     Args:
-        matrices: the matrix or batch whose pooled ESD is ``evals``.
-        evals: that ESD (so it is not recomputed).
-        seed: seed of the shuffle.
-        backend: ESD backend for the shuffled batch.
+        evals, rand_evals: the two ESDs.
+        n, m: shape N×M (N ≥ M) of each matrix, for the MP fit of the shuffled ESD.
+        seed: the shuffle's seed, recorded.
     """
-    batch = as_matrix_batch(matrices)
-    rand_evals = eigenvalues(shuffled(batch, seed), backend=backend)
-    n, m = batch.shape[1], batch.shape[2]
+    rand_evals = np.sort(np.asarray(rand_evals, dtype=np.float64))
     lambda_max = float(np.max(evals))
     lambda_max_rand = float(rand_evals[-1])
     n_traps = 0
     if np.count_nonzero(rand_evals > 0) >= 4:
-        n_traps = fit_marchenko_pastur(rand_evals, q=n / m, n=n).n_spikes
+        n_traps = fit_marchenko_pastur(rand_evals[rand_evals > 0], q=n / m, n=n).n_spikes
     return RandomizationResult(
         seed=seed,
         lambda_max_rand=lambda_max_rand,
@@ -77,3 +74,12 @@ def randomization_test(
         rand_distance=esd_distance(np.asarray(evals, dtype=np.float64), rand_evals),
         softrank=lambda_max_rand / lambda_max if lambda_max > 0 else 0.0,
     )
+
+
+def randomization_test(
+    matrices: NDArray[np.floating], evals: NDArray[np.float64], *, seed: int = 0, backend: str = "auto"
+) -> RandomizationResult:
+    """Shuffle ``matrices`` (seeded), compute their ESD and compare it with ``evals``, the ESD of ``matrices``."""
+    batch = as_matrix_batch(matrices)
+    rand_evals = eigenvalues(shuffled(batch, seed), backend=backend)
+    return compare_with_randomized(evals, rand_evals, n=batch.shape[1], m=batch.shape[2], seed=seed)

@@ -1,0 +1,228 @@
+"""Scan one model, sequentially and without Ray: source → layers → spectra → phases → records.
+
+Follow a model from catalog row to Parquet row: ``scan_model("file:…/resnet20.th")`` →
+``scanner.sources.open_source`` (reads tensors, never runs checkpoint code) → ``scanner.layers.iter_layers``
+(tensors → matrices with a kind) → :func:`compute_spectra` (eigenvalues: the GPU-able step) →
+:func:`finish_scan` (``scanner.spectra.layer.analyse_spectrum``: fits and phase → ``LayerResult``;
+``scanner.summary.summarize_layers`` → ``ModelResult``) → ``scanner.store`` writes them.
+
+Nothing here raises for a bad model or a bad layer: a layer that cannot be analysed becomes a row with
+``status="failed"`` (or ``"skipped"``) and a reason, and a model whose weights cannot be read becomes a
+failed model row that keeps the layer rows read before the failure. The two steps are separate so that
+``scanner.distributed`` can run :func:`compute_spectra` on a GPU actor (returning only eigenvalues, never
+tensors) and :func:`finish_scan` on a CPU task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from scanner.config import ScanConfig
+from scanner.errors import FitError, ScannerError, SourceError, SpectrumError
+from scanner.layers import LayerMatrix, SkippedTensor, iter_layers
+from scanner.records import LayerResult, ModelResult, Status
+from scanner.sources import ModelRef, open_source, parse_model_id
+from scanner.spectra.esd import resolve_backend
+from scanner.spectra.layer import LayerEigen, analyse_spectrum, layer_eigenvalues
+from scanner.spectra.metrics import FLOAT32_EPS
+from scanner.summary import summarize_layers
+
+logger = logging.getLogger(__name__)
+
+LayerCallback = Callable[[LayerResult], None]
+
+
+@dataclass(frozen=True)
+class LayerEigenvalues:
+    """The ESD of one analysed layer, kept for ``spectra/`` (plots, refits)."""
+
+    layer_index: int
+    layer_name: str
+    evals: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class PendingLayer:
+    """A layer whose eigenvalues are computed (step 1) and whose fits are not (step 2)."""
+
+    record: LayerResult  # identity fields filled, status OK, no spectrum yet
+    eig: LayerEigen
+    eps: float
+
+
+@dataclass(frozen=True)
+class ModelSpectra:
+    """Step 1 for a whole model: finished rows (skipped/failed) and pending layers, in model order."""
+
+    model_id: str
+    items: tuple[LayerResult | PendingLayer, ...]
+    status: Status = Status.OK
+    reason: str = ""
+    error_class: str = ""
+    digest: str = ""
+    num_params: int = 0
+    seconds_load: float = 0.0
+    seconds_esd: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelScan:
+    """Everything a scan of one model produced."""
+
+    model: ModelResult
+    layers: tuple[LayerResult, ...]
+    spectra: tuple[LayerEigenvalues, ...]
+
+
+def model_id_of(model: Any) -> str:
+    """The canonical id of a model given as an id string, a ``ModelRef`` or an in-memory module."""
+    if isinstance(model, ModelRef):
+        return model.model_id
+    if isinstance(model, str):
+        return parse_model_id(model).model_id
+    return f"module:{type(model).__name__}"
+
+
+def size_skip_reason(item: LayerMatrix, config: ScanConfig) -> str:
+    """Why a matrix is too small or too large to analyse under ``config`` ("" when it is not)."""
+    k, rows, cols = item.matrices.shape
+    num_evals = k * min(rows, cols)
+    if num_evals < config.min_evals:
+        return (
+            f"only {num_evals} eigenvalue(s) (< min_evals={config.min_evals}): too small for a spectral fit; "
+            "lower min_evals to analyse it anyway"
+        )
+    if config.max_evals is not None and num_evals > config.max_evals:
+        return f"{num_evals} eigenvalues exceed max_evals={config.max_evals}; raise max_evals to analyse it"
+    return ""
+
+
+def _weights_eps(matrices: np.ndarray) -> float:
+    return float(np.finfo(matrices.dtype).eps) if np.issubdtype(matrices.dtype, np.floating) else FLOAT32_EPS
+
+
+def _base_record(model_id: str, item: LayerMatrix | SkippedTensor, status: Status, reason: str = "") -> LayerResult:
+    return LayerResult(
+        model_id=model_id, layer_index=item.index, layer_name=item.name, kind=item.kind,
+        shape=tuple(item.shape), status=status, reason=reason, num_params=item.num_params,
+    )
+
+
+def layer_step_one(model_id: str, item: LayerMatrix | SkippedTensor, config: ScanConfig,
+                   backend: str) -> LayerResult | PendingLayer:
+    """Eigenvalues of one layer, or its finished skipped/failed row."""
+    if isinstance(item, SkippedTensor):
+        return _base_record(model_id, item, Status.SKIPPED, item.reason)
+    reason = size_skip_reason(item, config)
+    if reason:
+        return _base_record(model_id, item, Status.SKIPPED, reason)
+    started = time.perf_counter()
+    try:
+        eig = layer_eigenvalues(item.matrices, randomize=config.randomize, seed=config.seed, backend=backend)
+    except SpectrumError as exc:
+        return _base_record(model_id, item, Status.FAILED, str(exc))
+    record = replace(_base_record(model_id, item, Status.OK), seconds_esd=time.perf_counter() - started,
+                     device="cuda" if backend == "torch" else "cpu")
+    return PendingLayer(record=record, eig=eig, eps=_weights_eps(item.matrices))
+
+
+def config_backend(config: ScanConfig) -> str:
+    """The ESD backend for ``config.device``: "numpy" for cpu, "torch" for cuda, else auto-detected."""
+    return resolve_backend({"cpu": "numpy", "cuda": "torch"}.get(config.device, "auto"))
+
+
+def compute_spectra(model: Any, config: ScanConfig | None = None) -> ModelSpectra:
+    """Step 1 for a whole model: read weights, form matrices, compute eigenvalues. Never raises."""
+    config = config or ScanConfig()
+    try:
+        model_id = model_id_of(model)
+    except ScannerError as exc:
+        return ModelSpectra(str(model), (), Status.FAILED, str(exc), type(exc).__name__)
+    backend = config_backend(config)
+    items: list[LayerResult | PendingLayer] = []
+    outcome: dict[str, Any] = {}
+    started = time.perf_counter()
+    load_seconds = 0.0
+    try:
+        source = open_source(model)
+        load_seconds = time.perf_counter() - started
+        with source:
+            for item in iter_layers(source, conv=config.conv):
+                items.append(layer_step_one(model_id, item, config, backend))
+            outcome = {"digest": source.digest(), "num_params": int(source.num_params or 0)}
+    except SourceError as exc:
+        outcome = {"status": Status.FAILED, "reason": str(exc), "error_class": type(exc).__name__}
+    except Exception as exc:  # an unknown loader failure fails this model, not the scan
+        logger.exception("unexpected error reading %s", model_id)
+        outcome = {"status": Status.FAILED, "reason": f"{type(exc).__name__}: {exc}",
+                   "error_class": type(exc).__name__}
+    if not items and outcome.get("status") is None:
+        outcome.update(status=Status.FAILED, reason="the model has no weight tensors to analyse",
+                       error_class="SourceError")
+    return ModelSpectra(model_id, tuple(items), seconds_load=load_seconds,
+                        seconds_esd=time.perf_counter() - started - load_seconds, **outcome)
+
+
+def finish_layer(pending: PendingLayer, config: ScanConfig) -> tuple[LayerResult, LayerEigenvalues | None]:
+    """Step 2 for one layer: fits and phase from its eigenvalues. Errors become a failed row."""
+    started = time.perf_counter()
+    try:
+        analysed = analyse_spectrum(pending.eig, config, eps=pending.eps)
+    except (SpectrumError, FitError) as exc:
+        return replace(pending.record, status=Status.FAILED, reason=str(exc)), None
+    except Exception as exc:  # a bug in one layer must not lose the model: record it and go on
+        logger.exception("unexpected error fitting %s", pending.record.layer_name)
+        return replace(pending.record, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}"), None
+    record = replace(pending.record, spectrum=analysed.spectrum, seconds_fit=time.perf_counter() - started)
+    return record, LayerEigenvalues(record.layer_index, record.layer_name, analysed.evals)
+
+
+def finish_scan(spectra: ModelSpectra, config: ScanConfig | None = None, *,
+                on_layer: LayerCallback | None = None) -> ModelScan:
+    """Step 2 for a whole model: fit every pending layer, aggregate, build the model row."""
+    config = config or ScanConfig()
+    started = time.perf_counter()
+    layers: list[LayerResult] = []
+    kept: list[LayerEigenvalues] = []
+    for item in spectra.items:
+        if isinstance(item, PendingLayer):
+            record, evals = finish_layer(item, config)
+            if evals is not None and config.save_spectra:
+                kept.append(evals)
+        else:
+            record = item
+        layers.append(record)
+        if on_layer is not None:
+            on_layer(record)
+    model = ModelResult(
+        model_id=spectra.model_id,
+        source=spectra.model_id.split(":", 1)[0] if ":" in spectra.model_id else "",
+        status=spectra.status,
+        reason=spectra.reason,
+        error_class=spectra.error_class,
+        digest=spectra.digest,
+        num_params=spectra.num_params,
+        summary=summarize_layers(layers),
+        seconds_load=spectra.seconds_load,
+        seconds_total=spectra.seconds_load + spectra.seconds_esd + time.perf_counter() - started,
+    )
+    return ModelScan(model, tuple(layers), tuple(kept))
+
+
+def scan_model(model: Any, config: ScanConfig | None = None, *, on_layer: LayerCallback | None = None) -> ModelScan:
+    """Scan one model into records (both steps, in this process). Never raises for bad weights.
+
+    Args:
+        model: a model id ("timm:…", "hf:…", "file:…", "random:…"), a ``ModelRef`` or a ``torch.nn.Module``.
+        config: scan options (default ``ScanConfig()``).
+        on_layer: called with each layer's record as soon as it is final (progress, logging).
+    """
+    config = config or ScanConfig()
+    return finish_scan(compute_spectra(model, config), config, on_layer=on_layer)
