@@ -32,8 +32,9 @@ reference tool does; its Gram matrix is the sum of the groups' Gram matrices, no
 block-diagonal operator (``groups`` and ``note`` record this). ConvTranspose kernels (in, out/groups, *k) are
 sliced the same way (in × out/groups).
 
-Tied weights: a float tensor with the same shape, dtype and bytes as one seen before (shared storage, lm_head =
-wte, or a checkpoint that stores every tensor twice) is skipped as a duplicate naming its twin. Constant
+Tied weights: a float tensor with the same shape, dtype and bytes as one seen before is skipped as a duplicate
+naming its twin: "tied weights" when both share storage (lm_head = wte in memory or in a torch pickle),
+"identical values" otherwise (safetensors drop shared tensors; a checkpoint may store every tensor twice). Constant
 tensors (e.g. zero-initialised) are never treated as duplicates. NaN and Inf values are passed through:
 handling them is the spectral core's job.
 """
@@ -69,6 +70,12 @@ _BARE_PARAMETERS = re.compile(
 _FUSED_QKV = re.compile(r"(^|\.)(qkv|qkv_proj|Wqkv|c_attn|in_proj)\.weight$|(^|\.)in_proj_weight$")
 _PER_HEAD_QKV = re.compile(r"(^|\.)query_key_value\.weight$")
 _RNN_WEIGHT = re.compile(r"(^|\.)weight_(ih|hh)_l\d+(_reverse)?$")
+# The parameter that is the layer's weight matrix, per family (others, like ScaledStdConv2d's "gain", are not).
+_WEIGHT_LEAVES = {
+    **dict.fromkeys(("linear", "conv", "conv_transpose", "conv1d_hf", "embedding"), re.compile(r"^weight(_orig)?$")),
+    "rnn": re.compile(r"^weight_(ih|hh|hr)_l\d+(_reverse)?$"),
+    "mha": re.compile(r"^(in_proj_weight|[qkv]_proj_weight)$"),
+}
 _NORM_NAMES = re.compile(r"(^|\.|_)(norm|ln|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)[\w]*\.weight$", re.I)
 
 
@@ -138,11 +145,11 @@ def _low_rank_skip(item: NamedTensor) -> tuple[str, str]:
 def _skip_reason(item: NamedTensor) -> tuple[str, str] | None:
     """(kind, reason) for tensors that are never matrices, else None."""
     t, name = item.tensor, item.name
+    if name.endswith(RUNNING_STAT_SUFFIXES):
+        return "buffer", "BatchNorm running statistic: a buffer, not a weight"
     dtype_skip = _dtype_skip(t)
     if dtype_skip is not None:
         return dtype_skip
-    if name.endswith(RUNNING_STAT_SUFFIXES):
-        return "buffer", "BatchNorm running statistic: a buffer, not a weight"
     if item.is_buffer:
         return "buffer", f"buffer of {item.module_type}: not a trainable weight"
     if t.ndim < 2:
@@ -155,15 +162,19 @@ def _skip_reason(item: NamedTensor) -> tuple[str, str] | None:
         return _known_module_skip(item)
     if t.ndim >= 3 and t.shape[0] == 1:
         return "bare_parameter", "leading dimension of size 1: a bare parameter (embedding, token), not a kernel"
+    if t.ndim >= 3 and all(d == 1 for d in t.shape[1:]):
+        return "scale", "per-channel scale shaped like a kernel (every dimension but the first is 1): a diagonal"
     return None
 
 
 def _known_module_skip(item: NamedTensor) -> tuple[str, str] | None:
-    family, ndim = item.family, item.tensor.ndim
+    family, ndim, leaf = item.family, item.tensor.ndim, item.name.rsplit(".", 1)[-1]
     if family is None:
         return "unsupported", f"parameter of {item.module_type}: not a Linear/Conv/Embedding/RNN/attention weight"
     if family == "norm":
         return "norm", f"{item.module_type} parameter: a norm layer, not a matrix"
+    if not _WEIGHT_LEAVES[family].match(leaf):
+        return "unsupported", f"parameter {leaf!r} of {item.module_type}: not the layer's weight matrix"
     if family in ("linear", "conv1d_hf", "embedding", "rnn", "mha") and ndim != 2:
         return "unsupported", f"{ndim}-D parameter of {item.module_type}: not a {family} weight matrix"
     return None
@@ -245,19 +256,31 @@ def _fingerprint(t: torch.Tensor) -> tuple | None:
     return tuple(t.shape), str(t.dtype), hashlib.blake2b(tensor_bytes(t), digest_size=20).digest()
 
 
-def layer_items(item: NamedTensor, conv: str, seen: dict, start: int) -> list[LayerMatrix | SkippedTensor]:
-    """The rows for one tensor, indexed from ``start``; ``seen`` maps fingerprints to first names (updated)."""
+def _storage_key(t: torch.Tensor) -> tuple:
+    return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()
+
+
+def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *,
+                stable_storage: bool = False) -> list[LayerMatrix | SkippedTensor]:
+    """The rows for one tensor, indexed from ``start``.
+
+    ``seen`` maps content fingerprints to (first name, storage key) and is updated; with ``stable_storage``
+    (the source keeps every tensor alive) a duplicate sharing its twin's storage is reported as "tied weights",
+    otherwise as "identical values".
+    """
     shape, numel, stem = tuple(item.tensor.shape), item.tensor.numel(), item.name.removesuffix(".weight")
     skip = _skip_reason(item)
     if skip is not None:
         return [SkippedTensor(start, stem, skip[0], shape, numel, skip[1])]
     kind = _kind(item)
     fingerprint = _fingerprint(item.tensor)
+    storage = _storage_key(item.tensor) if stable_storage else None
     if fingerprint is not None and fingerprint in seen:
-        reason = f"duplicate of {seen[fingerprint]} (tied weights, analysed once)"
-        return [SkippedTensor(start, stem, kind, shape, numel, reason)]
+        twin, twin_storage = seen[fingerprint]
+        how = "tied weights" if storage is not None and storage == twin_storage else "identical values"
+        return [SkippedTensor(start, stem, kind, shape, numel, f"duplicate of {twin} ({how}, analysed once)")]
     if fingerprint is not None:
-        seen[fingerprint] = item.name
+        seen[fingerprint] = (item.name, storage)
     pieces = _conv_pieces(item, conv) if item.tensor.ndim >= 3 else _dense_pieces(item, kind)
     return [
         LayerMatrix(start + i, stem + suffix, kind, shape, m if m.ndim == 3 else m[None], int(m.size), item.name,
@@ -281,7 +304,7 @@ def iter_layers(source: WeightSource, *, conv: str = "pooled") -> Iterator[Layer
     seen: dict = {}
     index = 0
     for item in source.tensors():
-        rows = layer_items(item, conv, seen, index)
+        rows = layer_items(item, conv, seen, index, stable_storage=source.stable_storage)
         index += len(rows)
         yield from rows
 

@@ -110,17 +110,30 @@ class WeightSource(ABC):
     """
 
     model_id: str
+    # True when every yielded tensor stays alive for the whole iteration (a model in memory, a mapped state
+    # dict), so that storage addresses identify tied tensors; False for streamed formats, where a freed
+    # buffer's address may be reused by the next tensor.
+    stable_storage: bool = False
 
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
         self._num_params: int | None = None
 
     def tensors(self) -> Iterator[NamedTensor]:
-        """Yield every tensor of the model in storage order; afterwards ``num_params`` is set."""
+        """Yield every tensor of the model in storage order; afterwards ``num_params`` is set.
+
+        Tied tensors (same storage, offset, shape and strides) are counted once in ``num_params`` when the
+        source's storage is stable; they are still all yielded, so that ``scanner.layers`` can name the twins.
+        """
         total = 0
+        seen: set[tuple] = set()
         for item in self._iter_tensors():
             if counts_as_param(item):
-                total += item.tensor.numel()
+                t = item.tensor
+                key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+                if not (self.stable_storage and key in seen):
+                    total += t.numel()
+                    seen.add(key)
             yield item
         self._num_params = total
 

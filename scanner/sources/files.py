@@ -95,6 +95,7 @@ class FileSource(WeightSource):
         if not shapes:
             raise SourceError(f"{self.path}: the checkpoint holds no tensors")
         self._is_torch = self.files[0].suffix != ".safetensors"
+        self.stable_storage = self._is_torch  # a loaded state dict stays in memory; safetensors are streamed
         self._gates = rnn_gates_from_shapes(shapes)
         self.shapes = shapes
 

@@ -75,6 +75,8 @@ class ModuleSource(WeightSource):
     ``scanner.layers`` can report the second one as a duplicate instead of it silently vanishing.
     """
 
+    stable_storage = True
+
     def __init__(self, model: torch.nn.Module, *, model_id: str | None = None, heads: int | None = None) -> None:
         super().__init__(model_id or f"module:{type(model).__name__}")
         self.model: torch.nn.Module | None = model

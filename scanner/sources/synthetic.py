@@ -32,7 +32,7 @@ def _parse_value(text: str) -> int | float | bool | str:
     return text
 
 
-def open_random(ref) -> ModuleSource:  # noqa: ANN001 (scanner.sources.ModelRef; imported lazily to avoid a cycle)
+def open_random(ref, cache_dir: str | None = None) -> ModuleSource:  # noqa: ANN001, ARG001 (ModelRef; cache unused)
     """Build the randomly initialised model named by ``ref`` ("timm/<arch>" or "transformers/<model_type>")."""
     import torch
 
