@@ -91,7 +91,7 @@ def mp_bulk_density(x: NDArray[np.floating], mp: MPFit) -> NDArray[np.float64]:
 
 def _title(ax: plt.Axes, title: str, phase: str | None) -> None:
     label = PHASE_LABELS.get(phase or "", phase or "no phase")
-    ax.set_title(f"{title}\n{label}" if title else label, fontsize=9, color=PHASE_COLORS.get(phase or "", "black"))
+    ax.set_title(f"{title}\nphase: {label}" if title else f"phase: {label}", fontsize=9)
 
 
 def plot_esd_loglog(ax: plt.Axes, evals: NDArray[np.floating], fit: PowerLawFit | None, mp: MPFit | None,
