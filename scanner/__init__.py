@@ -8,4 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "analyze"]
+
+
+def analyze(model, config=None, **options):  # noqa: ANN001, ANN201 - documented in scanner.api.analyze
+    """Analyse one model and return its per-layer table; see :func:`scanner.api.analyze`."""
+    from scanner.api import analyze as _analyze
+
+    return _analyze(model, config, **options)

@@ -115,6 +115,14 @@ def _base_record(model_id: str, item: LayerMatrix | SkippedTensor, status: Statu
     )
 
 
+def reference_scale(item: LayerMatrix, conv: str) -> float:
+    """The reference tool's eigenvalue factor for a layer: Conv2d kernels are multiplied by √(rf/2) with
+    rf = 1 when pooled and kh·kw per position (weightwatcher 0.7.7 ``conv2d_norm``), so λ by rf/2."""
+    if item.kind != "conv2d" or len(item.shape) != 4:
+        return 1.0
+    return 0.5 if conv == "pooled" else item.shape[2] * item.shape[3] / 2.0
+
+
 def layer_step_one(model_id: str, item: LayerMatrix | SkippedTensor, config: ScanConfig,
                    backend: str) -> LayerResult | PendingLayer:
     """Eigenvalues of one layer, or its finished skipped/failed row."""
@@ -130,6 +138,7 @@ def layer_step_one(model_id: str, item: LayerMatrix | SkippedTensor, config: Sca
         return _base_record(model_id, item, Status.FAILED, str(exc))
     record = replace(_base_record(model_id, item, Status.OK), seconds_esd=time.perf_counter() - started,
                      device="cuda" if backend == "torch" else "cpu")
+    eig = replace(eig, reference_scale=reference_scale(item, config.conv))
     return PendingLayer(record=record, eig=eig, eps=_weights_eps(item.matrices))
 
 

@@ -11,7 +11,7 @@ Two steps, so the eigensolves can run on a GPU actor and the fits on CPU tasks:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from scanner.config import ScanConfig
 from scanner.errors import SpectrumError
 from scanner.phases import RANK_COLLAPSE_FRACTION, classify_spectrum
-from scanner.records import LayerSpectrum, Phase, PhaseCall
+from scanner.records import LayerSpectrum, Phase, PhaseCall, PowerLawFit
 from scanner.spectra.esd import as_matrix_batch, eigenvalues
 from scanner.spectra.metrics import FLOAT32_EPS, near_zero_tolerance, norm_metrics
 from scanner.spectra.mp import fit_marchenko_pastur
@@ -30,7 +30,13 @@ from scanner.spectra.randomize import compare_with_randomized, shuffled
 @dataclass(frozen=True)
 class LayerEigen:
     """Eigenvalues of one layer: the pooled ESD of k matrices of shape N×M (N ≥ M), and optionally the
-    pooled ESD of their element-shuffled copies (shuffled with ``seed``)."""
+    pooled ESD of their element-shuffled copies (shuffled with ``seed``).
+
+    ``reference_scale`` is the factor the reference tool applies to this layer's eigenvalues before its
+    fit (0.5 for a pooled Conv2d: it multiplies each kernel slice by √(1/2); ww_anchor.md §1.5). Only
+    ``fit="reference"`` uses it, to reproduce the tool's absolute 1e-5 eigenvalue cut exactly; all
+    reported values stay in raw units.
+    """
 
     evals: NDArray[np.float64]
     n: int
@@ -38,6 +44,7 @@ class LayerEigen:
     k: int
     rand_evals: NDArray[np.float64] | None = None
     seed: int = 0
+    reference_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ def analyse_spectrum(eig: LayerEigen, config: ScanConfig | None = None, *, eps: 
         raise SpectrumError(f"got {lam.size} eigenvalues for {eig.k} matrices of {eig.m} columns")
     if lam[-1] <= 0.0:
         raise SpectrumError(f"all-zero matrix ({eig.n}×{eig.m}): it has no spectrum (a dead or pruned layer)")
-    power_law = fit_power_law(lam, method=config.fit, min_tail=config.min_tail)
+    power_law = _fit_tail(lam, config, eig.reference_scale)
     norms = norm_metrics(lam, n=eig.n, m=eig.m, alpha=power_law.alpha, eps=eps)
     nonzero = lam[lam > near_zero_tolerance(lam)]
     q = eig.n / eig.m
@@ -102,6 +109,16 @@ def analyse_spectrum(eig: LayerEigen, config: ScanConfig | None = None, *, eps: 
         power_law=power_law, mp=mp, randomization=randomization, phase=phase,
     )
     return AnalysedLayer(spectrum=spectrum, evals=lam)
+
+
+def _fit_tail(lam: NDArray[np.float64], config: ScanConfig, reference_scale: float) -> PowerLawFit:
+    """The power-law fit in raw units (the reference mode fits the tool's rescaled eigenvalues)."""
+    if config.fit != "reference" or reference_scale == 1.0:
+        return fit_power_law(lam, method=config.fit, min_tail=config.min_tail)
+    fit = fit_power_law(lam * reference_scale, method=config.fit, min_tail=config.min_tail)
+    xmin = None if fit.xmin is None else fit.xmin / reference_scale
+    xmax = None if fit.xmax is None else fit.xmax / reference_scale
+    return replace(fit, xmin=xmin, xmax=xmax)
 
 
 def analyse_matrices(
