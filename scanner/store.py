@@ -156,7 +156,8 @@ class ResultStore:
         """Create the scan folder and ``scan.json``, or validate them when resuming.
 
         Raises:
-            StoreError: the folder holds a scan made with a different ``config_hash``.
+            StoreError: the folder holds a scan made with a different ``config_hash`` or schema version
+                (so every file of a scan has the same schema, which lets queries skip ``union_by_name``).
         """
         from scanner import __version__
 
@@ -165,6 +166,12 @@ class ResultStore:
             (self.scan_dir / table).mkdir(parents=True, exist_ok=True)
         if self.manifest_path.exists():
             manifest = self.read_manifest()
+            if manifest.get("schema_version") != schema.SCHEMA_VERSION:
+                raise StoreError(
+                    f"scan {self.scan_id!r} in {self.root} was written with schema version "
+                    f"{manifest.get('schema_version')!r}, this zooscan writes {schema.SCHEMA_VERSION}; files of "
+                    "one scan must share one schema. Start a new scan_id (old scans stay queryable)."
+                )
             if manifest.get("config_hash") != config_hash:
                 raise StoreError(
                     f"scan {self.scan_id!r} in {self.root} was made with config_hash "

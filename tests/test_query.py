@@ -120,16 +120,33 @@ def test_unknown_query_or_parameter_is_refused(con) -> None:
         query.run_query(con, "metric_accuracy_correlation", {"min_model": 3})
 
 
-def test_older_files_without_a_new_column_read_as_null(tmp_path) -> None:
+def test_older_scans_without_a_new_column_read_as_null(tmp_path) -> None:
     results = ResultStore(tmp_path, "s1")
     results.open_scan(ScanConfig(), {}, {})
     model, layers, spectra = make_model("timm:a", n_layers=3)
     results.write_model(model, layers, spectra, model_key="b-new", host="h", device="cpu")
     old = pq.read_table(results.path("layers", "b-new")).drop_columns(["mp_softrank"])
-    old = old.set_column(old.schema.get_field_index("model_key"), "model_key", pa.array(["a-old"] * old.num_rows))
-    pq.write_table(old, results.path("layers", "a-old"))  # sorts first: an "older schema" file
-    values = query.connect(tmp_path).execute("SELECT mp_softrank FROM layers ORDER BY model_key").fetchall()
-    assert len(values) == 6 and values[:3] == [(None,)] * 3 and None not in {v[0] for v in values[3:5]}
+    old = old.set_column(old.schema.get_field_index("scan_id"), "scan_id", pa.array(["s0"] * old.num_rows))
+    for name in ("a-old", "b-old"):  # an older scan (no scan.json, or an older schema_version)
+        (tmp_path / "s0" / "layers").mkdir(parents=True, exist_ok=True)
+        pq.write_table(old, tmp_path / "s0" / "layers" / f"{name}.parquet")
+    pq.write_table(old.drop_columns(["alpha"]), tmp_path / "s0" / "layers" / "c-older.parquet")
+    con = query.connect(tmp_path)
+    values = con.execute("SELECT scan_id, mp_softrank, alpha FROM layers ORDER BY scan_id, model_key").fetchall()
+    assert len(values) == 12
+    assert all(v[1] is None for v in values[:9]) and None not in {v[1] for v in values[9:11]}
+    assert [v[2] is None for v in values[:9]].count(True) == 3 + 2  # c-older lacks alpha; 2 skipped layers
+
+
+def test_resume_with_another_schema_version_is_refused(tmp_path) -> None:
+    import json
+
+    results = ResultStore(tmp_path, "s1")
+    results.open_scan(ScanConfig(), {}, {})
+    manifest = json.loads(results.manifest_path.read_text())
+    results.manifest_path.write_text(json.dumps({**manifest, "schema_version": 0}))
+    with pytest.raises(StoreError, match="schema version"):
+        ResultStore(tmp_path, "s1").open_scan(ScanConfig(), {}, {})
 
 
 def test_query_header_must_declare_every_parameter(tmp_path) -> None:
