@@ -19,8 +19,11 @@ or one ``SkippedTensor`` with a sentence saying why. Rules, in order:
 
 Splits: fused attention projections (timm ``qkv``, ``qkv_proj``, ``Wqkv``, GPT-2 ``c_attn``, MHA
 ``in_proj_weight``) become ``<name>.q``, ``.k``, ``.v``: contiguous thirds of the output dimension (rows; columns
-for Conv1D). Without module types, only a fused matrix of shape (3d, d) is split, so that grouped-query layouts
-(q larger than k, v) are never cut wrongly; they stay one matrix with a note. ``query_key_value`` (GPT-NeoX,
+for Conv1D). Only a fused matrix of shape (3d, d) is split, so that grouped-query and multi-query layouts
+(q larger than k, v) are never cut wrongly; they stay one matrix with a note. (CodeGen's ``qkv_proj``, which is
+interleaved in model-parallel blocks, is not recognised and is cut as contiguous thirds.)
+MoE experts stacked as (experts, out, in) (transformers ≥ 5 ``*Experts`` modules) give one "linear" matrix per
+expert, ``<name>.<e>``; ``gate_up_proj`` is also cut into its gate and up halves (``<name>.<e>.gate``/``.up``). ``query_key_value`` (GPT-NeoX,
 BLOOM) is interleaved per head, [heads, 3, head_dim, in], and is split only when the number of heads is known.
 RNN weights (gates × hidden, in) are split per gate: LSTM i, f, g, o; GRU r, z, n (PyTorch's order).
 
@@ -50,7 +53,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scanner.errors import ConfigError
-from scanner.sources.base import RUNNING_STAT_SUFFIXES, NamedTensor, WeightSource, tensor_bytes
+from scanner.sources.base import RUNNING_STAT_SUFFIXES, NamedTensor, WeightSource, storage_key, tensor_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +78,7 @@ _WEIGHT_LEAVES = {
     **dict.fromkeys(("linear", "conv", "conv_transpose", "conv1d_hf", "embedding"), re.compile(r"^weight(_orig)?$")),
     "rnn": re.compile(r"^weight_(ih|hh|hr)_l\d+(_reverse)?$"),
     "mha": re.compile(r"^(in_proj_weight|[qkv]_proj_weight)$"),
+    "experts": re.compile(r"^\w+$"),
 }
 _NORM_NAMES = re.compile(r"(^|\.|_)(norm|ln|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)[\w]*\.weight$", re.I)
 
@@ -177,12 +181,16 @@ def _known_module_skip(item: NamedTensor) -> tuple[str, str] | None:
         return "unsupported", f"parameter {leaf!r} of {item.module_type}: not the layer's weight matrix"
     if family in ("linear", "conv1d_hf", "embedding", "rnn", "mha") and ndim != 2:
         return "unsupported", f"{ndim}-D parameter of {item.module_type}: not a {family} weight matrix"
+    if family == "experts" and ndim != 3:
+        return "unsupported", f"{ndim}-D parameter of {item.module_type}: not a stack of expert matrices"
     return None
 
 
 def _kind(item: NamedTensor) -> str:
     """Kind of a tensor that passed ``_skip_reason`` (see the module docstring)."""
     family, ndim, name = item.family, item.tensor.ndim, item.name
+    if family == "experts":
+        return "linear"
     if family in ("conv", "conv_transpose") or (family is None and ndim >= 3):
         return f"{'conv_transpose' if family == 'conv_transpose' else 'conv'}{ndim - 2}d"
     if family == "rnn" or (family is None and item.gates and _RNN_WEIGHT.search(name)):
@@ -207,16 +215,14 @@ def _fused_split(item: NamedTensor, w: np.ndarray, kind: str) -> tuple[list[np.n
     name = item.name
     if _PER_HEAD_QKV.search(name):
         heads = item.heads
-        if not heads or w.shape[0] % (3 * heads):
-            return [w], "per-head fused query_key_value: number of heads unknown, analysed as one matrix"
+        if not heads or w.shape[0] != 3 * w.shape[1] or w.shape[0] % (3 * heads):
+            return [w], "per-head fused query_key_value: heads unknown or q/k/v sizes unequal, analysed as one matrix"
         per_head = w.reshape(heads, 3, w.shape[0] // (3 * heads), w.shape[1])
         return [per_head[:, j].reshape(-1, w.shape[1]) for j in range(3)], "per-head fused qkv split into q, k, v"
     if not _FUSED_QKV.search(name):
         return [w], ""
     axis = 1 if kind == "conv1d_hf" else 0
-    size = w.shape[axis]
-    known = item.module_type is not None
-    if size % 3 or (not known and size != 3 * w.shape[1 - axis]):
+    if w.shape[axis] != 3 * w.shape[1 - axis]:
         return [w], "fused qkv with unequal or unknown q/k/v sizes: analysed as one matrix"
     return list(np.split(w, 3, axis=axis)), "fused qkv split into q, k, v"
 
@@ -232,6 +238,16 @@ def _dense_pieces(item: NamedTensor, kind: str) -> list[tuple[str, np.ndarray, s
     if len(parts) == 3:
         return [(f".{s}", p, note) for s, p in zip("qkv", parts, strict=True)]
     return [("", w, note)]
+
+
+def _expert_pieces(item: NamedTensor) -> list[tuple[str, np.ndarray, str]]:
+    """One matrix per expert of a stacked (experts, out, in) MoE weight; ``gate_up_proj`` also split in halves."""
+    w = _as_numpy(item.tensor)
+    if item.name.endswith("gate_up_proj") and w.shape[1] % 2 == 0:
+        half = w.shape[1] // 2
+        return [(f".{e}.{part}", w[e, i * half:(i + 1) * half], "MoE experts split per expert, gate and up halves")
+                for e in range(w.shape[0]) for i, part in enumerate(("gate", "up"))]
+    return [(f".{e}", w[e], "MoE experts split per expert") for e in range(w.shape[0])]
 
 
 def _conv_pieces(item: NamedTensor, conv: str) -> list[tuple[str, np.ndarray, str]]:
@@ -250,14 +266,15 @@ def _conv_pieces(item: NamedTensor, conv: str) -> list[tuple[str, np.ndarray, st
 
 def _fingerprint(t: torch.Tensor) -> tuple | None:
     """(shape, dtype, blake2b of bytes) of a non-constant tensor; None for constant ones (never 'tied')."""
+    import torch
+
     flat = t.detach().reshape(-1)
-    if bool((flat == flat[0]).all()):
+    if flat.element_size() < 2:  # float8 has no aminmax kernel
+        flat = flat.to(torch.float32)
+    low, high = torch.aminmax(flat)  # no temporary the size of the tensor (an == comparison would allocate one)
+    if bool(low == high):
         return None
     return tuple(t.shape), str(t.dtype), hashlib.blake2b(tensor_bytes(t), digest_size=20).digest()
-
-
-def _storage_key(t: torch.Tensor) -> tuple:
-    return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()
 
 
 def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *,
@@ -274,14 +291,19 @@ def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *,
         return [SkippedTensor(start, stem, skip[0], shape, numel, skip[1])]
     kind = _kind(item)
     fingerprint = _fingerprint(item.tensor)
-    storage = _storage_key(item.tensor) if stable_storage else None
+    storage = storage_key(item.tensor) if stable_storage else None
     if fingerprint is not None and fingerprint in seen:
         twin, twin_storage = seen[fingerprint]
         how = "tied weights" if storage is not None and storage == twin_storage else "identical values"
         return [SkippedTensor(start, stem, kind, shape, numel, f"duplicate of {twin} ({how}, analysed once)")]
     if fingerprint is not None:
         seen[fingerprint] = (item.name, storage)
-    pieces = _conv_pieces(item, conv) if item.tensor.ndim >= 3 else _dense_pieces(item, kind)
+    if item.family == "experts":
+        pieces = _expert_pieces(item)
+    elif item.tensor.ndim >= 3:
+        pieces = _conv_pieces(item, conv)
+    else:
+        pieces = _dense_pieces(item, kind)
     return [
         LayerMatrix(start + i, stem + suffix, kind, shape, m if m.ndim == 3 else m[None], int(m.size), item.name,
                     item.groups, note)
@@ -306,5 +328,7 @@ def iter_layers(source: WeightSource, *, conv: str = "pooled") -> Iterator[Layer
     for item in source.tensors():
         rows = layer_items(item, conv, seen, index, stable_storage=source.stable_storage)
         index += len(rows)
-        yield from rows
+        del item
+        while rows:  # hand rows over one by one without keeping them: memory stays at about one layer
+            yield rows.pop(0)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # Canonical module families, decided once when a module is known (isinstance), so that subclasses
 # (timm's StdConv2d, torch's NonDynamicallyQuantizableLinear, ...) are treated like their base.
-FAMILIES = ("linear", "conv", "conv_transpose", "conv1d_hf", "embedding", "rnn", "mha", "norm")
+FAMILIES = ("linear", "conv", "conv_transpose", "conv1d_hf", "embedding", "rnn", "mha", "experts", "norm")
 
 # Buffers of BatchNorm layers: running statistics, not weights (excluded from num_params).
 RUNNING_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -84,6 +84,12 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy())
 
 
+def storage_key(tensor: torch.Tensor) -> tuple:
+    """(storage address, offset, shape, strides, dtype): equal for views of the same memory (tied tensors)."""
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride(),
+            tensor.dtype)
+
+
 def counts_as_param(item: NamedTensor) -> bool:
     """Whether a tensor counts towards ``num_params``: floating point, not a buffer, not a running statistic."""
     if item.is_buffer or item.name.endswith(RUNNING_STAT_SUFFIXES):
@@ -129,12 +135,12 @@ class WeightSource(ABC):
         seen: set[tuple] = set()
         for item in self._iter_tensors():
             if counts_as_param(item):
-                t = item.tensor
-                key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+                key = storage_key(item.tensor)
                 if not (self.stable_storage and key in seen):
-                    total += t.numel()
+                    total += item.tensor.numel()
                     seen.add(key)
             yield item
+            del item  # let the consumer's reference be the last one: one tensor in memory, not two
         self._num_params = total
 
     @abstractmethod

@@ -23,8 +23,13 @@ def module_family(module: torch.nn.Module) -> str | None:
     """Canonical family of a module by isinstance (subclasses count as their base), else None."""
     from torch import nn
 
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # HF GPT-2 Conv1D: weight is (in, out)
+    name = type(module).__name__
+    if name == "Conv1D" and hasattr(module, "nf"):  # HF GPT-2 Conv1D: weight is (in, out)
         return "conv1d_hf"
+    if name.endswith("Experts"):  # transformers ≥ 5 MoE: expert weights stacked as (experts, out, in)
+        return "experts"
+    if name.endswith("Router"):  # MoE router: a (experts, hidden) weight used as a Linear
+        return "linear"
     checks: tuple[tuple[type | tuple[type, ...], str], ...] = (
         ((nn.Linear, nn.Bilinear), "linear"),
         ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "conv"),
@@ -37,7 +42,7 @@ def module_family(module: torch.nn.Module) -> str | None:
     for classes, family in checks:
         if isinstance(module, classes):
             return family
-    return "norm" if "Norm" in type(module).__name__ else None
+    return "norm" if "Norm" in name else None
 
 
 def _info(module: torch.nn.Module, is_buffer: bool) -> ModuleInfo:
