@@ -156,3 +156,30 @@ def test_per_head_query_key_value_is_deinterleaved_when_heads_are_known() -> Non
     rows = {r.name: r for r in iter_layers(ModuleSource(model, heads=2))}
     w = model.layers[0].attention.query_key_value.weight.detach().numpy().reshape(2, 3, 8, 16)
     np.testing.assert_array_equal(rows["layers.0.attention.query_key_value.v"].matrices[0], w[:, 2].reshape(16, 16))
+
+
+def test_moe_expert_stacks_are_split_per_expert_and_router_is_linear() -> None:
+    from transformers import MixtralConfig, MixtralModel
+
+    torch.manual_seed(0)
+    model = MixtralModel(MixtralConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                       num_key_value_heads=4, intermediate_size=48, vocab_size=100,
+                                       num_local_experts=3))
+    rows = {r.name: r for r in iter_layers(open_source(model))}
+    gate_up = model.layers[0].mlp.experts.gate_up_proj.detach().numpy()  # (experts, 2·48, 32): [gate; up]
+    np.testing.assert_array_equal(rows["layers.0.mlp.experts.gate_up_proj.2.up"].matrices[0], gate_up[2, 48:])
+    assert rows["layers.0.mlp.experts.down_proj.1"].matrices.shape == (1, 32, 48)
+    assert rows["layers.0.mlp.gate"].kind == "linear" and rows["layers.0.mlp.gate"].matrices.shape == (1, 3, 32)
+    assert sum(isinstance(r, LayerMatrix) and ".experts." in r.name for r in rows.values()) == 9
+
+
+def test_multi_query_fused_qkv_is_not_cut_into_equal_thirds() -> None:
+    from transformers import FalconConfig, FalconModel
+
+    torch.manual_seed(0)
+    model = FalconModel(FalconConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=50))
+    from scanner.sources.modules import ModuleSource
+
+    rows = {r.name: r for r in iter_layers(ModuleSource(model, heads=4))}
+    qkv = rows["h.0.self_attention.query_key_value"]  # multi-query: q 64 rows + k 16 + v 16
+    assert qkv.matrices.shape == (1, 96, 64) and "unequal" in qkv.note

@@ -73,3 +73,13 @@ def test_open_source_refuses_module_ids_and_other_objects() -> None:
         open_source("module:MyNet")
     with pytest.raises(TypeError, match="model id, a ModelRef or a torch.nn.Module"):
         open_source(42)  # type: ignore[arg-type]
+
+
+def test_importing_sources_and_layers_loads_no_framework() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, scanner.sources, scanner.layers; "
+            "print([m for m in ('torch', 'timm', 'transformers', 'safetensors', 'huggingface_hub') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
