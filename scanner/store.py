@@ -263,10 +263,18 @@ class ResultStore:
         return removed
 
 
+def _manifest_version(scan_dir: Path) -> int | None:
+    try:
+        return json.loads((scan_dir / "scan.json").read_text()).get("schema_version")
+    except (OSError, ValueError):
+        return None
+
+
 def verify(root: str | os.PathLike[str]) -> VerifyReport:
     """Open the footer of every results file under ``root`` and report torn or mis-shaped ones.
 
-    A file is bad when its footer cannot be read or its schema lacks a column of its table. DuckDB fails a
+    A file is bad when its footer cannot be read, or (in a scan of the current schema version) its schema
+    lacks a column of its table or has another type. DuckDB fails a
     whole query on a single torn file (research/ray_duckdb.md §4.4), so run this before querying a
     results folder that was copied or written by another tool.
     """
@@ -274,6 +282,7 @@ def verify(root: str | os.PathLike[str]) -> VerifyReport:
     checked, bad, tmp_files, uncommitted = 0, [], [], []
     for scan_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         keys: dict[str, set[str]] = {}
+        current = _manifest_version(scan_dir) == schema.SCHEMA_VERSION  # older scans: footers only
         for table in TABLES:
             for path in sorted((scan_dir / table).glob("*")):
                 if _TMP_MARK in path.name:
@@ -284,8 +293,9 @@ def verify(root: str | os.PathLike[str]) -> VerifyReport:
                 checked += 1
                 keys.setdefault(table, set()).add(path.stem)
                 try:
-                    schema.check_schema(pq.read_schema(path), table)
-                    pq.read_metadata(path)
+                    found = pq.read_schema(path)
+                    if current:
+                        schema.check_schema(found, table)
                 except (OSError, pa.ArrowException, SchemaError) as exc:
                     bad.append((str(path), f"{type(exc).__name__}: {exc}"))
         started = keys.get("layers", set()) | keys.get("spectra", set())

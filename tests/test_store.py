@@ -152,3 +152,14 @@ def test_model_keys_are_safe_and_distinct() -> None:
 def test_bad_scan_ids_are_refused(tmp_path, bad) -> None:
     with pytest.raises(StoreError, match="scan_id"):
         ResultStore(tmp_path, bad)
+
+
+def test_verify_checks_columns_only_in_scans_of_this_schema_version(tmp_path) -> None:
+    results = _open(tmp_path)
+    key = _write(results, "timm:a")
+    narrow = pq.read_table(results.path("layers", key)).drop_columns(["alpha"])
+    pq.write_table(narrow, results.path("layers", "narrow"))
+    (tmp_path / "old" / "layers").mkdir(parents=True)  # an older scan without scan.json: footers only
+    pq.write_table(narrow, tmp_path / "old" / "layers" / "narrow.parquet")
+    report = verify(tmp_path)
+    assert [(path, "alpha" in problem) for path, problem in report.bad] == [(str(results.path("layers", "narrow")), True)]
