@@ -87,6 +87,20 @@ def measure(mode: str, path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def machine() -> str:
+    """Host name, CPU model, cores, memory, Python and torch versions."""
+    import os
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:"))
+    return (f"{platform.node()} ({cpu}, {os.cpu_count()} cores, {mem_kib / 2**20:.0f} GiB RAM), "
+            f"Linux {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8)
@@ -96,8 +110,7 @@ def main() -> int:
     layer_mib = args.rows * args.cols * 4 / 2**20
     with tempfile.TemporaryDirectory(prefix="zooscan_bench_") as tmp:
         st_path, pt_path = write_checkpoints(Path(tmp), args.layers, args.rows, args.cols)
-        print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''} "
-              f"python {platform.python_version()}")
+        print(f"machine: {machine()}")
         print(f"checkpoint: {args.layers} float32 layers of {args.rows}x{args.cols}; "
               f"file {st_path.stat().st_size / 2**20:.0f} MiB; largest layer {layer_mib:.0f} MiB")
         print(f"{'mode':<22}{'peak MiB':>10}{'base MiB':>10}{'peak-base':>11}{'x layer':>9}")
