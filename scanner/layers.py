@@ -173,6 +173,10 @@ def _skip_reason(item: NamedTensor) -> tuple[str, str] | None:
 
 def _known_module_skip(item: NamedTensor) -> tuple[str, str] | None:
     family, ndim, leaf = item.family, item.tensor.ndim, item.name.rsplit(".", 1)[-1]
+    if item.module_type == "ParametrizationList":
+        owner, _, tensor = item.name.rpartition(".parametrizations.")
+        return "parametrization", (f"stored component of a parametrized weight: the computed weight is analysed as "
+                                   f"{owner}.{tensor.split('.')[0]}")
     if family is None:
         return "unsupported", f"parameter of {item.module_type}: not a Linear/Conv/Embedding/RNN/attention weight"
     if family == "norm":

@@ -79,6 +79,31 @@ def sweep_one(arch: str, max_params: float, timeout: int) -> dict[str, object]:
     return row
 
 
+def summarize(path: Path) -> str:
+    """A text summary of a sweep CSV: counts, kinds, skip reasons and errors over all rows."""
+    import re
+
+    rows = list(csv.DictReader(path.open()))
+    built = [r for r in rows if r["n_layers"]]
+    not_built = [r for r in rows if r["error"].startswith("not built")]
+    failed = [r for r in rows if r["error"] and not r["error"].startswith("not built")]
+    totals: dict[str, collections.Counter] = {"kinds": collections.Counter(), "skip_reasons": collections.Counter()}
+    for row in built:
+        for column, counter in totals.items():
+            for part in filter(None, row[column].split("; ")):
+                match = re.match(r"(.*) x(\d+)$", part)
+                counter[match[1]] += int(match[2])
+    lines = [f"{path.name}: {len(rows)} architectures; {len(built)} built and scanned; "
+             f"{len(not_built)} above the parameter limit (not built); {len(failed)} failed",
+             f"matrix rows: {sum(int(r['n_layers']) for r in built)}; skipped tensors: "
+             f"{sum(int(r['n_skipped']) for r in built)}; architectures with 0 matrices: "
+             f"{sum(r['n_layers'] == '0' for r in built)}",
+             "kinds: " + "; ".join(f"{k} x{v}" for k, v in totals["kinds"].most_common()), "skip reasons:"]
+    lines += [f"  {v:>7}  {k}" for k, v in totals["skip_reasons"].most_common()]
+    lines += ["failures:"] + [f"  {r['arch']}: {r['error']}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     import timm
     import torch
@@ -88,7 +113,11 @@ def main() -> int:
     parser.add_argument("--max-params", type=float, default=25e6)
     parser.add_argument("--timeout", type=int, default=120)
     parser.add_argument("--out", type=Path, default=Path("bench/results/timm_layer_sweep.csv"))
+    parser.add_argument("--summarize", action="store_true", help="only print the summary of an existing --out")
     args = parser.parse_args()
+    if args.summarize:
+        print(summarize(args.out), end="")
+        return 0
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.ERROR)
     signal.signal(signal.SIGALRM, _alarm)

@@ -183,3 +183,15 @@ def test_multi_query_fused_qkv_is_not_cut_into_equal_thirds() -> None:
     rows = {r.name: r for r in iter_layers(ModuleSource(model, heads=4))}
     qkv = rows["h.0.self_attention.query_key_value"]  # multi-query: q 64 rows + k 16 + v 16
     assert qkv.matrices.shape == (1, 96, 64) and "unequal" in qkv.note
+
+
+def test_parametrized_weight_is_analysed_once_as_computed() -> None:
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(weight_norm(nn.Conv1d(4, 6, 3)))
+    source = open_source(model)
+    rows = {r.name: r for r in iter_layers(source)}
+    np.testing.assert_allclose(rows["0"].matrices[2], model[0].weight.detach().numpy()[:, :, 2])
+    assert rows["0.parametrizations.weight.original1"].reason.endswith("analysed as 0.weight")
+    assert source.num_params == sum(p.numel() for p in model.parameters())

@@ -36,6 +36,8 @@ class ModuleInfo:
         gates: stacked gate blocks in RNN weights: 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n), 1 (RNN).
         heads: attention heads, needed to de-interleave per-head fused qkv ("query_key_value").
         is_buffer: a registered buffer, not a trainable parameter.
+        derived: computed from other parameters (a parametrized weight, e.g. weight norm's g·v/‖v‖): analysed,
+            but not counted in ``num_params`` (its stored components are).
     """
 
     module_type: str | None = None
@@ -44,6 +46,7 @@ class ModuleInfo:
     gates: int | None = None
     heads: int | None = None
     is_buffer: bool = False
+    derived: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class NamedTensor:
         module_type: the owning torch module's class name when known, else None (plain state dicts).
         family: canonical family (see ``FAMILIES``) when known, else None: kinds are then inferred from
             names and shapes by ``scanner.layers``.
-        groups, gates, heads, is_buffer: see ``ModuleInfo``.
+        groups, gates, heads, is_buffer, derived: see ``ModuleInfo``.
     """
 
     name: str
@@ -67,13 +70,15 @@ class NamedTensor:
     gates: int | None = None
     heads: int | None = None
     is_buffer: bool = False
+    derived: bool = False
 
     @classmethod
     def with_info(cls, name: str, tensor: torch.Tensor, info: ModuleInfo | None) -> NamedTensor:
         """Attach what is known about the owning module (``info`` may be None)."""
         if info is None:
             return cls(name, tensor)
-        return cls(name, tensor, info.module_type, info.family, info.groups, info.gates, info.heads, info.is_buffer)
+        return cls(name, tensor, info.module_type, info.family, info.groups, info.gates, info.heads, info.is_buffer,
+                   info.derived)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
@@ -91,8 +96,8 @@ def storage_key(tensor: torch.Tensor) -> tuple:
 
 
 def counts_as_param(item: NamedTensor) -> bool:
-    """Whether a tensor counts towards ``num_params``: floating point, not a buffer, not a running statistic."""
-    if item.is_buffer or item.name.endswith(RUNNING_STAT_SUFFIXES):
+    """Whether a tensor counts towards ``num_params``: floating point, not a buffer, a running statistic or derived."""
+    if item.is_buffer or item.derived or item.name.endswith(RUNNING_STAT_SUFFIXES):
         return False
     return bool(item.tensor.is_floating_point() or item.tensor.is_complex())
 

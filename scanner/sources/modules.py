@@ -73,6 +73,26 @@ def module_info_map(model: torch.nn.Module) -> dict[str, ModuleInfo]:
     return infos
 
 
+def _parametrized_weights(model: torch.nn.Module, infos: dict[str, ModuleInfo]) -> list[tuple[str, torch.Tensor]]:
+    """Computed tensors of parametrized modules (e.g. weight norm): ("<module>.weight", value) pairs.
+
+    Their stored components (``parametrizations.weight.original0``...) belong to a ``ParametrizationList`` and
+    are skipped by ``scanner.layers``; the weight the layer actually uses is yielded here instead, with the
+    owning module's info (registered in ``infos``).
+    """
+    from torch.nn.utils import parametrize
+
+    pairs = []
+    for module_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for tensor_name in module.parametrizations:
+            name = f"{module_name}.{tensor_name}" if module_name else tensor_name
+            infos[name] = dataclasses.replace(_info(module, is_buffer=False), derived=True)
+            pairs.append((name, getattr(module, tensor_name).detach()))
+    return pairs
+
+
 class ModuleSource(WeightSource):
     """Tensors of an in-memory module: parameters (tied ones repeated under each name) and buffers.
 
@@ -94,7 +114,8 @@ class ModuleSource(WeightSource):
             raise RuntimeError(f"{self.model_id}: the source was closed")
         digest = hashlib.sha256()
         infos = module_info_map(self.model)
-        named = [*self.model.named_parameters(remove_duplicate=False), *self.model.named_buffers(remove_duplicate=False)]
+        named = [*self.model.named_parameters(remove_duplicate=False), *self.model.named_buffers(remove_duplicate=False),
+                 *_parametrized_weights(self.model, infos)]
         for name, tensor in named:
             value = tensor.detach().cpu()
             digest.update(name.encode())
