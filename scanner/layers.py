@@ -164,6 +164,8 @@ def _skip_reason(item: NamedTensor) -> tuple[str, str] | None:
         return "bare_parameter", "bare parameter (position embedding, token or bias table): not a layer weight"
     if item.module_type is not None:
         return _known_module_skip(item)
+    if name.endswith("bias"):
+        return "buffer", "matrix-shaped tensor named 'bias' (e.g. GPT-2's causal mask buffer): not a weight"
     if t.ndim >= 3 and t.shape[0] == 1:
         return "bare_parameter", "leading dimension of size 1: a bare parameter (embedding, token), not a kernel"
     if t.ndim >= 3 and all(d == 1 for d in t.shape[1:]):

@@ -34,7 +34,7 @@ def minilm_safetensors() -> Path:
 
 
 def make_hub_cache(cache: Path, repo_id: str, files: dict[str, Path | bytes], commit: str = "a" * 40,
-                   ref: str = "main") -> Path:
+                   ref: str = "main", link: bool = False) -> Path:
     """Build a Hugging Face hub cache by hand: models--org--name/{refs/<ref>, snapshots/<commit>/<files>}."""
     storage = cache / ("models--" + repo_id.replace("/", "--"))
     snapshot = storage / "snapshots" / commit
@@ -46,6 +46,8 @@ def make_hub_cache(cache: Path, repo_id: str, files: dict[str, Path | bytes], co
         target.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             target.write_bytes(content)
+        elif link:
+            target.symlink_to(Path(content).resolve())  # as the hub cache does (snapshots link to blobs)
         else:
             shutil.copyfile(content, target)
     return snapshot

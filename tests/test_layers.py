@@ -129,19 +129,22 @@ def test_name_and_shape_rules_for_plain_state_dicts(tmp_path: Path) -> None:
         "head.weight": torch.randn(10, 8, generator=g, dtype=torch.float64),
         "ln_f.weight": torch.ones(8),
         "q.weight_int8": torch.randint(-8, 8, (8, 8), generator=g, dtype=torch.int8),
+        "h.0.attn.bias": torch.tril(torch.ones(1, 1, 4, 4)),  # GPT-2's causal mask, stored in old checkpoints
     }
     path = tmp_path / "plain.safetensors"
     save_file(state, str(path))
     rows = _layers(f"file:{path}")
     assert rows["transformer.wte"].kind == "embedding"
     np.testing.assert_array_equal(rows["blocks.0.attn.qkv.k"].matrices[0], state["blocks.0.attn.qkv.weight"][8:16])
-    assert rows["blocks.0.attn.qkv_proj"].matrices.shape == (1, 16, 8) and "unequal" in rows["blocks.0.attn.qkv_proj"].note
+    grouped = rows["blocks.0.attn.qkv_proj"]
+    assert grouped.matrices.shape == (1, 16, 8) and "unequal" in grouped.note
     assert "heads unknown" in rows["layers.0.attention.query_key_value"].note
     assert rows["pos_embed"].kind == "bare_parameter"
     assert rows["stem"].kind == "conv2d" and rows["stem"].matrices.dtype == np.float32
     assert rows["head"].matrices.dtype == np.float64
     assert rows["ln_f"].reason == "norm layer weight: not a matrix"
     assert rows["q.weight_int8"].kind == "integer"
+    assert "causal mask" in rows["h.0.attn.bias"].reason
 
 
 def test_per_head_query_key_value_is_deinterleaved_when_heads_are_known() -> None:

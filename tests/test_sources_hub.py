@@ -95,3 +95,17 @@ def test_timm_errors_are_clear(tmp_path: Path) -> None:
         open_source("timm:not_a_model.tag")
     with pytest.raises(SourceError, match="no pretrained weights named"):
         open_source("timm:resnet18.no_such_tag", cache_dir=str(tmp_path))
+
+
+@pytest.mark.usefixtures("hub_offline")
+def test_real_minilm_through_an_offline_hf_cache(tmp_path: Path) -> None:
+    from tests._fixtures_sources import minilm_safetensors
+
+    weights = minilm_safetensors()
+    make_hub_cache(tmp_path, "sentence-transformers/all-MiniLM-L6-v2",
+                   {"model.safetensors": weights, "config.json": weights.parent / "config.json"}, link=True)
+    source = open_source("hf:sentence-transformers/all-MiniLM-L6-v2", cache_dir=str(tmp_path))
+    layers = [r for r in iter_layers(source) if isinstance(r, LayerMatrix)]
+    assert len(layers) == 40 and sum(m.kind == "embedding" for m in layers) == 3
+    assert source.num_params == 22_713_216  # 22,713,728 values in the file less the 512 int64 position ids
+    assert source.digest() == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # MANIFEST sha256

@@ -79,7 +79,7 @@ def test_importing_sources_and_layers_loads_no_framework() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, scanner.sources, scanner.layers; "
-            "print([m for m in ('torch', 'timm', 'transformers', 'safetensors', 'huggingface_hub') if m in sys.modules])")
+    heavy = "('torch', 'timm', 'transformers', 'safetensors', 'huggingface_hub')"
+    code = f"import sys, scanner.sources, scanner.layers; print([m for m in {heavy} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
