@@ -241,9 +241,9 @@ def child_env(threads: int) -> dict[str, str]:
 
 
 def run_child(case: str, tool: str, mode: str, *, threads: int, repeats: int, slow: float,
-              timeout: float) -> dict[str, Any]:
+              timeout: float, workdir: Path = RESULTS) -> dict[str, Any]:
     """One measurement in a fresh subprocess; a crash or a timeout becomes a row with ``error``."""
-    out = RESULTS / f".child-{os.getpid()}.json"
+    out = workdir / f".child-{os.getpid()}.json"
     command = [sys.executable, str(Path(__file__).resolve()), "child", case, tool, mode, "--threads", str(threads),
                "--repeats", str(repeats), "--slow", str(slow), "--out", str(out)]
     started = time.perf_counter()
