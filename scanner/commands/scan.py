@@ -1,0 +1,105 @@
+"""``zooscan scan``: scan a catalog (or model ids) on Ray, or serially, into a results directory."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from typing import Any
+
+EPILOG = """examples:
+  zooscan scan catalogs/cifar10_resnet.csv --results results            # embedded local Ray
+  zooscan scan --models random:timm/resnet18 timm:resnet50.a1_in1k --results results --serial
+  zooscan scan timm_imagenet --results s3mount/results --address auto --device cuda --timeout-per-model 900
+  zooscan scan timm_imagenet --results results --scan-id s-imagenet-1 --retry-failed   # resume, redo failures
+
+Rerunning the same command resumes: models whose models/ file exists are skipped. Without --scan-id the
+scan id is derived from the options and the model list, so an identical rerun finds the same folder.
+Failed models are rows (status failed, error_class, reason), not an error exit: query them with
+  zooscan query status --results results
+The exit status is 0 when the scan finished, 1 on a usage or setup error.
+"""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that change results (``ScanConfig``); shared with ``zooscan analyze``."""
+    from scanner.config import CONV_MODES, DEVICES, FIT_MODES
+
+    parser.add_argument("--fit", choices=FIT_MODES, default="robust",
+                        help="power-law fit: robust (default) or reference (weightwatcher 0.7.7's alpha)")
+    parser.add_argument("--conv", choices=CONV_MODES, default="pooled",
+                        help="conv kernels: one pooled ESD per layer (default) or one per kernel position")
+    parser.add_argument("--no-randomize", dest="randomize", action="store_false",
+                        help="skip the shuffled-matrix test (about halves the eigenvalue work)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where eigenvalues are computed: auto (GPU if present), cpu or cuda")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from scanner.config import ScanConfig
+
+    return ScanConfig(fit=args.fit, conv=args.conv, randomize=args.randomize, seed=args.seed, device=args.device)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("catalog", nargs="?", help="catalog name (catalogs/<name>.csv) or a CSV path")
+    parser.add_argument("--models", nargs="+", metavar="ID", default=[],
+                        help="model ids to scan (timm:…, hf:…, file:…, random:timm/…), instead of or with a catalog")
+    parser.add_argument("--results", required=True, metavar="DIR", help="results root; the scan goes to DIR/<scan-id>/")
+    parser.add_argument("--scan-id", metavar="ID", help="scan folder name (default: derived from options and models)")
+    ray_group = parser.add_argument_group("execution")
+    ray_group.add_argument("--address", help="Ray cluster to join (auto, host:port, ray://…); default: embedded local Ray")
+    ray_group.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the embedded local Ray (default: all)")
+    ray_group.add_argument("--num-gpus", type=float, metavar="N", help="GPUs of the embedded local Ray (default: detected)")
+    ray_group.add_argument("--max-in-flight", type=int, metavar="N",
+                           help="models submitted and unfinished at most (default: 2 per spectrum worker)")
+    ray_group.add_argument("--timeout-per-model", type=float, metavar="S",
+                           help="abandon a model after S seconds as failed and restart its worker (default: none)")
+    ray_group.add_argument("--serial", action="store_true", help="no Ray: one model after another in this process")
+    ray_group.add_argument("--retry-failed", action="store_true", help="also redo models an earlier run recorded as failed")
+    add_config_arguments(parser)
+
+
+def default_scan_id(config_hash: str, model_ids: list[str]) -> str:
+    """``scan-<config hash>-<8 hex of the model list>``: the same command resumes the same folder."""
+    digest = hashlib.sha256("\n".join(model_ids).encode()).hexdigest()[:8]
+    return f"scan-{config_hash}-{digest}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from scanner import distributed
+    from scanner.catalog import load_catalog
+    from scanner.errors import ScannerError
+    from scanner.progress import ScanProgress
+
+    try:
+        config = config_from_args(args)
+        model_ids = list(args.models)
+        catalog_info: dict[str, Any] = {"path": args.catalog or "", "models_arg": len(args.models)}
+        if args.catalog:
+            model_ids = [entry.model_id for entry in load_catalog(args.catalog)] + model_ids
+        if not model_ids:
+            print("error: give a catalog or --models ID ...; see zooscan ls for the shipped catalogs", file=sys.stderr)
+            return 1
+        catalog_info["n_models"] = len(model_ids)
+        catalog_info["models_sha256"] = hashlib.sha256("\n".join(model_ids).encode()).hexdigest()
+        options = distributed.RunOptions(
+            results=args.results, scan_id=args.scan_id or default_scan_id(config.config_hash(), model_ids),
+            address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_in_flight=args.max_in_flight,
+            timeout_per_model=args.timeout_per_model, retry_failed=args.retry_failed,
+            faults=distributed.parse_faults(os.environ.get(distributed.FAULTS_ENV)),
+            fault_dir=os.environ.get(distributed.FAULT_DIR_ENV, ""))
+        print(f"scan {options.scan_id}: {len(model_ids)} models -> {os.path.join(args.results, options.scan_id)}",
+              file=sys.stderr)
+        runner = distributed.run_serial if args.serial else distributed.run_ray
+        stats = runner(model_ids, config, options, catalog_info=catalog_info,
+                       progress=ScanProgress(len(model_ids), stream=sys.stderr))
+    except ScannerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"scan {options.scan_id} finished: {stats.ok} ok, {stats.failed} failed, {stats.resumed} already done, "
+          f"{stats.seconds:.1f} s ({stats.runner}, {stats.workers} worker(s))")
+    return 0
