@@ -1,0 +1,381 @@
+"""Power-law fit of an ESD tail (Clauset, Shalizi & Newman 2009, "CSN"), vectorised, in two modes.
+
+For a candidate lower cutoff xmin = λ_i (eigenvalues sorted ascending, tail = the n_i eigenvalues
+λ_j ≥ λ_i) the continuous maximum-likelihood exponent is (CSN eq. 3.1)
+
+    α_i = 1 + n_i / Σ_{j≥i} ln(λ_j / λ_i),       σ_i = (α_i − 1) / √n_i   (CSN eq. 3.2),
+
+and its Kolmogorov–Smirnov distance is
+
+    D_i = max_k | 1 − (λ_{i+k} / λ_i)^(1−α_i) − k / n_i |,   k = 0 … n_i − 1,
+
+the fitted CDF against the lower step of the tail's empirical CDF — the convention of the ``powerlaw``
+package (``statistics.cdf``) and of weightwatcher's ``WWFit``. xmin = argmin_i D_i (first on ties).
+
+All α_i come from one suffix sum of ln λ. The D_i are never formed as a full n×n array: a coarse grid of
+K points per tail gives, for every candidate, a lower bound (D on the grid) and an upper bound (F is
+monotone between grid points, and so is the empirical step); candidates whose lower bound exceeds the
+smallest upper bound cannot be the argmin and are dropped; K grows ×8 for the survivors until their D is
+computed exactly, in row blocks of bounded size. The argmin is the same as the full O(n²) scan.
+
+Modes:
+
+- ``"reference"`` reproduces weightwatcher 0.7.7's default ``analyze()`` fit (``fit='PL'``,
+  ``pl_package='ww'``, ``xmax=None``, ``fix_fingers=False``; ``WW_powerlaw.WWFit``) on the same eigenvalues.
+- ``"robust"`` (zooscan's default) is scale-invariant, has a minimum tail, removes statistically
+  significant "fingers", and flags unreliable fits; see :func:`fit_power_law`.
+
+Units: eigenvalues λ in raw scale (squared singular values); xmin and xmax in the same units.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from scanner.errors import ConfigError, FitError
+from scanner.records import PowerLawFit
+
+logger = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("robust", "reference")
+
+# weightwatcher 0.7.7 (constants.EVALS_THRESH, WW_powerlaw.SMALL_N_CUTOFF, WWFit.fit_powerlaw_smallN defaults).
+REFERENCE_EVALS_THRESH = 1e-5
+REFERENCE_SMALL_N = 20
+REFERENCE_SMALL_N_MIN_TAIL = 8
+REFERENCE_SMALL_N_TAIL_BONUS = 0.868
+REFERENCE_SMALL_N_FLAT = 1e-12
+
+# Reliability rules (robust and reference modes).
+ALPHA_MAX_RELIABLE = 8.0  # WW README: "no α should exceed 8"; above it the tail is not heavy-tailed
+KS_CRITICAL_COEFFICIENT = 1.949  # asymptotic Kolmogorov critical value at the 0.1 % level: D > 1.949/√n
+FINGER_P_VALUE = 1e-4  # per finger count tested; ≤ 1e-3 family-wise over max_fingers = 10
+
+_FIRST_GRID = 32
+_GRID_GROWTH = 8
+_BLOCK_ELEMENTS = 1 << 20  # elements of a 2-D block (8 MiB of float64 per temporary)
+_PRUNE_SLACK = 1e-12  # bounds in log space vs exact D in ratio space differ by ~1e-15
+
+
+@dataclass(frozen=True)
+class _TailFit:
+    """One CSN fit of sorted eigenvalues ``x``: the tail x[start:], its α and KS distance."""
+
+    start: int
+    alpha: float
+    ks: float
+    n_tail: int
+
+
+def fit_power_law(
+    evals: NDArray[np.floating], *, method: str = "robust", min_tail: int = 10, max_fingers: int = 10
+) -> PowerLawFit:
+    """Fit p(λ) ∝ λ^(−α), λ ≥ xmin, to one layer's eigenvalues by the CSN method.
+
+    ``method="reference"`` (weightwatcher 0.7.7 default fit, α equal to 1e-6 relative):
+    keep λ > 1e-5 (absolute, ``EVALS_THRESH``); every sorted eigenvalue but the last is a candidate
+    xmin, duplicates included, no minimum tail; plain MLE; D as above; first argmin. With fewer than 20
+    kept eigenvalues weightwatcher 0.7.7 switches to its small-N branch: bias-corrected
+    α = 1 + (n−1)/Σ ln(λ/xmin), tails of ≥ 8 points, xmin = argmin of D − 0.868/√n (whole sample if no
+    tail qualifies). ``min_tail`` and ``max_fingers`` only feed the reliability flag there. Reported σ is
+    always (α−1)/√n (weightwatcher reports a negative σ in its small-N fallback).
+
+    ``method="robust"`` (zooscan default; each choice and its source):
+
+    - numerical zeros: drop λ ≤ λ_max·N·ε₆₄, the rank tolerance of ``numpy.linalg.matrix_rank`` for a
+      Hermitian matrix (here WᵀW), so the cut is relative and α(c·λ) = α(λ) for any c > 0.
+    - candidates: distinct eigenvalues (ties belong to one tail, as ``powerlaw.Fit`` takes unique xmins),
+      not the largest, with a tail of at least ``min_tail`` points (WW's default min_evals is 8–10;
+      CSN fits of a handful of points are noise).
+    - fingers (WW issues #102/#229; research/papers.md §4 item 4): for k = 1 … ``max_fingers`` the fit is
+      redone without the top k eigenvalues; under that fit the chance that k or more of the n+k points
+      lie above the k-th largest is a binomial tail P(Bin(n+k, (λ_(k)/xmin)^(1−α)) ≥ k). The largest k with
+      P < 1e-4 is taken as the finger count (≤ 1e-3 false alarms over ten counts: a genuine Pareto tail
+      keeps its α). WW's ``clip_xmax`` instead accepts any α drop > 1, which turns a Gaussian's 15.9 into
+      a "heavy-tailed" 4.6 (ww_anchor.md §2.4); this test does not.
+    - reliability: ``reliable=False`` with a reason when α > 8 (WW README: random-like, not heavy-tailed;
+      a Gaussian matrix gives α ≈ 16 here, reported as fitted but unreliable), when the tail is shorter
+      than ``min_tail``, or when D > 1.949/√n_tail (fails even the lenient fully-specified KS test at
+      0.1 %, CSN §4.1: fitted parameters make D smaller, so this flags only clearly non-power-law tails).
+
+    Args:
+        evals: eigenvalues of one layer's ESD, raw scale, any order; zeros allowed.
+        method: "robust" or "reference".
+        min_tail: smallest tail the robust fit accepts; below it a fit is unreliable (both modes).
+        max_fingers: largest number of top eigenvalues the robust fit may set aside as fingers.
+
+    Returns:
+        The fit; ``alpha=None`` with a reason when there are too few usable eigenvalues.
+
+    Raises:
+        FitError: NaN/Inf or non-1-D input.
+        ConfigError: an unknown ``method`` or a bad ``min_tail``/``max_fingers``.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    if not (isinstance(min_tail, int) and min_tail >= 2):
+        raise ConfigError(f"min_tail must be an int >= 2, got {min_tail!r}")
+    if not (isinstance(max_fingers, int) and max_fingers >= 0):
+        raise ConfigError(f"max_fingers must be an int >= 0, got {max_fingers!r}")
+    lam = _validated(evals)
+    if method == "reference":
+        return _fit_reference(lam, min_tail)
+    return _fit_robust(lam, min_tail, max_fingers)
+
+
+def _validated(evals: NDArray[np.floating]) -> NDArray[np.float64]:
+    try:
+        lam = np.asarray(evals, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise FitError(f"eigenvalues must be numeric, got {type(evals).__name__}: pass a float array") from err
+    if lam.ndim != 1:
+        raise FitError(f"eigenvalues must be a 1-D array, got shape {lam.shape}: pass one layer's ESD (np.ravel)")
+    bad = int(np.count_nonzero(~np.isfinite(lam)))
+    if bad:
+        raise FitError(
+            f"{bad} of {lam.size} eigenvalues are NaN/Inf: recompute the ESD from finite weights "
+            "(check the layer for NaN/Inf entries or an overflowing dtype) before fitting"
+        )
+    return np.sort(lam)
+
+
+def _no_fit(method: str, reason: str, n_tail: int = 0) -> PowerLawFit:
+    return PowerLawFit(alpha=None, xmin=None, xmax=None, ks_distance=None, alpha_sigma=None, n_tail=n_tail,
+                       method=method, reliable=False, reason=reason)
+
+
+# ---------------------------------------------------------------------------------------------------- robust
+
+
+def _fit_robust(lam: NDArray[np.float64], min_tail: int, max_fingers: int) -> PowerLawFit:
+    if lam.size == 0:
+        return _no_fit("robust", "no eigenvalues")
+    if lam[-1] <= 0.0:
+        return _no_fit("robust", "all eigenvalues are zero: no spectrum to fit")
+    cut = lam[-1] * lam.size * np.finfo(np.float64).eps
+    x = lam[lam > cut]
+    if x.size < min_tail:
+        return _no_fit("robust", f"only {x.size} eigenvalues above the numerical-zero cut λ_max·N·ε; "
+                                 f"a tail needs min_tail={min_tail}")
+    raw = _csn_robust(x, min_tail)
+    if raw is None:
+        return _no_fit("robust", f"no distinct eigenvalue leaves a tail of {min_tail}+ points "
+                                 "(constant or heavily tied eigenvalues)")
+    fit, n_fingers = raw, _count_fingers(x, raw, min_tail, max_fingers)
+    if n_fingers:
+        fit = _csn_robust(x[:-n_fingers], min_tail) or raw
+        logger.debug("set aside %d finger(s): α %.4g -> %.4g", n_fingers, raw.alpha, fit.alpha)
+    return _record(x[: x.size - n_fingers], fit, "robust", min_tail, n_fingers=n_fingers, alpha_raw=raw.alpha)
+
+
+def _csn_robust(x: NDArray[np.float64], min_tail: int) -> _TailFit | None:
+    """CSN scan over distinct xmins (first of each tie) with tails of ≥ min_tail points, x sorted."""
+    n = x.size
+    first = np.ones(n, dtype=bool)
+    first[1:] = x[1:] != x[:-1]
+    starts = np.flatnonzero(first & (x < x[-1]) & (n - np.arange(n) >= min_tail))
+    if starts.size == 0:
+        return None
+    log_x = np.log(x / x[-1])
+    alphas = _tail_alphas(x, log_x, starts)
+    pos, ks = _ks_argmin(x, log_x, starts, alphas)
+    return _TailFit(start=int(starts[pos]), alpha=float(alphas[pos]), ks=ks, n_tail=int(n - starts[pos]))
+
+
+def _count_fingers(x: NDArray[np.float64], raw: _TailFit, min_tail: int, max_fingers: int) -> int:
+    """Number of top eigenvalues separated from the tail by an improbably large gap (0 if none).
+
+    Rényi's representation of the upper order statistics of a power law (the basis of Hill's estimator):
+    with λ_(1) ≥ λ_(2) ≥ … the tail sorted descending, the scaled log-spacings T_j = j·ln(λ_(j)/λ_(j+1))
+    are i.i.d. exponential with mean 1/(α−1). k fingers show as one large T_k; its p-value is
+    exp(−T_k / mean(T_j, j > k)), the mean taken below the candidate fingers so they cannot mask
+    themselves. The largest k ≤ max_fingers with p < FINGER_P_VALUE is returned.
+    """
+    tail = x[raw.start:][::-1]
+    spacings = np.arange(1, tail.size) * np.log(tail[:-1] / tail[1:])
+    k_max = min(max_fingers, spacings.size - min_tail)
+    if k_max < 1:
+        return 0
+    below = np.cumsum(spacings[::-1])[::-1]  # below[k] = Σ_{j>k} T_j (0-based: spacings[k] is T_{k+1})
+    k = np.arange(1, k_max + 1)
+    body_mean = below[k] / (spacings.size - k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_values = np.exp(-spacings[k - 1] / body_mean)
+    significant = np.flatnonzero(p_values < FINGER_P_VALUE)
+    return int(k[significant[-1]]) if significant.size else 0
+
+
+# ------------------------------------------------------------------------------------------------- reference
+
+
+def _fit_reference(lam: NDArray[np.float64], min_tail: int) -> PowerLawFit:
+    x = lam[lam > REFERENCE_EVALS_THRESH]
+    if x.size < 2:
+        return _no_fit("reference", f"{x.size} eigenvalue(s) above weightwatcher's EVALS_THRESH=1e-5: "
+                                    "weightwatcher 0.7.7 fails this fit")
+    fit = _reference_small_n(x) if x.size < REFERENCE_SMALL_N else _reference_standard(x)
+    if fit is None or not np.isfinite(fit.alpha):
+        return _no_fit("reference", "weightwatcher 0.7.7 reports a placeholder α here (a flat tail: "
+                                    "constant eigenvalues above xmin)", n_tail=0 if fit is None else fit.n_tail)
+    return _record(x, fit, "reference", min_tail)
+
+
+def _reference_standard(x: NDArray[np.float64]) -> _TailFit:
+    """WWFit.fit_power_law_standard: all n−1 candidates, plain MLE, first argmin of D."""
+    n = x.size
+    starts = np.arange(n - 1)
+    log_x = np.log(x)
+    alphas = _tail_alphas(x, log_x - log_x[-1], starts)
+    pos, _ = _ks_argmin(x, log_x - log_x[-1], starts, alphas)
+    i = int(starts[pos])
+    tail = float(n - i)
+    # the winner's α exactly as weightwatcher sums it (pairwise np.sum), then its D from that α
+    alpha = 1.0 + tail / (np.sum(log_x[i:]) - tail * log_x[i]) if x[i] < x[-1] else np.inf
+    ks = float(_ks_exact(x, np.array([i]), np.array([alpha]))[0])
+    return _TailFit(start=i, alpha=float(alpha), ks=ks, n_tail=n - i)
+
+
+def _reference_small_n(x: NDArray[np.float64]) -> _TailFit | None:
+    """WWFit.fit_powerlaw_smallN (n < 20): bias-corrected α, tails ≥ 8, argmin of D − 0.868/√n."""
+    n = x.size
+    log_x = np.log(x)
+    starts = np.arange(n - 1)
+    tails = (n - starts).astype(np.float64)
+    sums = np.cumsum(log_x[::-1])[::-1][starts] - tails * log_x[starts]
+    valid = (tails >= REFERENCE_SMALL_N_MIN_TAIL) & (sums > REFERENCE_SMALL_N_FLAT)
+    if not valid.any():  # weightwatcher's fallback: the whole sample is the tail
+        if sums[0] <= REFERENCE_SMALL_N_FLAT:
+            return None
+        alpha = 1.0 + (n - 1.0) / sums[0]
+        return _TailFit(start=0, alpha=float(alpha), ks=float(_ks_exact(x, starts[:1], np.array([alpha]))[0]),
+                        n_tail=n)
+    alphas = 1.0 + (tails[valid] - 1.0) / sums[valid]
+    ks = _ks_exact(x, starts[valid], alphas)
+    objective = ks - REFERENCE_SMALL_N_TAIL_BONUS / np.sqrt(tails[valid])
+    best = int(np.argmin(objective))
+    i = int(starts[valid][best])
+    return _TailFit(start=i, alpha=float(alphas[best]), ks=float(ks[best]), n_tail=n - i)
+
+
+# ------------------------------------------------------------------------------------------ shared numerics
+
+
+def _tail_alphas(x: NDArray[np.float64], log_x: NDArray[np.float64], starts: NDArray[np.intp]) -> NDArray[np.float64]:
+    """α_i = 1 + n_i / Σ_{j≥i} ln(x_j/x_i) for every start i at once (one suffix sum); ∞ for a flat tail."""
+    suffix = np.cumsum(log_x[::-1])[::-1]
+    tails = (x.size - starts).astype(np.float64)
+    sums = suffix[starts] - tails * log_x[starts]
+    flat = x[starts] == x[-1]
+    with np.errstate(divide="ignore"):
+        alphas = 1.0 + tails / np.where(flat, 0.0, np.maximum(sums, 0.0))
+    return alphas
+
+
+def _ks_argmin(
+    x: NDArray[np.float64], log_x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64]
+) -> tuple[int, float]:
+    """Position in ``starts`` of the smallest KS distance (first on ties) and that distance, by pruning."""
+    n = x.size
+    pending = np.arange(starts.size)
+    exact_pos: list[NDArray[np.intp]] = []
+    exact_ks: list[NDArray[np.float64]] = []
+    threshold = np.inf
+    grid = _FIRST_GRID
+    while pending.size:
+        tails = n - starts[pending]
+        small = pending[tails <= grid + 1]
+        large = pending[tails > grid + 1]
+        if small.size:
+            ks = _ks_exact(x, starts[small], alphas[small])
+            exact_pos.append(small)
+            exact_ks.append(ks)
+            threshold = min(threshold, float(ks.min()))
+        if large.size:
+            lower, upper = _ks_bounds(log_x, starts[large], alphas[large], grid)
+            threshold = min(threshold, float(upper.min()))
+            pending = large[lower <= threshold + _PRUNE_SLACK]
+        else:
+            pending = large
+        grid *= _GRID_GROWTH
+    positions = np.concatenate(exact_pos)
+    distances = np.concatenate(exact_ks)
+    order = np.argsort(positions, kind="stable")
+    best = int(np.argmin(distances[order]))
+    return int(positions[order][best]), float(distances[order][best])
+
+
+def _row_blocks(count: int, width: int) -> list[slice]:
+    rows = max(1, _BLOCK_ELEMENTS // max(width, 1))
+    return [slice(a, min(a + rows, count)) for a in range(0, count, rows)]
+
+
+def _ks_exact(x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64]) -> NDArray[np.float64]:
+    """D_i exactly as defined in the module docstring (ratio form, as weightwatcher computes it)."""
+    n = x.size
+    out = np.empty(starts.size)
+    for rows in _row_blocks(starts.size, int(n - starts.min()) if starts.size else 1):
+        s, a = starts[rows], alphas[rows]
+        tails = n - s
+        k = np.arange(int(tails.max()))
+        idx = np.minimum(s[:, None] + k[None, :], n - 1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            model = 1.0 - (x[idx] / x[s][:, None]) ** (1.0 - a)[:, None]
+        diff = np.abs(model - k[None, :] / tails[:, None].astype(np.float64))
+        diff[k[None, :] >= tails[:, None]] = 0.0
+        out[rows] = diff.max(axis=1)
+    return out
+
+
+def _ks_bounds(
+    log_x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64], grid: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Lower and upper bounds of D_i from grid+1 points of each tail (F and k/n are both monotone in k)."""
+    n = log_x.size
+    lower = np.empty(starts.size)
+    upper = np.empty(starts.size)
+    steps = np.arange(grid + 1)
+    for rows in _row_blocks(starts.size, grid + 1):
+        s, a = starts[rows], alphas[rows]
+        tails = (n - s)[:, None]
+        k = (steps[None, :] * (tails - 1)) // grid
+        gap = log_x[s[:, None] + k] - log_x[s][:, None]
+        with np.errstate(invalid="ignore", over="ignore"):
+            model = np.where(gap > 0.0, -np.expm1((1.0 - a)[:, None] * np.where(gap > 0.0, gap, 1.0)), 0.0)
+        empirical = k / tails.astype(np.float64)
+        lower[rows] = np.abs(model - empirical).max(axis=1)
+        above = model[:, 1:] - empirical[:, :-1]
+        below = empirical[:, 1:] - model[:, :-1]
+        upper[rows] = np.maximum(above, below).max(axis=1)
+    return lower, upper
+
+
+def _record(x: NDArray[np.float64], fit: _TailFit, method: str, min_tail: int, *, n_fingers: int = 0,
+            alpha_raw: float | None = None) -> PowerLawFit:
+    """The PowerLawFit of a tail fit of sorted eigenvalues ``x``, with its reliability verdict."""
+    reasons = []
+    if fit.n_tail < min_tail:
+        reasons.append(f"tail of {fit.n_tail} eigenvalues is shorter than min_tail={min_tail}")
+    if fit.alpha > ALPHA_MAX_RELIABLE:
+        reasons.append(f"α={fit.alpha:.3g} > {ALPHA_MAX_RELIABLE:g}: the tail is not heavy-tailed "
+                       "(random-like or a bulk edge), so α carries no heavy-tail meaning")
+    critical = KS_CRITICAL_COEFFICIENT / np.sqrt(fit.n_tail)
+    if fit.ks > critical:
+        reasons.append(f"KS distance {fit.ks:.3g} > {critical:.3g} (0.1 % critical value for "
+                       f"{fit.n_tail} points): the tail is not a power law")
+    return PowerLawFit(
+        alpha=fit.alpha,
+        xmin=float(x[fit.start]),
+        xmax=float(x[-1]),
+        ks_distance=fit.ks,
+        alpha_sigma=float((fit.alpha - 1.0) / np.sqrt(fit.n_tail)),
+        n_tail=fit.n_tail,
+        n_fingers=n_fingers,
+        alpha_raw=fit.alpha if alpha_raw is None else alpha_raw,
+        method=method,
+        reliable=not reasons,
+        reason="; ".join(reasons),
+    )
