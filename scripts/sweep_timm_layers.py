@@ -59,12 +59,15 @@ def census(model_id: str) -> dict[str, object]:
             "skip_reasons": histogram(reasons)}
 
 
-def sweep_one(arch: str, max_params: float, timeout: int) -> dict[str, object]:
+def sweep_one(arch: str, max_params: float, timeout: int, min_params: float = 0) -> dict[str, object] | None:
+    """One architecture's row; None when it is at or below ``min_params`` (covered by an earlier pass)."""
     row: dict[str, object] = {"arch": arch}
     start = time.perf_counter()
     signal.alarm(timeout)
     try:
         row["params"] = meta_params(arch)
+        if row["params"] <= min_params:
+            return None
         if row["params"] > max_params:
             row["error"] = f"not built: {row['params']} params > --max-params {max_params:.0f}"
         else:
@@ -111,6 +114,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pattern", default="*")
     parser.add_argument("--max-params", type=float, default=25e6)
+    parser.add_argument("--min-params", type=float, default=0, help="leave out architectures at or below this size")
     parser.add_argument("--timeout", type=int, default=120)
     parser.add_argument("--out", type=Path, default=Path("bench/results/timm_layer_sweep.csv"))
     parser.add_argument("--summarize", action="store_true", help="only print the summary of an existing --out")
@@ -127,7 +131,9 @@ def main() -> int:
         writer = csv.DictWriter(handle, FIELDS)
         writer.writeheader()
         for i, arch in enumerate(archs):
-            row = sweep_one(arch, args.max_params, args.timeout)
+            row = sweep_one(arch, args.max_params, args.timeout, args.min_params)
+            if row is None:
+                continue
             writer.writerow(row)
             handle.flush()
             print(f"[{i + 1}/{len(archs)}] {arch}: {row.get('n_layers', '-')} layers {row.get('error', '')}",
