@@ -159,10 +159,10 @@ def test_sweep_resumes_and_writes_a_valid_catalog(tmp_path, monkeypatch):
 
 
 def test_compare_with_paper_flags_matches():
-    table = [{"batch_size": 500, "seed": 0, "layer_name": "fc1.weight", "phase": "random_like"},
-             {"batch_size": 2, "seed": 0, "layer_name": "fc1.weight", "phase": "bulk_decay"},
-             {"batch_size": 2, "seed": 0, "layer_name": "fc2.weight", "phase": "heavy_tailed"},
-             {"batch_size": 64, "seed": 0, "layer_name": "fc1.weight", "phase": "random_like"}]
+    table = [{"batch_size": 500, "seed": 0, "layer_name": "fc1", "phase": "random_like"},
+             {"batch_size": 2, "seed": 0, "layer_name": "fc1", "phase": "bulk_decay"},
+             {"batch_size": 2, "seed": 0, "layer_name": "fc2", "phase": "heavy_tailed"},
+             {"batch_size": 64, "seed": 0, "layer_name": "fc1", "phase": "random_like"}]
     out = compare_with_paper(table)
     assert [(r["batch_size"], r["match"]) for r in out] == [(500, True), (2, False), (64, None)]
     assert PAPER_FC1_PHASES[2].value == "heavy_tailed"

@@ -80,7 +80,7 @@ def scan_rows(rows: Sequence[dict[str, Any]], results_root: Path, scan_id: str, 
     return store.scan_dir
 
 
-def compare_with_paper(table: Sequence[dict[str, Any]], layer: str = "fc1.weight") -> list[dict[str, Any]]:
+def compare_with_paper(table: Sequence[dict[str, Any]], layer: str = "fc1") -> list[dict[str, Any]]:
     """For each batch size with a paper label: the paper's FC1 phase beside ours (per seed) and a match flag."""
     out = []
     for row in table:
@@ -124,7 +124,7 @@ def write_outputs(scan_dir: Path, catalog_csv: Path, runs_csv: Path, out_dir: Pa
     return paths
 
 
-def _esd_pngs(tables: Any, out_dir: Path, layer: str = "fc1.weight") -> dict[str, Path]:
+def _esd_pngs(tables: Any, out_dir: Path, layer: str = "fc1") -> dict[str, Path]:
     """One ESD figure (log-log + linear) of ``layer`` per batch size (first seed)."""
     from scanner.report import plots
     from scanner.report.tables import eigenvalues_by_layer, mp_of, power_law_of

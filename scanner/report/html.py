@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from scanner.report import plots
 from scanner.report.tables import (
     ScanTables,
@@ -117,7 +119,7 @@ def batch_size_section(tables: ScanTables) -> str:
 def alpha_depth_section(tables: ScanTables, models: list[dict[str, Any]]) -> str:
     parts = []
     for row in models:
-        layers = tables.layers.filter(tables.layers["model_id"] == row["model_id"])
+        layers = tables.layers.filter(pc.equal(tables.layers["model_id"], row["model_id"]))
         title = row["model_id"].rsplit("/", 1)[-1]
         parts.append(img_tag(plots.to_png(plots.alpha_by_depth_figure(layers, title)), f"alpha by depth {title}"))
     return _section("alpha-depth", "α by depth", '<div class="grid">' + "".join(parts) + "</div>")
