@@ -1,0 +1,81 @@
+"""``zooscan scan`` (serial, no Ray here) and ``zooscan analyze`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from scanner.cli import main
+from tests.test_distributed import models_table, write_corrupt, write_mlp
+
+ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo" / "akamaster_resnet_cifar10"
+RESNET20 = ZOO / "resnet20-12fca82f.th"
+
+
+def test_scan_serial_writes_rows_manifest_and_resumes(tmp_path, capsys):
+    models = [write_mlp(tmp_path / "a.safetensors", 0), write_corrupt(tmp_path / "bad.safetensors")]
+    argv = ["scan", "--models", *models, "--results", str(tmp_path / "res"), "--serial", "--no-randomize",
+            "--seed", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 ok, 1 failed, 0 already done" in out
+    (scan_dir,) = (tmp_path / "res").iterdir()
+    assert scan_dir.name.startswith("scan-")  # derived from options and models: a rerun finds it
+    manifest = json.loads((scan_dir / "scan.json").read_text())
+    assert manifest["config"]["seed"] == 3 and manifest["config"]["randomize"] is False
+    assert set(manifest["host"]["versions"]) >= {"zooscan", "torch", "ray", "numpy"}
+    assert manifest["host"]["cpu_count"] >= 1 and manifest["host"]["hostname"]
+    assert manifest["stats"]["ok"] == 1 and manifest["stats"]["failed"] == 1 and manifest["finished_at"]
+    rows = models_table(tmp_path / "res", scan_dir.name)
+    assert rows[models[1]]["status"] == "failed"
+    assert main(argv) == 0
+    assert "0 ok, 0 failed, 2 already done" in capsys.readouterr().out
+
+
+def test_scan_reads_a_catalog_and_an_explicit_scan_id(tmp_path, capsys):
+    catalog = tmp_path / "cat.csv"
+    with open(catalog, "w", newline="") as handle:
+        csv.writer(handle).writerows([["model_id", "family", "dataset"], [write_mlp(tmp_path / "m.safetensors", 1),
+                                                                          "mlp", ""]])
+    assert main(["scan", str(catalog), "--results", str(tmp_path / "r"), "--scan-id", "mine", "--serial",
+                 "--no-randomize"]) == 0
+    assert (tmp_path / "r" / "mine" / "models").is_dir()
+    assert json.loads((tmp_path / "r" / "mine" / "scan.json").read_text())["catalog"]["n_models"] == 1
+
+
+def test_scan_usage_errors_name_the_fix(tmp_path, capsys):
+    assert main(["scan", "--results", str(tmp_path)]) == 1
+    assert "give a catalog or --models" in capsys.readouterr().err
+    assert main(["scan", "--models", "x:y", "--results", str(tmp_path), "--scan-id", "1bad", "--serial"]) == 1
+    assert "scan_id must start with a letter" in capsys.readouterr().err
+
+
+def test_scan_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    text = capsys.readouterr().out
+    assert "--timeout-per-model" in text and "examples:" in text and "--retry-failed" in text
+
+
+@pytest.mark.skipif(not RESNET20.exists(), reason="../shared/zoo is not beside the repository")
+def test_analyze_prints_a_layer_table_and_writes_csv(tmp_path, capsys):
+    out_csv = tmp_path / "layers.csv"
+    assert main(["analyze", f"file:{RESNET20}", "--no-randomize", "--csv", str(out_csv)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["layer", "kind", "shape", "alpha", "phase", "status"]
+    analysed = [line.split() for line in lines[1:] if line.endswith("  ok")]
+    assert len(analysed) == 20  # 19 convolutions + the classifier (MANIFEST.md)
+    assert {cells[1] for cells in analysed} == {"conv2d", "linear"} and all(len(cells) == 6 for cells in analysed)
+    assert any(line.startswith("model file:") and ": ok" in line for line in lines)
+    with open(out_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    ok = [row for row in rows if row["status"] == "ok"]
+    assert len(ok) == 20 and all(1.0 < float(row["alpha"]) < 20.0 for row in ok)
+
+
+def test_analyze_a_corrupt_file_exits_1_with_the_reason(tmp_path, capsys):
+    assert main(["analyze", write_corrupt(tmp_path / "bad.safetensors")]) == 1
+    assert ": failed (" in capsys.readouterr().out
