@@ -55,8 +55,11 @@ ALPHA_MAX_RELIABLE = 8.0  # WW README: "no α should exceed 8"; above it the tai
 KS_CRITICAL_COEFFICIENT = 1.949  # asymptotic Kolmogorov critical value at the 0.1 % level: D > 1.949/√n
 FINGER_P_VALUE = 1e-4  # per finger count tested; ≤ 1e-3 family-wise over max_fingers = 10
 
-_FIRST_GRID = 32
-_GRID_GROWTH = 8
+_SEEDS = 8  # rows evaluated exactly before any pruning, spread over the candidates
+_FIRST_GRID = 8
+_GRID_GROWTH = 4
+_LEADERS = 4  # rows evaluated exactly per round (lowest bounds); their peaks become probes
+_BETA_CAP = 1e300  # α = ∞ (a flat tail) as a finite slope: F = 0 at the tie, 1 above it
 _BLOCK_ELEMENTS = 1 << 20  # elements of a 2-D block (8 MiB of float64 per temporary)
 _PRUNE_SLACK = 1e-12  # bounds in log space vs exact D in ratio space differ by ~1e-15
 
@@ -167,8 +170,13 @@ def _fit_robust(lam: NDArray[np.float64], min_tail: int, max_fingers: int) -> Po
                                  "(constant or heavily tied eigenvalues)")
     fit, n_fingers = raw, _count_fingers(x, raw, min_tail, max_fingers)
     if n_fingers:
-        fit = _csn_robust(x[:-n_fingers], min_tail) or raw
-        logger.debug("set aside %d finger(s): α %.4g -> %.4g", n_fingers, raw.alpha, fit.alpha)
+        clipped = _csn_robust(x[:-n_fingers], min_tail)
+        if clipped is None or _doubts(clipped, min_tail):  # only a clean power law below them makes them fingers
+            logger.debug("%d top eigenvalue(s) stand out but the fit without them is no better", n_fingers)
+            n_fingers = 0
+        else:
+            fit = clipped
+            logger.debug("set aside %d finger(s): α %.4g -> %.4g", n_fingers, raw.alpha, fit.alpha)
     return _record(x[: x.size - n_fingers], fit, "robust", min_tail, n_fingers=n_fingers, alpha_raw=raw.alpha)
 
 
@@ -235,12 +243,18 @@ def _reference_standard(x: NDArray[np.float64]) -> _TailFit:
     tail = float(n - i)
     # the winner's α exactly as weightwatcher sums it (pairwise np.sum), then its D from that α
     alpha = 1.0 + tail / (np.sum(log_x[i:]) - tail * log_x[i]) if x[i] < x[-1] else np.inf
-    ks = float(_ks_exact(x, np.array([i]), np.array([alpha]))[0])
+    ks = float(_ks_exact(x, np.array([i]), np.array([alpha]))[0][0])
     return _TailFit(start=i, alpha=float(alpha), ks=ks, n_tail=n - i)
 
 
 def _reference_small_n(x: NDArray[np.float64]) -> _TailFit | None:
-    """WWFit.fit_powerlaw_smallN (n < 20): bias-corrected α, tails ≥ 8, argmin of D − 0.868/√n."""
+    """WWFit.fit_powerlaw_smallN (n < 20) as WWFit.__init__ then uses it.
+
+    Candidates need tails of ≥ 8 points and a log-sum > 1e-12; their α is bias-corrected,
+    1 + (n−1)/Σ ln(λ/xmin). The branch ranks them by D − 0.868/√n, but ``WWFit.__init__`` then takes the
+    first argmin of D itself (others count as D = 1), so that is what weightwatcher reports. Without any
+    valid candidate the whole sample is the tail. None where weightwatcher reports a placeholder α (0).
+    """
     n = x.size
     log_x = np.log(x)
     starts = np.arange(n - 1)
@@ -248,17 +262,17 @@ def _reference_small_n(x: NDArray[np.float64]) -> _TailFit | None:
     sums = np.cumsum(log_x[::-1])[::-1][starts] - tails * log_x[starts]
     valid = (tails >= REFERENCE_SMALL_N_MIN_TAIL) & (sums > REFERENCE_SMALL_N_FLAT)
     if not valid.any():  # weightwatcher's fallback: the whole sample is the tail
+        valid = starts == 0
         if sums[0] <= REFERENCE_SMALL_N_FLAT:
             return None
-        alpha = 1.0 + (n - 1.0) / sums[0]
-        return _TailFit(start=0, alpha=float(alpha), ks=float(_ks_exact(x, starts[:1], np.array([alpha]))[0]),
-                        n_tail=n)
-    alphas = 1.0 + (tails[valid] - 1.0) / sums[valid]
-    ks = _ks_exact(x, starts[valid], alphas)
-    objective = ks - REFERENCE_SMALL_N_TAIL_BONUS / np.sqrt(tails[valid])
-    best = int(np.argmin(objective))
-    i = int(starts[valid][best])
-    return _TailFit(start=i, alpha=float(alphas[best]), ks=float(ks[best]), n_tail=n - i)
+    alphas = np.zeros(n - 1)
+    distances = np.ones(n - 1)
+    alphas[valid] = 1.0 + (tails[valid] - 1.0) / sums[valid]
+    distances[valid] = _ks_exact(x, starts[valid], alphas[valid])[0]
+    i = int(np.argmin(distances))
+    if alphas[i] <= 1.0:
+        return None
+    return _TailFit(start=i, alpha=float(alphas[i]), ks=float(distances[i]), n_tail=n - i)
 
 
 # ------------------------------------------------------------------------------------------ shared numerics
@@ -278,34 +292,49 @@ def _tail_alphas(x: NDArray[np.float64], log_x: NDArray[np.float64], starts: NDA
 def _ks_argmin(
     x: NDArray[np.float64], log_x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64]
 ) -> tuple[int, float]:
-    """Position in ``starts`` of the smallest KS distance (first on ties) and that distance, by pruning."""
+    """Position in ``starts`` of the smallest KS distance (first on ties) and that distance.
+
+    Candidates are pruned without being evaluated in full. A few rows are evaluated exactly, which sets
+    the bar D_best (an upper bound of the minimum), and the data points where their deviation peaks are
+    kept as probes. Every other row gets a lower bound of D_i: its deviation at K grid points of its tail
+    and at the probes (neighbouring xmins tend to peak at the same data point, so this bound is tight).
+    Rows whose bound exceeds D_best cannot be the argmin and are dropped; the most promising remaining
+    rows are evaluated exactly, K grows ×4, until every surviving row has been evaluated exactly.
+    """
     n = x.size
-    pending = np.arange(starts.size)
-    exact_pos: list[NDArray[np.intp]] = []
-    exact_ks: list[NDArray[np.float64]] = []
-    threshold = np.inf
+    beta = np.minimum(alphas - 1.0, _BETA_CAP)
+    seeds = np.unique(np.linspace(0, starts.size - 1, _SEEDS).astype(np.intp))
+    done_pos = [seeds]
+    done_ks, done_peaks = _ks_exact(x, starts[seeds], alphas[seeds])
+    pending = np.ones(starts.size, dtype=bool)
+    pending[seeds] = False
+    pending = np.flatnonzero(pending)
     grid = _FIRST_GRID
     while pending.size:
+        order = np.argsort(done_ks, kind="stable")[:_LEADERS]
+        best = float(done_ks[order[0]])
+        probes = np.unique(done_peaks[order].ravel())
         tails = n - starts[pending]
-        small = pending[tails <= grid + 1]
+        exact = pending[tails <= grid + 1]
         large = pending[tails > grid + 1]
-        if small.size:
-            ks = _ks_exact(x, starts[small], alphas[small])
-            exact_pos.append(small)
-            exact_ks.append(ks)
-            threshold = min(threshold, float(ks.min()))
+        pending = large[:0]
         if large.size:
-            lower, upper = _ks_bounds(log_x, starts[large], alphas[large], grid)
-            threshold = min(threshold, float(upper.min()))
-            pending = large[lower <= threshold + _PRUNE_SLACK]
-        else:
-            pending = large
+            lower = np.maximum(_ks_lower_grid(log_x, starts[large], beta[large], grid),
+                               _ks_probe(log_x, starts[large], beta[large], probes))
+            alive = np.flatnonzero(lower <= best + _PRUNE_SLACK)
+            ranked = alive[np.argsort(lower[alive], kind="stable")]
+            exact = np.concatenate([exact, large[ranked[:_LEADERS]]])
+            pending = np.sort(large[ranked[_LEADERS:]])
+        if exact.size:
+            ks, peaks = _ks_exact(x, starts[exact], alphas[exact])
+            done_pos.append(exact)
+            done_ks = np.concatenate([done_ks, ks])
+            done_peaks = np.concatenate([done_peaks, peaks])
         grid *= _GRID_GROWTH
-    positions = np.concatenate(exact_pos)
-    distances = np.concatenate(exact_ks)
+    positions = np.concatenate(done_pos)
     order = np.argsort(positions, kind="stable")
-    best = int(np.argmin(distances[order]))
-    return int(positions[order][best]), float(distances[order][best])
+    best_pos = int(np.argmin(done_ks[order]))
+    return int(positions[order][best_pos]), float(done_ks[order][best_pos])
 
 
 def _row_blocks(count: int, width: int) -> list[slice]:
@@ -313,49 +342,68 @@ def _row_blocks(count: int, width: int) -> list[slice]:
     return [slice(a, min(a + rows, count)) for a in range(0, count, rows)]
 
 
-def _ks_exact(x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64]) -> NDArray[np.float64]:
-    """D_i exactly as defined in the module docstring (ratio form, as weightwatcher computes it)."""
+def _ks_exact(
+    x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """D_i exactly as defined in the module docstring (ratio form, as weightwatcher computes it), and
+    for each row the data indices (rows × 2) where F − E and E − F peak."""
     n = x.size
     out = np.empty(starts.size)
+    peaks = np.empty((starts.size, 2), dtype=np.intp)
     for rows in _row_blocks(starts.size, int(n - starts.min()) if starts.size else 1):
         s, a = starts[rows], alphas[rows]
         tails = n - s
         k = np.arange(int(tails.max()))
         idx = np.minimum(s[:, None] + k[None, :], n - 1)
         with np.errstate(over="ignore", invalid="ignore"):
-            model = 1.0 - (x[idx] / x[s][:, None]) ** (1.0 - a)[:, None]
-        diff = np.abs(model - k[None, :] / tails[:, None].astype(np.float64))
-        diff[k[None, :] >= tails[:, None]] = 0.0
-        out[rows] = diff.max(axis=1)
+            diff = 1.0 - (x[idx] / x[s][:, None]) ** (1.0 - a)[:, None]
+        diff -= k[None, :] / tails[:, None].astype(np.float64)
+        outside = k[None, :] >= tails[:, None]
+        diff[outside] = 0.0
+        high, low = diff.argmax(axis=1), diff.argmin(axis=1)
+        line = np.arange(diff.shape[0])
+        out[rows] = np.maximum(diff[line, high], -diff[line, low])
+        peaks[rows, 0] = s + high
+        peaks[rows, 1] = s + low
+    return out, peaks
+
+
+def _ks_lower_grid(
+    log_x: NDArray[np.float64], starts: NDArray[np.intp], beta: NDArray[np.float64], grid: int
+) -> NDArray[np.float64]:
+    """max |F_i − E_i| over grid+1 evenly spaced points of each tail: a lower bound of D_i."""
+    n = log_x.size
+    lower = np.empty(starts.size)
+    steps = np.arange(grid + 1)
+    for rows in _row_blocks(starts.size, grid + 1):
+        s, b = starts[rows], beta[rows]
+        tails = (n - s)[:, None]
+        k = (steps[None, :] * (tails - 1)) // grid
+        model = -np.expm1(-b[:, None] * (log_x[s[:, None] + k] - log_x[s][:, None]))
+        lower[rows] = np.abs(model - k / tails.astype(np.float64)).max(axis=1)
+    return lower
+
+
+def _ks_probe(
+    log_x: NDArray[np.float64], starts: NDArray[np.intp], beta: NDArray[np.float64], probes: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """max |F_i − E_i| over the probe data indices inside each tail (a lower bound of D_i; 0 if none)."""
+    n = log_x.size
+    out = np.zeros(starts.size)
+    if not probes.size:
+        return out
+    for rows in _row_blocks(starts.size, probes.size):
+        s, b = starts[rows], beta[rows]
+        k = probes[None, :] - s[:, None]
+        inside = k >= 0
+        gap = log_x[np.maximum(k, 0) + s[:, None]] - log_x[s][:, None]
+        dev = np.abs(-np.expm1(-b[:, None] * gap) - k / (n - s)[:, None].astype(np.float64))
+        out[rows] = np.where(inside, dev, 0.0).max(axis=1)
     return out
 
 
-def _ks_bounds(
-    log_x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64], grid: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Lower and upper bounds of D_i from grid+1 points of each tail (F and k/n are both monotone in k)."""
-    n = log_x.size
-    lower = np.empty(starts.size)
-    upper = np.empty(starts.size)
-    steps = np.arange(grid + 1)
-    for rows in _row_blocks(starts.size, grid + 1):
-        s, a = starts[rows], alphas[rows]
-        tails = (n - s)[:, None]
-        k = (steps[None, :] * (tails - 1)) // grid
-        gap = log_x[s[:, None] + k] - log_x[s][:, None]
-        with np.errstate(invalid="ignore", over="ignore"):
-            model = np.where(gap > 0.0, -np.expm1((1.0 - a)[:, None] * np.where(gap > 0.0, gap, 1.0)), 0.0)
-        empirical = k / tails.astype(np.float64)
-        lower[rows] = np.abs(model - empirical).max(axis=1)
-        above = model[:, 1:] - empirical[:, :-1]
-        below = empirical[:, 1:] - model[:, :-1]
-        upper[rows] = np.maximum(above, below).max(axis=1)
-    return lower, upper
-
-
-def _record(x: NDArray[np.float64], fit: _TailFit, method: str, min_tail: int, *, n_fingers: int = 0,
-            alpha_raw: float | None = None) -> PowerLawFit:
-    """The PowerLawFit of a tail fit of sorted eigenvalues ``x``, with its reliability verdict."""
+def _doubts(fit: _TailFit, min_tail: int) -> list[str]:
+    """Why a tail fit should not be trusted (empty when it can be)."""
     reasons = []
     if fit.n_tail < min_tail:
         reasons.append(f"tail of {fit.n_tail} eigenvalues is shorter than min_tail={min_tail}")
@@ -366,6 +414,13 @@ def _record(x: NDArray[np.float64], fit: _TailFit, method: str, min_tail: int, *
     if fit.ks > critical:
         reasons.append(f"KS distance {fit.ks:.3g} > {critical:.3g} (0.1 % critical value for "
                        f"{fit.n_tail} points): the tail is not a power law")
+    return reasons
+
+
+def _record(x: NDArray[np.float64], fit: _TailFit, method: str, min_tail: int, *, n_fingers: int = 0,
+            alpha_raw: float | None = None) -> PowerLawFit:
+    """The PowerLawFit of a tail fit of sorted eigenvalues ``x``, with its reliability verdict."""
+    reasons = _doubts(fit, min_tail)
     return PowerLawFit(
         alpha=fit.alpha,
         xmin=float(x[fit.start]),
