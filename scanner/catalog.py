@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from scanner.errors import CatalogError, ModelIdError
+from scanner.paths import shared_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOGS_DIR = REPO_ROOT / "catalogs"
@@ -81,11 +82,6 @@ def check_model_id(model_id: str) -> str:
     if ref.source not in SOURCES:
         raise CatalogError(f"model id {model_id!r}: a catalog lists only {', '.join(SOURCES)} ids")
     return model_id
-
-
-def shared_dir() -> Path:
-    """The shared data folder: ``$ZOOSCAN_SHARED`` or ``../shared`` beside the repository root."""
-    return Path(os.environ.get("ZOOSCAN_SHARED", REPO_ROOT.parent / "shared"))
 
 
 def resolve_file_path(model_id: str) -> Path:

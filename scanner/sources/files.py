@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scanner.errors import SourceError, UnsafeCheckpointError
+from scanner.paths import resolve_data_path
 from scanner.sources.base import ModuleInfo, NamedTensor, WeightSource, sha256_files
 from scanner.sources.safetensors_reader import TensorEntry, read_header, read_tensor
 
@@ -217,4 +218,4 @@ def _strip_module_prefix(tensors: dict[str, torch.Tensor], path: str) -> dict[st
 
 def open_file(ref, cache_dir: str | None = None) -> FileSource:  # noqa: ANN001, ARG001 (scanner.sources.ModelRef)
     """Weights of ``file:<path>`` (``cache_dir`` is unused: local files are read in place)."""
-    return FileSource(ref.name, model_id=ref.model_id)
+    return FileSource(str(resolve_data_path(ref.name)), model_id=ref.model_id)
