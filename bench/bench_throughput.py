@@ -1,0 +1,102 @@
+"""Scan throughput (models/minute) of random-init timm models: serial, and embedded Ray on 1 and 2 CPUs.
+
+Models: the ``--count`` smallest timm architectures (by parameter count) that built without error in the
+layer sweep ``bench/results/timm_layer_sweep.csv`` (``scripts/sweep_timm_layers.py``), scanned as
+``random:timm/<arch>`` (random init: no download, the weights only set the work). Each setting writes a
+fresh scan into a temporary results folder; the rate counts every model of the run, ok or failed, and
+includes Ray's start and stop. The machine (uname, nproc, CPU model, load average) heads the output,
+since other jobs may share the cores.
+
+Usage:
+    OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_throughput.py --count 120 \\
+        --out bench/results/throughput_cpu.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scanner import distributed
+from scanner.config import ScanConfig
+
+SWEEP = Path(__file__).resolve().parent / "results" / "timm_layer_sweep.csv"
+
+
+def smallest_timm_models(count: int, sweep: Path = SWEEP) -> list[tuple[str, int]]:
+    """(arch, params) of the ``count`` smallest architectures the sweep built without error."""
+    with open(sweep, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["params"] and not row["error"]]
+    rows.sort(key=lambda row: (int(row["params"]), row["arch"]))
+    return [(row["arch"], int(row["params"])) for row in rows[:count]]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_lines() -> list[str]:
+    uname = platform.uname()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    return [f"uname: {uname.system} {uname.release} {uname.machine}", f"nproc: {os.cpu_count()}",
+            f"cpu: {cpu_model()}", f"load average at start: {' '.join(f'{x:.2f}' for x in load)}",
+            f"python {sys.version.split()[0]}; " + ", ".join(f"{k} {v}" for k, v in distributed.versions().items()
+                                                              if k in ("torch", "ray", "numpy", "timm"))]
+
+
+def run_setting(name: str, models: list[str], config: ScanConfig, num_cpus: int | None) -> str:
+    with tempfile.TemporaryDirectory(prefix="zooscan-bench-") as results:
+        options = distributed.RunOptions(results=results, scan_id="bench", num_cpus=num_cpus)
+        started = time.perf_counter()
+        if num_cpus is None:
+            stats = distributed.run_serial(models, config, options)
+        else:
+            stats = distributed.run_ray(models, config, options)
+        wall = time.perf_counter() - started
+    rate = 60.0 * (stats.ok + stats.failed) / wall
+    return (f"{name:24s} models {stats.ok + stats.failed:4d} (ok {stats.ok}, failed {stats.failed})  "
+            f"wall {wall:7.1f} s  {rate:6.1f} models/min  spectrum workers {stats.workers}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=120, help="number of timm architectures (default 120)")
+    parser.add_argument("--randomize", action="store_true", help="also run the shuffled-matrix test (slower)")
+    parser.add_argument("--settings", default="serial,ray1,ray2", help="comma list of serial, ray1, ray2")
+    parser.add_argument("--out", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    chosen = smallest_timm_models(args.count)
+    models = [f"random:timm/{arch}" for arch, _ in chosen]
+    config = ScanConfig(randomize=args.randomize)
+    lines = ["zooscan scan throughput, random-init timm models (CPU)", *machine_lines(),
+             f"models: the {len(models)} smallest timm archs of {SWEEP.name} ({chosen[0][1]:,} to {chosen[-1][1]:,} "
+             f"params, {sum(p for _, p in chosen):,} in all); randomize={args.randomize}; OMP_NUM_THREADS="
+             f"{os.environ.get('OMP_NUM_THREADS', '')}", ""]
+    print("\n".join(lines), flush=True)
+    settings = {"serial": ("serial (no Ray)", None), "ray1": ("ray, num_cpus=1", 1), "ray2": ("ray, num_cpus=2", 2)}
+    for key in args.settings.split(","):
+        label, cpus = settings[key]
+        line = run_setting(label, models, config, cpus)
+        print(line, flush=True)
+        lines.append(line)
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
