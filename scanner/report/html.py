@@ -32,7 +32,7 @@ from scanner.report.tables import (
 
 logger = logging.getLogger(__name__)
 
-MODEL_COLUMNS = ("model_id", "family", "batch_size", "top1", "status", "n_layers", "n_ok", "n_alpha",
+MODEL_COLUMNS = ("model", "family", "batch_size", "top1", "status", "n_layers", "n_ok", "n_alpha",
                  "alpha_mean", "alpha_hat", "log_norm_mean", "log_spectral_norm_mean", "stable_rank_mean")
 LAYER_COLUMNS = ("model_id", "layer_index", "layer_name", "kind", "shape", "status", "q", "num_evals", "alpha",
                  "fit_reliable", "alpha_weighted", "num_spikes", "mp_softrank", "stable_rank", "rand_num_traps",
@@ -50,6 +50,14 @@ td.t{text-align:left}.phase{padding:0 4px;border-radius:3px;color:#000}img{max-w
 def img_tag(png: bytes, alt: str) -> str:
     """An ``<img>`` with the PNG inline as a data URI."""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def short_name(model_id: str) -> str:
+    """A compact label for a model id: the file stem of a ``file:`` path, else the id without its prefix."""
+    name = model_id.split(":", 1)[-1]
+    if model_id.startswith("file:"):
+        name = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return name
 
 
 def _cell(column: str, value: Any) -> str:
@@ -88,7 +96,7 @@ def models_section(models: list[dict[str, Any]]) -> str:
 def phase_counts_section(tables: ScanTables, models: list[dict[str, Any]]) -> str:
     counts = phase_counts(tables.layers)
     groups = [r["model_id"] for r in models]
-    labels = {g: g.rsplit("/", 1)[-1] for g in groups}
+    labels = {g: short_name(g) for g in groups}
     fig = plots.phase_counts_figure([labels[g] for g in groups], {labels[g]: counts.get(g, {}) for g in groups})
     phases = [p for p in plots.PHASE_LABELS if any(p in c for c in counts.values())]
     rows = [{"model_id": g, **{p: counts.get(g, {}).get(p, 0) for p in phases}} for g in groups]
@@ -120,9 +128,11 @@ def alpha_depth_section(tables: ScanTables, models: list[dict[str, Any]]) -> str
     parts = []
     for row in models:
         layers = tables.layers.filter(pc.equal(tables.layers["model_id"], row["model_id"]))
-        title = row["model_id"].rsplit("/", 1)[-1]
+        title = short_name(row["model_id"])
         parts.append(img_tag(plots.to_png(plots.alpha_by_depth_figure(layers, title)), f"alpha by depth {title}"))
-    return _section("alpha-depth", "α by depth", '<div class="grid">' + "".join(parts) + "</div>")
+    note = ('<p class="note">Layer index is the order in which the scanner read the weights (for safetensors '
+            "files: sorted tensor names), not necessarily the forward order.</p>")
+    return _section("alpha-depth", "α by depth", note + '<div class="grid">' + "".join(parts) + "</div>")
 
 
 def alpha_accuracy_section(models_table: Any) -> str:
@@ -159,6 +169,8 @@ def render_report(tables: ScanTables, title: str = "", max_esd_models: int = 12)
     """The whole report as one HTML string."""
     models_table = models_with_catalog(tables)
     models = sorted(models_table.to_pylist(), key=lambda r: (-(r["batch_size"] or 0), r["model_id"]))
+    for row in models:
+        row["model"] = short_name(row["model_id"])
     title = title or f"zooscan report — {tables.manifest.get('scan_id', tables.scan_dir.name)}"
     sections = [summary_section(tables), models_section(models), phase_counts_section(tables, models),
                 batch_size_section(tables), alpha_depth_section(tables, models), alpha_accuracy_section(models_table),

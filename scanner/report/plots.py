@@ -13,6 +13,7 @@ import io
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -211,7 +212,7 @@ def phase_counts_figure(groups: Sequence[str], counts: dict[str, dict[str, int]]
             ax.bar(range(len(groups)), heights, bottom=bottom, color=PHASE_COLORS[phase.value],
                    label=PHASE_LABELS[phase.value])
             bottom += heights
-    ax.set_xticks(range(len(groups)), list(groups), rotation=45 if len(groups) > 6 else 0, ha="right", fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("layers")
     ax.set_xlabel(xlabel)
     ax.legend(fontsize=7, loc="best")
@@ -229,6 +230,8 @@ def metric_vs_batch_size_figure(batch_sizes: Sequence[int], series: dict[str, Se
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, "o-", label=label, ms=4)
     ax.set_xscale("log")
+    ax.set_xticks(list(batch_sizes), [str(b) for b in batch_sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("batch size")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
