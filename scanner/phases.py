@@ -168,11 +168,14 @@ RULES: tuple[Rule, ...] = (
 
 
 def classify(features: PhaseFeatures) -> PhaseCall:
-    """The phase of the first rule in :data:`RULES` that holds, with its reason and the α < 2 flag."""
-    very_heavy = features.alpha is not None and features.alpha < VERY_HEAVY_ALPHA
+    """The phase of the first rule in :data:`RULES` that holds, with its reason and, for a Heavy-Tailed
+    layer whose reliable power-law fit has α < 2, the "very heavy-tailed" flag."""
     for rule in RULES:
         if rule.holds(features):
             reason = rule.because(features)
+            very_heavy = (
+                rule.phase is Phase.HEAVY_TAILED and features.alpha is not None and features.alpha < VERY_HEAVY_ALPHA
+            )
             if very_heavy:
                 reason += f"; α = {features.alpha:.2f} < {VERY_HEAVY_ALPHA:g}: very heavy-tailed"
             return PhaseCall(phase=rule.phase, reason=reason, very_heavy_tailed=very_heavy, rule=rule.name)
