@@ -1,0 +1,335 @@
+"""Power-law (CSN) fit: reference mode against weightwatcher 0.7.7, the ``powerlaw`` package and a brute-force
+CSN scan as oracles, known-truth Pareto samples and matrices, invariances, fingers and degenerate inputs."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import io
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+from scanner.errors import ConfigError, FitError
+from scanner.spectra.powerlaw import fit_power_law
+
+HAVE_WW = importlib.util.find_spec("weightwatcher") is not None
+HAVE_POWERLAW = importlib.util.find_spec("powerlaw") is not None
+
+
+# ------------------------------------------------------------------------------------------------ generators
+
+
+def anchor_matrix(kind: str, mu: float = 0.0, shape: tuple[int, int] = (1000, 500), seed: int = 42) -> np.ndarray:
+    """research/ww_anchor.md §3.4: numpy default_rng(seed); cast to float32 as an nn.Linear weight."""
+    r = np.random.default_rng(seed)
+    if kind == "gauss":
+        w = r.standard_normal(shape)
+    elif kind == "student_t":
+        w = r.standard_t(3, shape)
+    else:
+        sign = r.choice([-1, 1], size=shape)
+        w = sign * (r.pareto(mu, shape) + 1)
+    return w.astype(np.float32)
+
+
+def evals_of(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of WᵀW the way weightwatcher gets them: float64 SVD of the float32 weight."""
+    return np.linalg.svd(w.astype(np.float64), compute_uv=False) ** 2
+
+
+def pareto_sample(alpha: float, n: int, seed: int) -> np.ndarray:
+    """Classical Pareto with x_m = 1 and density ∝ x^(−α): numpy's Lomax(α − 1) + 1."""
+    return np.random.default_rng(seed).pareto(alpha - 1.0, n) + 1.0
+
+
+def csn_brute_force(x: np.ndarray, min_tail: int) -> tuple[float, float, float]:
+    """The CSN scan written plainly, one candidate at a time: (xmin, α, D) of the first KS minimum."""
+    x = np.sort(x)
+    best = (np.inf, np.nan, np.nan)
+    for xmin in np.unique(x)[:-1]:
+        tail = x[x >= xmin]
+        if tail.size < min_tail:
+            break
+        alpha = 1.0 + tail.size / np.sum(np.log(tail / xmin))
+        d = np.max(np.abs(1.0 - (tail / xmin) ** (1.0 - alpha) - np.arange(tail.size) / tail.size))
+        if d < best[0]:
+            best = (d, xmin, alpha)
+    return best[1], best[2], best[0]
+
+
+# ----------------------------------------------------------------------------------- reference: anchor table
+
+# research/ww_anchor.md §3.4: weightwatcher 0.7.7 default α (D, xmin, tail n) on the seeded 1000×500 matrices.
+ANCHOR = [
+    ("gauss", 0.0, 15.9495, 0.1128, 22),
+    ("student_t", 0.0, 5.6900, 0.0409, 47),
+    ("pareto", 3.0, 8.4047, 0.0505, 26),
+    ("pareto", 2.0, 2.5634, 0.0536, 172),
+    ("pareto", 1.0, 1.5024, 0.0528, 168),
+]
+
+
+@pytest.mark.parametrize(("kind", "mu", "alpha", "ks", "n_tail"), ANCHOR)
+def test_reference_mode_reproduces_anchor_table(kind, mu, alpha, ks, n_tail):
+    fit = fit_power_law(evals_of(anchor_matrix(kind, mu)), method="reference")
+    assert round(fit.alpha, 4) == alpha
+    assert round(fit.ks_distance, 4) == ks
+    assert fit.n_tail == n_tail
+    assert fit.method == "reference"
+
+
+def test_reference_anchor_scaled_gaussian_gives_same_alpha():
+    """Same Gaussian ÷ √1000 (ww_anchor §3.4): α 15.9495, xmin 2.4551."""
+    fit = fit_power_law(evals_of(anchor_matrix("gauss")) / 1000.0, method="reference")
+    assert round(fit.alpha, 4) == 15.9495
+    assert round(fit.xmin, 4) == 2.4551
+
+
+# ------------------------------------------------------------------------------ reference: weightwatcher itself
+
+
+def _ww_alpha(w: np.ndarray) -> float:
+    import torch
+    import weightwatcher as ww
+
+    layer = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w))
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        details = ww.WeightWatcher(model=layer).analyze()
+    assert len(details) == 1
+    return float(details["alpha"].iloc[0])
+
+
+WW_CASES = [
+    pytest.param(anchor_matrix("gauss"), id="gauss-1000x500"),
+    pytest.param(anchor_matrix("student_t", shape=(300, 120), seed=1), id="t3-300x120"),
+    pytest.param(anchor_matrix("pareto", 1.5, shape=(256, 64), seed=2), id="pareto1.5-256x64"),
+    pytest.param(anchor_matrix("gauss", shape=(90, 40), seed=3), id="gauss-90x40"),
+    pytest.param(anchor_matrix("student_t", shape=(60, 12), seed=4), id="t3-60x12-smallN"),
+    pytest.param(anchor_matrix("pareto", 2.0, shape=(40, 17), seed=5), id="pareto2-40x17-smallN"),
+    pytest.param((anchor_matrix("student_t") * np.float32(3e-5)), id="t3-scaled3e-5-smallN-fallback"),
+]
+
+
+@pytest.mark.reference
+@pytest.mark.skipif(not HAVE_WW, reason="weightwatcher is not installed (pip install -e '.[reference]')")
+@pytest.mark.parametrize("w", WW_CASES)
+def test_reference_mode_matches_weightwatcher_analyze(w):
+    expected = _ww_alpha(w)
+    fit = fit_power_law(evals_of(w), method="reference")
+    assert fit.alpha == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.reference
+@pytest.mark.skipif(not HAVE_WW, reason="weightwatcher is not installed (pip install -e '.[reference]')")
+def test_reference_mode_matches_wwfit_on_random_samples_with_ties():
+    """The pruned KS argmin must pick weightwatcher's xmin exactly, also on ties and in the small-N branch."""
+    from weightwatcher.WW_powerlaw import WWFit
+
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n = int(rng.integers(3, 400))
+        kind = trial % 4
+        if kind == 0:
+            x = pareto_sample(rng.uniform(1.5, 5.0), n, trial)
+        elif kind == 1:
+            x = rng.lognormal(0.0, 2.0, n)
+        elif kind == 2:
+            x = np.round(pareto_sample(2.0, n, trial), 1)  # many ties
+        else:
+            x = rng.chisquare(3, n)
+        with contextlib.redirect_stdout(io.StringIO()):
+            expected = WWFit(x[x > 1e-5])
+        fit = fit_power_law(x, method="reference")
+        assert fit.alpha == pytest.approx(expected.alpha, rel=1e-9), (trial, n)
+        assert fit.xmin == expected.xmin
+
+
+# --------------------------------------------------------------------------------------- robust: CSN oracles
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_robust_scan_equals_brute_force_csn(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(30, 600))
+    x = [pareto_sample(2.5, n, seed), rng.lognormal(0, 1.5, n), np.round(rng.exponential(1.0, n), 2) + 0.01][seed % 3]
+    fit = fit_power_law(x, min_tail=5, max_fingers=0)
+    xmin, alpha, ks = csn_brute_force(x, min_tail=5)
+    assert fit.xmin == xmin
+    assert fit.alpha == pytest.approx(alpha, rel=1e-9)
+    assert fit.ks_distance == pytest.approx(ks, abs=1e-12)
+
+
+def _powerlaw_fit(data: np.ndarray, **kwargs: object) -> Any:
+    """powerlaw.Fit, quiet, with α allowed above 3 where the installed version bounds it."""
+    import powerlaw
+
+    params = inspect.signature(powerlaw.Fit.__init__).parameters
+    if "parameter_ranges" in params:  # powerlaw 2.0 bounds α to [0, 3] by default and clips α > 3 there
+        kwargs["parameter_ranges"] = {"alpha": [1.0, 100.0]}
+    if "verbose" in params:
+        kwargs["verbose"] = False
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return powerlaw.Fit(data, **kwargs)
+
+
+@pytest.mark.reference
+@pytest.mark.skipif(not HAVE_POWERLAW, reason="powerlaw is not installed (pip install -e '.[reference]')")
+@pytest.mark.parametrize("alpha", [1.8, 2.5, 4.0])
+def test_alpha_at_fixed_xmin_equals_powerlaw_package(alpha):
+    x = pareto_sample(alpha, 800, seed=11) * np.random.default_rng(12).uniform(0.9, 1.1, 800)
+    fit = fit_power_law(x)
+    ref = _powerlaw_fit(x, xmin=fit.xmin)
+    assert fit.alpha == pytest.approx(ref.power_law.alpha, rel=1e-9)
+
+
+@pytest.mark.reference
+@pytest.mark.skipif(not HAVE_POWERLAW, reason="powerlaw is not installed (pip install -e '.[reference]')")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_full_xmin_search_equals_powerlaw_package(seed):
+    x = pareto_sample(2.5, 400, seed) * np.random.default_rng(seed + 50).lognormal(0.0, 0.3, 400)
+    fit = fit_power_law(x, min_tail=2, max_fingers=0)  # powerlaw has no minimum tail and no finger rule
+    ref = _powerlaw_fit(x)
+    assert fit.xmin == ref.xmin
+    assert fit.alpha == pytest.approx(ref.alpha, rel=1e-9)
+    assert fit.ks_distance == pytest.approx(ref.D, abs=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ robust: known truth
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 2.5, 3.0, 4.0])
+@pytest.mark.parametrize("seed", [100, 101])
+def test_pareto_samples_recover_alpha_within_four_standard_errors(alpha, seed):
+    fit = fit_power_law(pareto_sample(alpha, 3000, seed))
+    assert fit.reliable, fit.reason
+    assert fit.n_fingers == 0
+    assert abs(fit.alpha - alpha) <= 4.0 * fit.alpha_sigma
+
+
+@pytest.mark.parametrize(("mu", "tolerance"), [(0.8, 0.1), (1.0, 0.1), (1.5, 0.15)])
+def test_symmetric_pareto_matrix_gives_mu_over_two_plus_one(mu, tolerance):
+    """research/papers.md §4 item 2: α = μ/2 + 1 for μ < 2; the finite-size bias grows as μ → 2."""
+    alphas = [fit_power_law(evals_of(anchor_matrix("pareto", mu, shape=(600, 300), seed=s))).alpha for s in range(3)]
+    assert np.mean(alphas) == pytest.approx(mu / 2 + 1, abs=tolerance)
+
+
+# ------------------------------------------------------------------------------------------------ invariances
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1e-3, 0.37, 1e3, 1e8])
+def test_robust_alpha_is_scale_invariant(scale):
+    lam = evals_of(anchor_matrix("student_t", shape=(400, 200), seed=9))
+    base = fit_power_law(lam)
+    fit = fit_power_law(lam * scale)
+    assert fit.alpha == pytest.approx(base.alpha, rel=1e-9)
+    assert fit.n_tail == base.n_tail
+    assert fit.xmin == pytest.approx(base.xmin * scale, rel=1e-12)
+
+
+def test_reference_mode_is_not_scale_invariant_like_weightwatcher():
+    """ww_anchor §3.4: at scale 3e-5 the Student-t α drops from 5.69 to 4.16 (absolute 1e-5 cut, small-N)."""
+    lam = evals_of(anchor_matrix("student_t"))
+    assert round(fit_power_law(lam * (3e-5) ** 2, method="reference").alpha, 2) == 4.16
+    assert round(fit_power_law(lam * (3e-5) ** 2).alpha, 2) == 5.69
+
+
+@pytest.mark.parametrize("method", ["robust", "reference"])
+def test_input_order_does_not_matter(method):
+    lam = evals_of(anchor_matrix("pareto", 2.0, shape=(300, 150), seed=8))
+    shuffled = np.random.default_rng(0).permutation(lam)
+    assert fit_power_law(shuffled, method=method) == fit_power_law(lam, method=method)
+
+
+# ------------------------------------------------------------------------------- random-like layers, fingers
+
+
+@pytest.mark.parametrize("method", ["robust", "reference"])
+def test_gaussian_matrix_is_not_a_reliable_alpha_16(method):
+    fit = fit_power_law(evals_of(anchor_matrix("gauss")), method=method)
+    assert not fit.reliable
+    assert fit.alpha > 8.0 and "not heavy-tailed" in fit.reason
+    assert fit.n_fingers == 0  # unlike weightwatcher's clip_xmax, which turns it into 4.58
+
+
+@pytest.mark.parametrize("alpha", [2.5, 3.0, 4.0])
+def test_fingers_on_a_pareto_tail_are_set_aside(alpha):
+    x = pareto_sample(alpha, 1000, seed=5)
+    clean = fit_power_law(x)
+    fingered = np.concatenate([x, x.max() * np.array([20.0, 25.0, 30.0])])
+    fit = fit_power_law(fingered)
+    assert fit.n_fingers == 3
+    assert fit.alpha == pytest.approx(clean.alpha, abs=1e-12)
+    assert fit.alpha_raw != fit.alpha
+    assert fit.xmax == x.max()
+    assert abs(fit.alpha - alpha) <= 4.0 * fit.alpha_sigma
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_genuine_heavy_tails_keep_their_top_eigenvalues(seed):
+    lam = evals_of(anchor_matrix("student_t", shape=(500, 250), seed=seed))
+    assert fit_power_law(lam).n_fingers == 0
+    for alpha in (1.5, 2.5, 4.0):
+        fit = fit_power_law(pareto_sample(alpha, 1500, seed))
+        assert fit.n_fingers == 0 and fit.alpha == fit.alpha_raw
+
+
+# ---------------------------------------------------------------------------------------------- degenerate
+
+
+@pytest.mark.parametrize("method", ["robust", "reference"])
+@pytest.mark.parametrize(
+    ("evals", "words"),
+    [
+        (np.array([]), "eigenvalue"),
+        (np.zeros(50), ""),
+        (np.array([3.0]), ""),
+        (np.full(40, 2.5), ""),
+    ],
+    ids=["empty", "zeros", "one", "constant"],
+)
+def test_degenerate_inputs_give_no_alpha_and_a_reason(evals, words, method):
+    fit = fit_power_law(evals, method=method)
+    assert fit.alpha is None and fit.xmin is None and fit.ks_distance is None
+    assert not fit.reliable and fit.reason and words in fit.reason
+
+
+def test_fewer_than_min_tail_usable_names_min_tail():
+    lam = np.concatenate([np.zeros(20), np.arange(1.0, 9.0)])
+    fit = fit_power_law(lam, min_tail=10)
+    assert fit.alpha is None and "min_tail=10" in fit.reason
+    ref = fit_power_law(lam, method="reference", min_tail=10)  # weightwatcher fits 8 points; we flag it
+    assert ref.alpha is not None and not ref.reliable and "shorter than min_tail=10" in ref.reason
+
+
+def test_short_reference_tail_is_flagged():
+    fit = fit_power_law(evals_of(anchor_matrix("gauss")), method="reference", min_tail=30)
+    assert fit.n_tail == 22 and "shorter than min_tail=30" in fit.reason
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("method", ["robust", "reference"])
+def test_non_finite_input_raises_fit_error_naming_the_fix(bad, method):
+    lam = np.linspace(1.0, 10.0, 50)
+    lam[7] = bad
+    with pytest.raises(FitError, match="NaN/Inf.*finite weights"):
+        fit_power_law(lam, method=method)
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(FitError, match="1-D"):
+        fit_power_law(np.ones((3, 3)))
+    with pytest.raises(ConfigError, match="robust"):
+        fit_power_law(np.ones(30), method="powerlaw")
+    with pytest.raises(ConfigError, match="min_tail"):
+        fit_power_law(np.ones(30), min_tail=1)
