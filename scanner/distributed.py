@@ -327,7 +327,14 @@ class _SpectrumWorker:
     """Long-lived actor: imports torch (and CUDA) once, computes one model's eigenvalues per call."""
 
     def __init__(self, config: ScanConfig, faults: Mapping[str, str], fault_dir: str) -> None:
+        import ray
+
         self.config, self.faults, self.fault_dir = config, dict(faults), fault_dir
+        if ray.get_gpu_ids():  # device "auto" picks the GPU only once torch is imported (scanner.spectra.esd)
+            import torch
+
+            logger.info("spectrum worker on %s", torch.cuda.get_device_name(0) if torch.cuda.is_available() else
+                        "a logical GPU without CUDA (computing on the CPU)")
 
     def spectra(self, model_id: str) -> WorkerOutput:
         import ray
