@@ -407,6 +407,11 @@ def run_ray(model_ids: Sequence[str], config: ScanConfig, options: RunOptions, *
     todo, resumed = models_to_do(model_ids, store, options.retry_failed)
     progress = progress or ScanProgress(resumed + len(todo), resumed=resumed)
     progress.total, progress.resumed = resumed + len(todo), resumed
+    if not todo:  # everything is committed: no cluster to start
+        progress.close()
+        stats = ScanStats("ray", resumed, resumed, 0, 0, time.monotonic() - started, 0)
+        store.finish_scan(stats.to_dict())
+        return stats
     started_here = not ray.is_initialized()
     if started_here:
         if options.address:
@@ -422,8 +427,8 @@ def run_ray(model_ids: Sequence[str], config: ScanConfig, options: RunOptions, *
         worker_cls = ray.remote(_SpectrumWorker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
                                                          max_restarts=-1, max_task_retries=0)
         fit_task = ray.remote(_fit_and_commit).options(num_cpus=1, max_retries=3, retry_exceptions=list(TRANSIENT_IO))
-        idle = [worker_cls.remote(config, options.faults, options.fault_dir) for _ in range(min(plan.workers,
-                                                                                                 max(1, len(todo))))]
+        idle = [worker_cls.remote(config, options.faults, options.fault_dir)
+                for _ in range(min(plan.workers, len(todo)))]
         limit = options.max_in_flight or 2 * len(idle)
         queue = [(model_id, 1) for model_id in reversed(todo)]
         jobs: dict[Any, _Job] = {}  # final ref -> job

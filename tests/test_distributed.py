@@ -130,3 +130,13 @@ def test_error_of_unwraps_task_errors_and_retries_dead_workers():
     error_class, _, retry = distributed._error_of(died)
     assert error_class == "ActorDiedError" and retry
     assert distributed._error_of(rex.WorkerCrashedError())[2]
+
+
+def test_ray_runner_with_everything_committed_starts_no_cluster(tmp_path):
+    ray = pytest.importorskip("ray")
+    ids = [write_mlp(tmp_path / "m.safetensors", seed=0)]
+    options = distributed.RunOptions(results=str(tmp_path / "res"), scan_id="s")
+    distributed.run_serial(ids, FAST, options)
+    stats = distributed.run_ray(ids, FAST, options)
+    assert (stats.resumed, stats.ok, stats.failed, stats.workers) == (1, 0, 0, 0)
+    assert not ray.is_initialized()
