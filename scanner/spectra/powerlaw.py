@@ -54,6 +54,7 @@ REFERENCE_SMALL_N_FLAT = 1e-12
 ALPHA_MAX_RELIABLE = 8.0  # WW README: "no α should exceed 8"; above it the tail is not heavy-tailed
 KS_CRITICAL_COEFFICIENT = 1.949  # asymptotic Kolmogorov critical value at the 0.1 % level: D > 1.949/√n
 FINGER_P_VALUE = 1e-4  # per finger count tested; ≤ 1e-3 family-wise over max_fingers = 10
+FINGER_MAX_RISE = 5.0  # removing fingers may raise α by at most 5 σ_α: more means the tail itself gets heavier
 
 _SEEDS = 8  # rows evaluated exactly before any pruning, spread over the candidates
 _FIRST_GRID = 8
@@ -94,12 +95,18 @@ def fit_power_law(
     - candidates: distinct eigenvalues (ties belong to one tail, as ``powerlaw.Fit`` takes unique xmins),
       not the largest, with a tail of at least ``min_tail`` points (WW's default min_evals is 8–10;
       CSN fits of a handful of points are noise).
-    - fingers (WW issues #102/#229; research/papers.md §4 item 4): for k = 1 … ``max_fingers`` the fit is
-      redone without the top k eigenvalues; under that fit the chance that k or more of the n+k points
-      lie above the k-th largest is a binomial tail P(Bin(n+k, (λ_(k)/xmin)^(1−α)) ≥ k). The largest k with
-      P < 1e-4 is taken as the finger count (≤ 1e-3 false alarms over ten counts: a genuine Pareto tail
-      keeps its α). WW's ``clip_xmax`` instead accepts any α drop > 1, which turns a Gaussian's 15.9 into
-      a "heavy-tailed" 4.6 (ww_anchor.md §2.4); this test does not.
+    - fingers (WW issues #102/#229; research/papers.md §4 item 4): k top eigenvalues count as fingers
+      when (1) the gap below them is improbable for a power law — by Rényi's representation the scaled
+      log-spacings j·ln(λ_(j)/λ_(j+1)) of the tail are i.i.d. exponential, and the k-th must not exceed the
+      mean of those below it so much that p = exp(−T_k/mean) < 1e-4 (≤ 1e-3 false alarms over ten k;
+      the largest such k ≤ ``max_fingers`` is taken); (2) the fit redone without them is clean (α ≤ 8,
+      D under its critical value); and (3) it raises α by at most 5 σ_α: outliers on top of one power law
+      move the MLE by a few σ, whereas a bigger rise means the top of the tail is genuinely heavier than
+      its lower part (a Student-t layer's ESD rises 8–13 σ; measured) and removing it would drive α up.
+      Only then is the refit reported (``alpha_raw`` keeps the first fit). WW's ``clip_xmax`` instead
+      accepts any α drop > 1, which turns a Gaussian's 15.9 into a "heavy-tailed" 4.6 (ww_anchor.md §2.4).
+      The ``min_tail`` floor already stops a bunch of fewer than ``min_tail`` fingers from being fitted as
+      the whole tail, the way #102's spuriously large α arise.
     - reliability: ``reliable=False`` with a reason when α > 8 (WW README: random-like, not heavy-tailed;
       a Gaussian matrix gives α ≈ 16 here, reported as fitted but unreliable), when the tail is shorter
       than ``min_tail``, or when D > 1.949/√n_tail (fails even the lenient fully-specified KS test at
@@ -171,8 +178,9 @@ def _fit_robust(lam: NDArray[np.float64], min_tail: int, max_fingers: int) -> Po
     fit, n_fingers = raw, _count_fingers(x, raw, min_tail, max_fingers)
     if n_fingers:
         clipped = _csn_robust(x[:-n_fingers], min_tail)
-        if clipped is None or _doubts(clipped, min_tail):  # only a clean power law below them makes them fingers
-            logger.debug("%d top eigenvalue(s) stand out but the fit without them is no better", n_fingers)
+        rise = float("inf") if clipped is None else (clipped.alpha - raw.alpha) * np.sqrt(raw.n_tail) / (raw.alpha - 1)
+        if clipped is None or _doubts(clipped, min_tail) or rise > FINGER_MAX_RISE:
+            logger.debug("%d top eigenvalue(s) stand out, but not above the same clean power law", n_fingers)
             n_fingers = 0
         else:
             fit = clipped
