@@ -325,6 +325,19 @@ def test_fewer_than_min_tail_usable_names_min_tail():
     assert ref.alpha is not None and not ref.reliable and "shorter than min_tail=10" in ref.reason
 
 
+@pytest.mark.parametrize("method", ["robust", "reference"])
+def test_a_fit_of_fewer_than_50_eigenvalues_is_made_but_flagged(method):
+    fit = fit_power_law(pareto_sample(2.5, 30, seed=1), method=method)
+    assert fit.alpha is not None and not fit.reliable and "at least 50" in fit.reason
+    assert fit_power_law(pareto_sample(2.5, 300, seed=1), method=method).reliable
+
+
+def test_a_gross_ks_misfit_is_flagged_at_any_tail_length():
+    """Uniform values: no power law anywhere; D stays far above the 0.1 floor for every xmin."""
+    fit = fit_power_law(np.random.default_rng(0).uniform(1.0, 2.0, 2000), min_tail=500)
+    assert not fit.reliable and "KS distance" in fit.reason
+
+
 def test_short_reference_tail_is_flagged():
     fit = fit_power_law(evals_of(anchor_matrix("gauss")), method="reference", min_tail=30)
     assert fit.n_tail == 22 and "shorter than min_tail=30" in fit.reason

@@ -53,6 +53,8 @@ REFERENCE_SMALL_N_FLAT = 1e-12
 # Reliability rules (robust and reference modes).
 ALPHA_MAX_RELIABLE = 8.0  # WW README: "no α should exceed 8"; above it the tail is not heavy-tailed
 KS_CRITICAL_COEFFICIENT = 1.949  # asymptotic Kolmogorov critical value at the 0.1 % level: D > 1.949/√n
+KS_GROSS = 0.1  # ... but a long tail is flagged only for a gross misfit (the KS test rejects any real ESD there)
+MIN_EVALS_RELIABLE = 50  # WW README: "need at least 50 eigenvalues"; research/papers.md §4 item 6
 FINGER_P_VALUE = 1e-4  # per finger count tested; ≤ 1e-3 family-wise over max_fingers = 10
 FINGER_MAX_RISE = 5.0  # removing fingers may raise α by at most 5 σ_α: more means the tail itself gets heavier
 
@@ -108,9 +110,11 @@ def fit_power_law(
       The ``min_tail`` floor already stops a bunch of fewer than ``min_tail`` fingers from being fitted as
       the whole tail, the way #102's spuriously large α arise.
     - reliability: ``reliable=False`` with a reason when α > 8 (WW README: random-like, not heavy-tailed;
-      a Gaussian matrix gives α ≈ 16 here, reported as fitted but unreliable), when the tail is shorter
-      than ``min_tail``, or when D > 1.949/√n_tail (fails even the lenient fully-specified KS test at
-      0.1 %, CSN §4.1: fitted parameters make D smaller, so this flags only clearly non-power-law tails).
+      a Gaussian matrix gives α ≈ 16 here, reported as fitted but unreliable), when fewer than 50
+      eigenvalues were fitted (WW README; NC21's floor), when the tail is shorter than ``min_tail``, or
+      when D > max(1.949/√n_tail, 0.1): the first fails even the lenient fully-specified KS test at 0.1 %
+      (CSN §4.1: fitted parameters make D smaller); the floor 0.1 keeps long tails (≳ 400 points, where
+      that test rejects any real ESD, e.g. a Student-t layer's D = 0.063 at n = 1123) to gross misfits.
 
     Args:
         evals: eigenvalues of one layer's ESD, raw scale, any order; zeros allowed.
@@ -418,10 +422,10 @@ def _doubts(fit: _TailFit, min_tail: int) -> list[str]:
     if fit.alpha > ALPHA_MAX_RELIABLE:
         reasons.append(f"α={fit.alpha:.3g} > {ALPHA_MAX_RELIABLE:g}: the tail is not heavy-tailed "
                        "(random-like or a bulk edge), so α carries no heavy-tail meaning")
-    critical = KS_CRITICAL_COEFFICIENT / np.sqrt(fit.n_tail)
-    if fit.ks > critical:
-        reasons.append(f"KS distance {fit.ks:.3g} > {critical:.3g} (0.1 % critical value for "
-                       f"{fit.n_tail} points): the tail is not a power law")
+    bar = max(KS_CRITICAL_COEFFICIENT / np.sqrt(fit.n_tail), KS_GROSS)
+    if fit.ks > bar:
+        reasons.append(f"KS distance {fit.ks:.3g} > {bar:.3g} (max of the 0.1 % critical value for "
+                       f"{fit.n_tail} points and {KS_GROSS:g}): the tail is not a power law")
     return reasons
 
 
@@ -429,6 +433,9 @@ def _record(x: NDArray[np.float64], fit: _TailFit, method: str, min_tail: int, *
             alpha_raw: float | None = None) -> PowerLawFit:
     """The PowerLawFit of a tail fit of sorted eigenvalues ``x``, with its reliability verdict."""
     reasons = _doubts(fit, min_tail)
+    if x.size + n_fingers < MIN_EVALS_RELIABLE:
+        reasons.insert(0, f"only {x.size + n_fingers} eigenvalues fitted; power-law fits need at least "
+                          f"{MIN_EVALS_RELIABLE} (weightwatcher README; NC21 used the same floor)")
     return PowerLawFit(
         alpha=fit.alpha,
         xmin=float(x[fit.start]),
