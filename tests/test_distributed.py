@@ -140,3 +140,17 @@ def test_ray_runner_with_everything_committed_starts_no_cluster(tmp_path):
     stats = distributed.run_ray(ids, FAST, options)
     assert (stats.resumed, stats.ok, stats.failed, stats.workers) == (1, 0, 0, 0)
     assert not ray.is_initialized()
+
+
+def test_only_distributed_imports_ray():
+    import re
+    import subprocess
+    import sys
+
+    package = Path(distributed.__file__).parent
+    importers = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
+                       if re.search(r"^\s*(import ray\b|from ray\b)", path.read_text(), flags=re.M))
+    assert importers == ["distributed.py"]
+    code = "import sys, scanner.distributed, scanner.commands.scan; print('ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"  # ray is imported inside the Ray runner only
