@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scanner.errors import ConfigError, FitError
 from scanner.spectra.powerlaw import fit_power_law
@@ -166,6 +168,25 @@ def test_robust_scan_equals_brute_force_csn(seed):
     assert fit.xmin == xmin
     assert fit.alpha == pytest.approx(alpha, rel=1e-9)
     assert fit.ks_distance == pytest.approx(ks, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.lists(st.one_of(st.floats(1.0, 1e6), st.sampled_from([1.0, 2.0, 3.5, 10.0])), min_size=3, max_size=120),
+    st.integers(2, 12),
+)
+def test_pruned_scan_reaches_the_brute_force_minimum(values, min_tail):
+    """Property: on any positive data (ties included) the chosen xmin attains the minimum KS distance."""
+    x = np.array(values)
+    fit = fit_power_law(x, min_tail=min_tail, max_fingers=0)
+    xmin, _, ks = csn_brute_force(x, min_tail)
+    if np.isnan(xmin):
+        assert fit.alpha is None
+        return
+    assert fit.ks_distance == pytest.approx(ks, abs=1e-12)
+    tail = np.sort(x)[np.sort(x) >= fit.xmin]
+    alpha = 1.0 + tail.size / np.sum(np.log(tail / fit.xmin))
+    assert fit.alpha == pytest.approx(alpha, rel=1e-9)
 
 
 def _powerlaw_fit(data: np.ndarray, **kwargs: object) -> Any:
