@@ -92,6 +92,15 @@ class RunOptions:
     faults: Mapping[str, str] = field(default_factory=dict)
     fault_dir: str = ""
 
+    def __post_init__(self) -> None:
+        checks = (("num_cpus", self.num_cpus, 1), ("max_in_flight", self.max_in_flight, 1),
+                  ("timeout_per_model", self.timeout_per_model, 1e-9), ("num_gpus", self.num_gpus, 0),
+                  ("max_attempts", self.max_attempts, 1), ("gpus_per_worker", self.gpus_per_worker, 1e-9))
+        for name, value, low in checks:
+            if value is not None and value < low:
+                raise ConfigError(f"the {name!r} option must be {'>= 1' if low == 1 else '> 0' if low else '>= 0'} "
+                                  f"(or left out); got {value!r} instead")
+
 
 @dataclass(frozen=True)
 class ScanStats:

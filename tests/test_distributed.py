@@ -130,6 +130,8 @@ def test_error_of_unwraps_task_errors_and_retries_dead_workers():
     error_class, _, retry = distributed._error_of(died)
     assert error_class == "ActorDiedError" and retry
     assert distributed._error_of(rex.WorkerCrashedError())[2]
+    oom = distributed._error_of(rex.OutOfMemoryError("Task was killed due to the node running low on memory."))
+    assert oom == ("OutOfMemoryError", "Task was killed due to the node running low on memory.", False)
 
 
 def test_ray_runner_with_everything_committed_starts_no_cluster(tmp_path):
@@ -154,3 +156,11 @@ def test_only_distributed_imports_ray():
     code = "import sys, scanner.distributed, scanner.commands.scan; print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"  # ray is imported inside the Ray runner only
+
+
+@pytest.mark.parametrize("field", ["num_cpus", "max_in_flight", "timeout_per_model", "max_attempts"])
+def test_run_options_refuse_values_that_would_stall_the_scan(field):
+    with pytest.raises(ConfigError, match=field):
+        distributed.RunOptions(results="r", scan_id="s", **{field: 0})
+    with pytest.raises(ConfigError, match=field):
+        distributed.RunOptions(results="r", scan_id="s", **{field: -1})
