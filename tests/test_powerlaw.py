@@ -172,7 +172,9 @@ def test_robust_scan_equals_brute_force_csn(seed):
 
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
-    st.lists(st.one_of(st.floats(1.0, 1e6), st.sampled_from([1.0, 2.0, 3.5, 10.0])), min_size=3, max_size=120),
+    st.lists(st.one_of(st.floats(1.0, 1e6), st.sampled_from([1.0, 2.0, 3.5, 10.0])), min_size=3, max_size=120)
+    | st.builds(lambda a, n, seed, digits: list(np.round(pareto_sample(a, n, seed), digits)),
+                st.floats(1.3, 5.0), st.integers(20, 600), st.integers(0, 10_000), st.integers(0, 6)),
     st.integers(2, 12),
 )
 def test_pruned_scan_reaches_the_brute_force_minimum(values, min_tail):
