@@ -467,6 +467,9 @@ def run_ray(model_ids: Sequence[str], config: ScanConfig, options: RunOptions, *
                     idle.append(busy[ref].actor)
                     continue
                 job = jobs.pop(ref)
+                if not job.spectra_done:  # its fit task depends on the actor call, so that call has ended
+                    job.spectra_done = True
+                    idle.append(job.actor)
                 try:
                     status, reason = ray.get(ref)
                 except Exception as exc:  # every failure mode of a remote call ends as a row
