@@ -11,6 +11,8 @@ EPILOG = """examples:
   zooscan analyze file:../shared/zoo/akamaster_resnet_cifar10/resnet20-12fca82f.th
   zooscan analyze random:timm/resnet18 --no-randomize --csv resnet18_layers.csv
   zooscan analyze timm:resnet50.a1_in1k --fit reference
+
+Exit status 1 when the model could not be read (the reason is printed with the summary).
 """
 
 
