@@ -4,10 +4,7 @@
 # correlate every metric with accuracy, and write an HTML report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/pip install -q -e ".[plot]"
+bash scripts/install.sh plot
 export RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1
 .venv/bin/zooscan scan cifar10_resnet --results results --scan-id shared-zoo-cifar10
 .venv/bin/zooscan scan ai8x_maxim --results results --scan-id shared-zoo-ai8x
