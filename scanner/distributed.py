@@ -1,4 +1,4 @@
-"""Scan many models on Ray (or serially) into a ``ResultStore``; the only module that imports ``ray``.
+"""Scan many models on Ray into a ``ResultStore``; the only module that imports ``ray``.
 
 Topology (research/ray_duckdb.md §0–1.7, measured on Ray 2.60)::
 
@@ -18,105 +18,47 @@ calls); a model past ``timeout_per_model`` gets its actor killed and restarted
 Actor calls are not retried by Ray (``max_task_retries=0``) so that a killed hang is not replayed on the
 restarted actor. Every model ends exactly once as one ``models/`` row, ok or failed.
 
-Test hook: ``ZOOSCAN_FAULTS="<model_id>=<action>[@fit];..."`` injects faults (``parse_faults``):
-``raise`` (an exception), ``kill`` (SIGKILL of the worker process, every attempt), ``kill_once`` (SIGKILL on
-the first attempt only; needs ``ZOOSCAN_FAULT_DIR`` for its marker files), ``hang`` (sleeps an hour),
-``slow`` (sleeps 2 s). ``@fit`` moves the fault from the spectrum actor to the fit task. The serial runner
-honours ``raise`` and ``slow`` only (the others would hit the driver itself).
+Test hook: ``ZOOSCAN_FAULTS`` injects faults into the actor and the fit task; see ``scanner.faults``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from importlib import metadata
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from scanner.config import ScanConfig
-from scanner.errors import ConfigError, ScannerError
+from scanner.errors import ConfigError
+from scanner.faults import FAULT_DIR_ENV, FAULTS_ENV, InjectedFault, inject_fault, parse_faults
 from scanner.progress import ScanProgress
-from scanner.records import ModelResult, Status
-from scanner.scan import ModelScan, ModelSpectra, PendingLayer, compute_spectra, finish_scan
-from scanner.sources import parse_model_id
-from scanner.store import ResultStore, model_key
+from scanner.records import Status
+from scanner.runner import (
+    RunOptions,
+    ScanStats,
+    commit_failure,
+    commit_scan,
+    models_to_do,
+    open_store,
+    run_serial,
+    set_torch_threads,
+    spectra_device,
+)
+from scanner.scan import ModelSpectra, compute_spectra, finish_scan
+from scanner.store import ResultStore
 
 logger = logging.getLogger(__name__)
 
-FAULTS_ENV = "ZOOSCAN_FAULTS"
-FAULT_DIR_ENV = "ZOOSCAN_FAULT_DIR"
-FAULT_ACTIONS = ("raise", "kill", "kill_once", "hang", "slow")
-FAULT_STAGES = ("spectra", "fit")
+# Re-exported for the ``zooscan scan`` command and the tests: one import gives both runners.
+__all__ = [
+    "FAULTS_ENV", "FAULT_DIR_ENV", "InjectedFault", "RunOptions", "ScanStats", "inject_fault", "parse_faults",
+    "plan_workers", "run_ray", "run_serial",
+]
+
 # Exceptions worth retrying inside the fit task (e.g. a network filesystem); everything else is final.
 TRANSIENT_IO: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, InterruptedError, BlockingIOError)
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the ``ZOOSCAN_FAULTS`` test hook (action ``raise``)."""
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Where and how a multi-model scan runs (the scientific options live in ``ScanConfig``).
-
-    Attributes:
-        results: results root; the scan goes to ``<results>/<scan_id>/``.
-        scan_id: scan folder name; rerunning with the same id resumes.
-        address: Ray cluster address (``auto``, ``ray://…``, ``host:port``); None starts embedded local Ray.
-        num_cpus, num_gpus: resources of the embedded local Ray (None: detected). A logical GPU may be
-            declared on a CPU machine: the actor is placed on it and computes on the CPU.
-        max_in_flight: models submitted and not finished, at most (None: twice the number of workers).
-        timeout_per_model: seconds before a model is abandoned as failed and its worker restarted (None: never).
-        retry_failed: also redo models committed as failed by an earlier run.
-        max_attempts: tries of a model whose spectrum worker died (SIGKILL, OOM, node loss).
-        gpus_per_worker: GPU fraction per spectrum actor (0.5 puts two actors on each GPU).
-        faults: model_id -> "action@stage" (the test hook, see the module docstring).
-        fault_dir: folder for ``kill_once`` markers.
-    """
-
-    results: str
-    scan_id: str
-    address: str | None = None
-    num_cpus: int | None = None
-    num_gpus: float | None = None
-    max_in_flight: int | None = None
-    timeout_per_model: float | None = None
-    retry_failed: bool = False
-    max_attempts: int = 3
-    gpus_per_worker: float = 1.0
-    faults: Mapping[str, str] = field(default_factory=dict)
-    fault_dir: str = ""
-
-    def __post_init__(self) -> None:
-        checks = (("num_cpus", self.num_cpus, 1), ("max_in_flight", self.max_in_flight, 1),
-                  ("timeout_per_model", self.timeout_per_model, 1e-9), ("num_gpus", self.num_gpus, 0),
-                  ("max_attempts", self.max_attempts, 1), ("gpus_per_worker", self.gpus_per_worker, 1e-9))
-        for name, value, low in checks:
-            if value is not None and value < low:
-                raise ConfigError(f"the {name!r} option must be {'>= 1' if low == 1 else '> 0' if low else '>= 0'} "
-                                  f"(or left out); got {value!r} instead")
-
-
-@dataclass(frozen=True)
-class ScanStats:
-    """What one run of a scan did (written into ``scan.json``)."""
-
-    runner: str
-    total: int
-    resumed: int
-    ok: int
-    failed: int
-    seconds: float
-    workers: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"runner": self.runner, "total": self.total, "resumed": self.resumed, "ok": self.ok,
-                "failed": self.failed, "seconds": round(self.seconds, 3), "workers": self.workers}
 
 
 @dataclass(frozen=True)
@@ -135,180 +77,6 @@ class WorkerOutput:
     spectra: ModelSpectra
     host: str
     device: str
-
-
-# -- faults (test hook) ------------------------------------------------------------------------------
-def parse_faults(text: str | None) -> dict[str, str]:
-    """Parse ``"<model_id>=<action>[@fit];..."`` into {model_id: "action@stage"}.
-
-    Raises:
-        ConfigError: an entry without ``=``, an unknown action or stage.
-    """
-    faults: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in (text or "").split(";"))):
-        model_id, sep, spec = entry.rpartition("=")
-        action, _, stage = spec.partition("@")
-        stage = stage or "spectra"
-        if not sep or action not in FAULT_ACTIONS or stage not in FAULT_STAGES:
-            raise ConfigError(f"{FAULTS_ENV} entry {entry!r} must read <model_id>=<action>[@fit] with action in "
-                              f"{FAULT_ACTIONS}; unset {FAULTS_ENV} unless you are testing failures")
-        faults[canonical_id(model_id)] = f"{action}@{stage}"
-    return faults
-
-
-def inject_fault(model_id: str, faults: Mapping[str, str], stage: str, fault_dir: str = "",
-                 serial: bool = False) -> None:
-    """Apply the fault configured for ``model_id`` at ``stage``, if any (see the module docstring)."""
-    action, _, where = faults.get(model_id, "@").partition("@")
-    if where != stage:
-        return
-    if action == "raise":
-        raise InjectedFault(f"fault injected for {model_id} by {FAULTS_ENV} (test hook)")
-    if action == "slow":
-        time.sleep(2.0)
-    if serial:
-        return
-    if action == "kill_once":
-        marker = Path(fault_dir or os.environ.get(FAULT_DIR_ENV, "")) / f"{model_key(model_id)}.{stage}.killed"
-        if not marker.parent.is_dir():
-            raise ConfigError(f"kill_once needs {FAULT_DIR_ENV} (or RunOptions.fault_dir) set to an existing folder")
-        if marker.exists():
-            return
-        marker.touch()
-        action = "kill"
-    if action == "kill":
-        logger.warning("fault hook: SIGKILL of pid %d while scanning %s", os.getpid(), model_id)
-        os.kill(os.getpid(), signal.SIGKILL)
-    if action == "hang":
-        time.sleep(3600.0)
-
-
-# -- pieces shared by both runners -------------------------------------------------------------------
-def canonical_id(text: str) -> str:
-    """The id a model's rows carry (``parse_model_id``), or ``text`` itself when it does not parse."""
-    try:
-        return parse_model_id(text).model_id
-    except (ScannerError, ValueError):
-        return text
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the packages that change results or runs (read from metadata, no imports)."""
-    found = {}
-    for name in ("zooscan", "torch", "ray", "numpy", "scipy", "pyarrow", "timm", "transformers"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = ""
-    return found
-
-
-def host_info() -> dict[str, Any]:
-    """Host name, CPU count, GPU name (when torch sees one) and versions, for ``scan.json``."""
-    gpu = ""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return {"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "gpu": gpu, "versions": versions()}
-
-
-def committed_failed_keys(store: ResultStore) -> set[str]:
-    """Model keys committed with status "failed" (what ``--retry-failed`` redoes)."""
-    import pyarrow.parquet as pq
-
-    keys = set()
-    for key in store.done_keys():
-        status = pq.read_table(store.path("models", key), columns=["status"]).column("status").to_pylist()
-        if status and status[0] == Status.FAILED.value:
-            keys.add(key)
-    return keys
-
-
-def models_to_do(model_ids: Iterable[str], store: ResultStore, retry_failed: bool) -> tuple[list[str], int]:
-    """Distinct canonical ids still to scan, in catalog order, and how many are already committed."""
-    done = store.done_keys() - (committed_failed_keys(store) if retry_failed else set())
-    todo, seen, resumed = [], set(), 0
-    for model_id in map(canonical_id, model_ids):
-        if model_id in seen:
-            continue
-        seen.add(model_id)
-        if model_key(model_id) in done:
-            resumed += 1
-        else:
-            todo.append(model_id)
-    return todo, resumed
-
-
-def set_torch_threads(count: float) -> None:
-    """Pin torch's thread count (a reused Ray worker keeps its first task's count otherwise, §1.3)."""
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(max(1, int(count)))
-
-
-def commit_scan(store: ResultStore, scan: ModelScan, *, host: str, device: str, attempts: int) -> ModelResult:
-    """Write one model's rows (spectra, layers, then the models/ marker); returns the model row."""
-    model = replace(scan.model, attempts=attempts)
-    spectra = [(item.layer_index, item.layer_name, item.evals) for item in scan.spectra]
-    store.write_model(model, scan.layers, spectra, model_key=model_key(model.model_id), host=host, device=device)
-    return model
-
-
-def commit_failure(store: ResultStore, model_id: str, error_class: str, reason: str, attempts: int) -> ModelResult:
-    """Write the failed row of a model that produced no result (exception, crash, timeout)."""
-    model = ModelResult(model_id=model_id, source=model_id.split(":", 1)[0] if ":" in model_id else "",
-                        status=Status.FAILED, reason=reason, error_class=error_class, attempts=attempts)
-    store.write_model(model, [], [], model_key=model_key(model_id), host=socket.gethostname(), device="")
-    logger.warning("failed %s after %d attempt(s): %s: %s", model_id, attempts, error_class, reason)
-    return model
-
-
-def spectra_device(spectra: ModelSpectra) -> str:
-    """"cuda" when any layer's eigenvalues were computed on a GPU, else "cpu"."""
-    devices = {item.record.device for item in spectra.items if isinstance(item, PendingLayer)}
-    return "cuda" if "cuda" in devices else "cpu"
-
-
-def open_store(config: ScanConfig, options: RunOptions, catalog_info: Mapping[str, Any]) -> ResultStore:
-    store = ResultStore(options.results, options.scan_id)
-    store.open_scan(config, catalog_info, host_info())
-    store.cleanup_tmp()
-    return store
-
-
-# -- serial runner -----------------------------------------------------------------------------------
-def run_serial(model_ids: Sequence[str], config: ScanConfig, options: RunOptions, *,
-               catalog_info: Mapping[str, Any] | None = None, progress: ScanProgress | None = None) -> ScanStats:
-    """Scan ``model_ids`` one after another in this process (no Ray); same rows as ``run_ray``."""
-    started = time.monotonic()
-    store = open_store(config, options, catalog_info or {})
-    todo, resumed = models_to_do(model_ids, store, options.retry_failed)
-    progress = progress or ScanProgress(resumed + len(todo), resumed=resumed)
-    progress.total, progress.resumed = resumed + len(todo), resumed
-    ok = failed = 0
-    for model_id in todo:
-        progress.submitted(model_id)
-        try:
-            inject_fault(model_id, options.faults, "spectra", serial=True)
-            spectra = compute_spectra(model_id, config)
-            inject_fault(model_id, options.faults, "fit", serial=True)
-            model = commit_scan(store, finish_scan(spectra, config), host=socket.gethostname(),
-                                device=spectra_device(spectra), attempts=1)
-        except Exception as exc:  # one model's error must not stop the scan: it becomes its failed row
-            model = commit_failure(store, model_id, type(exc).__name__, str(exc), attempts=1)
-        ok += model.status is not Status.FAILED
-        failed += model.status is Status.FAILED
-        progress.finished(model_id, model.status is not Status.FAILED, model.reason)
-    progress.close()
-    stats = ScanStats("serial", resumed + len(todo), resumed, ok, failed, time.monotonic() - started)
-    store.finish_scan(stats.to_dict())
-    return stats
 
 
 # -- Ray runner --------------------------------------------------------------------------------------

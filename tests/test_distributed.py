@@ -12,6 +12,7 @@ from scanner import distributed
 from scanner.config import ScanConfig
 from scanner.errors import ConfigError
 from scanner.records import Status
+from scanner.sources import canonical_id
 from scanner.store import ResultStore, model_key
 
 FAST = ScanConfig(randomize=False)
@@ -118,7 +119,7 @@ def test_models_to_do_uses_canonical_ids(tmp_path):
     store.open_scan(FAST, {}, {})
     path = tmp_path / "a.safetensors"
     todo, resumed = distributed.models_to_do([f"file:{path}", f"file:{path}"], store, retry_failed=False)
-    assert todo == [distributed.canonical_id(f"file:{path}")] and resumed == 0
+    assert todo == [canonical_id(f"file:{path}")] and resumed == 0
     assert model_key(todo[0]).startswith("file_")
 
 

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from scanner.errors import ModelIdError
+from scanner.errors import ModelIdError, ScannerError
 from scanner.sources.base import NamedTensor, WeightSource
 
 if TYPE_CHECKING:
@@ -137,6 +137,15 @@ def parse_model_id(text: str) -> ModelRef:
     if not pattern.match(name):
         raise _error(text, f"{name!r} is not a valid {prefix} name")
     return ModelRef(prefix, name, None, _parse_options(text, query))
+
+
+def canonical_id(text: str) -> str:
+    """The id a model's rows carry (``parse_model_id(text).model_id``), or ``text`` itself when it does not
+    parse (so that a bad id still gets its own failed row)."""
+    try:
+        return parse_model_id(text).model_id
+    except (ScannerError, ValueError):
+        return text
 
 
 def open_source(model: str | ModelRef | torch.nn.Module, *, cache_dir: str | None = None) -> WeightSource:

@@ -1,0 +1,77 @@
+"""Fault injection for testing scans: the ``ZOOSCAN_FAULTS`` hook (never set it in production).
+
+Test hook: ``ZOOSCAN_FAULTS="<model_id>=<action>[@fit];..."`` injects faults (``parse_faults``):
+``raise`` (an exception), ``kill`` (SIGKILL of the worker process, every attempt), ``kill_once`` (SIGKILL on
+the first attempt only; needs ``ZOOSCAN_FAULT_DIR`` for its marker files), ``hang`` (sleeps an hour),
+``slow`` (sleeps 2 s). ``@fit`` moves the fault from the spectrum actor to the fit task. The serial runner
+honours ``raise`` and ``slow`` only (the others would hit the driver itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from scanner.errors import ConfigError
+from scanner.sources import canonical_id
+from scanner.store import model_key
+
+logger = logging.getLogger(__name__)
+
+FAULTS_ENV = "ZOOSCAN_FAULTS"
+FAULT_DIR_ENV = "ZOOSCAN_FAULT_DIR"
+FAULT_ACTIONS = ("raise", "kill", "kill_once", "hang", "slow")
+FAULT_STAGES = ("spectra", "fit")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the ``ZOOSCAN_FAULTS`` test hook (action ``raise``)."""
+
+
+def parse_faults(text: str | None) -> dict[str, str]:
+    """Parse ``"<model_id>=<action>[@fit];..."`` into {model_id: "action@stage"}.
+
+    Raises:
+        ConfigError: an entry without ``=``, an unknown action or stage.
+    """
+    faults: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in (text or "").split(";"))):
+        model_id, sep, spec = entry.rpartition("=")
+        action, _, stage = spec.partition("@")
+        stage = stage or "spectra"
+        if not sep or action not in FAULT_ACTIONS or stage not in FAULT_STAGES:
+            raise ConfigError(f"{FAULTS_ENV} entry {entry!r} must read <model_id>=<action>[@fit] with action in "
+                              f"{FAULT_ACTIONS}; unset {FAULTS_ENV} unless you are testing failures")
+        faults[canonical_id(model_id)] = f"{action}@{stage}"
+    return faults
+
+
+def inject_fault(model_id: str, faults: Mapping[str, str], stage: str, fault_dir: str = "",
+                 serial: bool = False) -> None:
+    """Apply the fault configured for ``model_id`` at ``stage``, if any (see the module docstring)."""
+    action, _, where = faults.get(model_id, "@").partition("@")
+    if where != stage:
+        return
+    if action == "raise":
+        raise InjectedFault(f"fault injected for {model_id} by {FAULTS_ENV} (test hook)")
+    if action == "slow":
+        time.sleep(2.0)
+    if serial:
+        return
+    if action == "kill_once":
+        marker = Path(fault_dir or os.environ.get(FAULT_DIR_ENV, "")) / f"{model_key(model_id)}.{stage}.killed"
+        if not marker.parent.is_dir():
+            raise ConfigError(f"kill_once needs {FAULT_DIR_ENV} (or RunOptions.fault_dir) set to an existing folder")
+        if marker.exists():
+            return
+        marker.touch()
+        action = "kill"
+    if action == "kill":
+        logger.warning("fault hook: SIGKILL of pid %d while scanning %s", os.getpid(), model_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "hang":
+        time.sleep(3600.0)
