@@ -40,13 +40,13 @@ CROSSOVER = [
 CONFIG = ScanConfig()
 
 
-def label_cases(cases, shapes=SHAPES, seeds=SEEDS):
+def label_cases(cases, shapes=SHAPES, seeds=SEEDS, config=CONFIG):
     """Yield (case name, expected phase, predicted phase, very_heavy flag, shape, seed)."""
     for name, generator, kwargs in cases:
         for n, m in shapes:
             for seed in seeds:
                 made = generator(n, m, seed=seed, **kwargs)
-                call = analyse_matrices(made.matrix, CONFIG).spectrum.phase
+                call = analyse_matrices(made.matrix, config).spectrum.phase
                 yield name, made.phase, call.phase, call.very_heavy_tailed, (n, m), seed
 
 
@@ -64,15 +64,17 @@ def confusion_table(rows) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None)
+    parser.add_argument("--no-randomize", action="store_true", help="classify without the randomization test")
     args = parser.parse_args()
-    canonical = list(label_cases(CANONICAL))
-    crossover = list(label_cases(CROSSOVER))
+    config = ScanConfig(randomize=not args.no_randomize)
+    canonical = list(label_cases(CANONICAL, config=config))
+    crossover = list(label_cases(CROSSOVER, config=config))
     correct = sum(r[1] == r[2] for r in canonical)
     flagged = [r for r in canonical if "mu=1" in r[0]]
     text = [
         "# Phase classifier: confusion matrix on seeded synthetic matrices",
         "",
-        f"Shapes (N×M): {SHAPES}; seeds {SEEDS}; ScanConfig() defaults (randomization on, seed 0). Machine: {platform.platform()}.",
+        f"Shapes (N×M): {SHAPES}; seeds {SEEDS}; {config}. Machine: {platform.platform()}.",
         "Rows: generator (the phase it was built to show); columns: predicted phase.",
         "",
         "## Canonical generators (asserted in tests/test_phases.py)",
