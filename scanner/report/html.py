@@ -99,9 +99,9 @@ def phase_counts_section(tables: ScanTables, models: list[dict[str, Any]]) -> st
     labels = {g: short_name(g) for g in groups}
     fig = plots.phase_counts_figure([labels[g] for g in groups], {labels[g]: counts.get(g, {}) for g in groups})
     phases = [p for p in plots.PHASE_LABELS if any(p in c for c in counts.values())]
-    rows = [{"model_id": g, **{p: counts.get(g, {}).get(p, 0) for p in phases}} for g in groups]
+    rows = [{"model": labels[g], **{p: counts.get(g, {}).get(p, 0) for p in phases}} for g in groups]
     return _section("phase-counts", "Phase counts", img_tag(plots.to_png(fig), "phase counts")
-                    + html_table(rows, ["model_id", *phases]))
+                    + html_table(rows, ["model", *phases]))
 
 
 def batch_size_section(tables: ScanTables) -> str:
