@@ -100,10 +100,10 @@ def test_status_overview_counts_failures(con) -> None:
 def test_rank_models_orders_by_metric_and_reports_top1(con, scan) -> None:
     _, written = scan
     rows = query.run_query(con, "rank_models", {"metric": "alpha_mean", "family": "resnet"}).fetchall()
-    values = [r[3] for r in rows]
-    assert values == sorted(values) and [r[4] for r in rows] == list(range(1, 6))
-    assert {r[2] for r in rows} == {m for m in MODELS if "resnet" in m}
-    assert rows[0][3] == written[rows[0][2]][0].summary.alpha_mean
+    values = [r[4] for r in rows]  # scan_id, family, dataset, model_id, metric_value, rank_by_metric, ...
+    assert values == sorted(values) and [r[5] for r in rows] == list(range(1, 6))
+    assert {r[3] for r in rows} == {m for m in MODELS if "resnet" in m}
+    assert rows[0][4] == written[rows[0][3]][0].summary.alpha_mean
 
 
 def test_histogram_counts_every_reliable_fit(con) -> None:
