@@ -110,6 +110,11 @@ def plot_esd_loglog(ax: plt.Axes, evals: NDArray[np.floating], fit: PowerLawFit 
     if mp is not None and centres.size:
         grid = np.logspace(np.log10(max(mp.lambda_minus, centres.min()) * 1.0001), np.log10(mp.lambda_plus), 200)
         ax.loglog(grid, mp_bulk_density(grid, mp), "-", color="#4c72b0", lw=1.5, label=f"MP Q={mp.q:.2f}")
+    if density.size:  # keep the axis on the data: the MP density falls to 0 at its edges
+        ax.set_ylim(density.min() / 5.0, density.max() * 3.0)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("eigenvalue λ of WᵀW")
     ax.set_ylabel("density")
     ax.legend(fontsize=7, loc="lower left")
