@@ -275,6 +275,7 @@ def machine_info(threads: int) -> dict[str, str]:
         "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
         "scipy": scipy.__version__, "weightwatcher": version("weightwatcher"), "powerlaw": version("powerlaw"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": str(threads),
+        "load average at start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
     }
 
 
