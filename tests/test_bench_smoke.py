@@ -65,6 +65,7 @@ def test_report_prints_ratios_and_flags_different_weights(vs_ww: ModuleType) -> 
     assert "| 0.250 | 0.125 | y | NO |" in text  # max, median |Δα|, worst layer, digests differ
 
 
+@pytest.mark.reference
 def test_measure_both_tools_on_a_tiny_model_same_layers_and_alpha(vs_ww: ModuleType) -> None:
     case = vs_ww.cases()["tiny"]
     ww = vs_ww.measure(case, "ww", "default", repeats=1, slow=0.0)
@@ -76,6 +77,7 @@ def test_measure_both_tools_on_a_tiny_model_same_layers_and_alpha(vs_ww: ModuleT
     assert agree["matched"] == 3 and agree["max_abs"] < 1e-6  # reference mode reproduces the tool's α
 
 
+@pytest.mark.reference
 def test_child_subprocess_writes_one_result_row(vs_ww: ModuleType, tmp_path: Path) -> None:
     row = vs_ww.run_child("resnet20_cifar10", "ww", "default", threads=1, repeats=1, slow=0.0, timeout=600,
                           workdir=tmp_path)
@@ -84,6 +86,7 @@ def test_child_subprocess_writes_one_result_row(vs_ww: ModuleType, tmp_path: Pat
     assert "layer1.0.conv1" in row["alphas"]
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize(("shape", "evals"), [("256x128", 128), ("conv16x3", 144)])
 def test_esd_primitive_agrees_with_the_reference_svd(layers_bench: ModuleType, shape: str, evals: int) -> None:
     row = layers_bench.bench_shape(shape, repeats=1, slow=0.0)
