@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from scanner.catalog import shared_dir
 from scanner.errors import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+DEFAULT_DATASETS = shared_dir() / "datasets"  # $ZOOSCAN_SHARED/datasets, else ../shared/datasets
 CIFAR10_NPZ = "cifar10_jpeg_YoongiKim.npz"
 MNIST_NPZ = "mnist_rasbt_pngs.npz"
 DATASETS = ("cifar10", "mnist")
