@@ -48,7 +48,7 @@ class PhaseFeatures:
         n_evals: eigenvalues in the ESD.
         near_zero_fraction: share of eigenvalues in the peak at λ ≈ 0.
         n_spikes: eigenvalues above the TW-corrected MP edge λ⁺_TW.
-        spike_fraction: n_spikes / n_evals.
+        spike_fraction: n_spikes / the eigenvalues outside the near-zero peak (those the MP fit saw).
         extent: λ_max / λ⁺_TW (< 1 when nothing leaves the bulk).
         gap: smallest outlier / largest bulk eigenvalue (1.0 when there are no outliers).
         bulk_ks: KS distance of the bulk to the fitted MP law.
@@ -85,7 +85,7 @@ def phase_features(
         n_evals=int(lam.size),
         near_zero_fraction=n_near_zero / lam.size,
         n_spikes=mp.n_spikes,
-        spike_fraction=mp.n_spikes / lam.size,
+        spike_fraction=mp.n_spikes / max(1, lam.size - n_near_zero),
         extent=float(lam[-1] / mp.lambda_plus_tw) if mp.lambda_plus_tw > 0 else float("inf"),
         gap=gap,
         bulk_ks=mp.bulk_ks,

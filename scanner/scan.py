@@ -29,7 +29,7 @@ from scanner.errors import FitError, ScannerError, SourceError, SpectrumError
 from scanner.layers import LayerMatrix, SkippedTensor, iter_layers
 from scanner.records import LayerResult, ModelResult, Status
 from scanner.sources import ModelRef, open_source, parse_model_id
-from scanner.spectra.esd import resolve_backend
+from scanner.spectra.esd import esd_device, resolve_backend
 from scanner.spectra.layer import LayerEigen, analyse_spectrum, layer_eigenvalues
 from scanner.spectra.metrics import FLOAT32_EPS
 from scanner.summary import summarize_layers
@@ -133,12 +133,15 @@ def layer_step_one(model_id: str, item: LayerMatrix | SkippedTensor, config: Sca
         return _base_record(model_id, item, Status.SKIPPED, reason)
     started = time.perf_counter()
     try:
-        eig = layer_eigenvalues(item.matrices, randomize=config.randomize, seed=config.seed, backend=backend)
+        eig = layer_eigenvalues(item.matrices, randomize=config.randomize, seed=config.seed, backend=backend,
+                                reference_scale=reference_scale(item, config.conv))
     except SpectrumError as exc:
         return _base_record(model_id, item, Status.FAILED, str(exc))
+    except Exception as exc:  # e.g. an eigensolver that did not converge, a GPU out of memory: this layer fails
+        logger.exception("unexpected error computing the ESD of %s of %s", item.name, model_id)
+        return _base_record(model_id, item, Status.FAILED, f"{type(exc).__name__}: {exc}")
     record = replace(_base_record(model_id, item, Status.OK), seconds_esd=time.perf_counter() - started,
-                     device="cuda" if backend == "torch" else "cpu")
-    eig = replace(eig, reference_scale=reference_scale(item, config.conv))
+                     device=esd_device(backend))
     return PendingLayer(record=record, eig=eig, eps=_weights_eps(item.matrices))
 
 

@@ -246,6 +246,8 @@ class ResultStore:
         if spectra:
             rows = [schema.spectra_row(i, name, ev, model_id=model.model_id, **context) for i, name, ev in spectra]
             write_parquet(self.path("spectra", model_key), schema.to_table(rows, schema.SPECTRA))
+        else:  # a redo without eigenvalues must not leave an earlier attempt's spectra beside the new rows
+            self.path("spectra", model_key).unlink(missing_ok=True)
         layer_rows = [schema.layer_row(layer, **context) for layer in layers]
         write_parquet(self.path("layers", model_key), schema.to_table(layer_rows, schema.LAYERS))
         row = schema.model_row(model, host=host, device=device, finished_at=_utcnow(), **context)

@@ -6,7 +6,7 @@ Only layers with status OK are averaged; skipped and failed layers are counted, 
   the same layers.
 - log_alpha_norm_mean: mean of log10 Σλ^α over the same layers.
 - log_norm_mean, log_spectral_norm_mean, stable_rank_mean: over all OK layers (they need no fit).
-- frac_alpha_lt2 / frac_alpha_gt6: share of OK layers with any fitted α (reliable or not) below 2
+- frac_alpha_lt2 / frac_alpha_gt6: among OK layers with a fitted α (reliable or not), the share below 2
   ("over-trained") or above 6 ("under-trained"), the reference tool's warning thresholds.
 - phase_counts: OK layers per phase, in ``PHASE_ORDER``.
 """

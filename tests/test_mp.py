@@ -66,8 +66,8 @@ def test_spikes_below_bbp_threshold_stay_in_the_bulk():
 
 def test_bad_input():
     with pytest.raises(FitError, match="Q = N/M"):
-        fit_marchenko_pastur(np.ones(10), q=0.5)
+        fit_marchenko_pastur(np.ones(10), q=0.5, n=5)
     with pytest.raises(FitError, match="at least 4"):
-        fit_marchenko_pastur(np.array([0.0, 0.0, 1.0]), q=2.0)
+        fit_marchenko_pastur(np.array([0.0, 0.0, 1.0]), q=2.0, n=6)
     with pytest.raises(FitError, match="NaN"):
-        fit_marchenko_pastur(np.array([1.0, np.nan, 2.0, 3.0, 4.0]), q=2.0)
+        fit_marchenko_pastur(np.array([1.0, np.nan, 2.0, 3.0, 4.0]), q=2.0, n=10)

@@ -93,3 +93,24 @@ def test_python_api_returns_the_layers_schema():
     assert table.schema.equals(schema.LAYERS)
     assert table.num_rows == 2  # the weight and its bias
     assert set(table.column("status").to_pylist()) == {"ok", "skipped"}
+
+
+def test_an_unexpected_eigensolver_error_fails_only_that_layer(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import scanner.scan as scan_module
+
+    real = scan_module.layer_eigenvalues
+
+    def flaky(matrices, **kwargs):
+        if matrices.shape[-2:] == (512, 256):
+            raise np.linalg.LinAlgError("Eigenvalues did not converge")
+        return real(matrices, **kwargs)
+
+    monkeypatch.setattr(scan_module, "layer_eigenvalues", flaky)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.Linear(512, 128))
+    result = scan_model(model, FAST)
+    assert result.model.status is Status.OK
+    rows = {layer.layer_name: layer for layer in result.layers if layer.kind == "linear"}
+    assert rows["0"].status is Status.FAILED and "LinAlgError" in rows["0"].reason
+    assert rows["1"].status is Status.OK

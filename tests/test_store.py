@@ -71,6 +71,15 @@ def test_failed_model_commits_without_layers_or_spectra(tmp_path) -> None:
     assert not results.path("spectra", model_key(model.model_id)).exists()
 
 
+def test_a_redo_without_eigenvalues_removes_the_earlier_spectra(tmp_path) -> None:
+    results = _open(tmp_path)
+    key = _write(results, "file:flaky.pt")
+    assert results.path("spectra", key).exists()
+    results.write_model(failed_model("file:flaky.pt"), [], [], model_key=key, **HOST)
+    assert not results.path("spectra", key).exists()
+    assert pq.read_table(results.path("models", key)).column("status").to_pylist() == ["failed"]
+
+
 def test_models_file_is_written_last(tmp_path, monkeypatch) -> None:
     results = _open(tmp_path)
     real = store.write_parquet

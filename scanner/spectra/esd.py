@@ -75,6 +75,14 @@ def gram_eigenvalues_torch(batch: NDArray[np.float64], device: str | None = None
     return evals.cpu().numpy()
 
 
+def esd_device(backend: str) -> str:
+    """Where a resolved backend computes: "cuda" for torch with a visible GPU, else "cpu"."""
+    if backend != "torch":
+        return "cpu"
+    torch = sys.modules.get("torch")
+    return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+
+
 def resolve_backend(backend: str) -> str:
     """"auto" -> "torch" only when torch is already imported and sees a GPU, else "numpy"."""
     if backend not in BACKENDS:

@@ -56,7 +56,12 @@ class AnalysedLayer:
 
 
 def layer_eigenvalues(
-    matrices: NDArray[np.floating], *, randomize: bool = False, seed: int = 0, backend: str = "auto"
+    matrices: NDArray[np.floating],
+    *,
+    randomize: bool = False,
+    seed: int = 0,
+    backend: str = "auto",
+    reference_scale: float = 1.0,
 ) -> LayerEigen:
     """Step 1: eigenvalues of WᵀW (pooled over the batch) and, if ``randomize``, of the shuffled W.
 
@@ -67,7 +72,7 @@ def layer_eigenvalues(
     k, n, m = batch.shape
     evals = eigenvalues(batch, backend=backend)
     rand = eigenvalues(shuffled(batch, seed), backend=backend) if randomize else None
-    return LayerEigen(evals=evals, n=n, m=m, k=k, rand_evals=rand, seed=seed)
+    return LayerEigen(evals=evals, n=n, m=m, k=k, rand_evals=rand, seed=seed, reference_scale=reference_scale)
 
 
 def analyse_spectrum(eig: LayerEigen, config: ScanConfig | None = None, *, eps: float = FLOAT32_EPS) -> AnalysedLayer:

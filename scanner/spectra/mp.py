@@ -105,14 +105,14 @@ def spike_threshold(q: float, n: int, m: int, scale: float) -> tuple[float, floa
     return edge, edge + TW_QUANTILE * tracy_widom_scale(n, m, scale) + SCALE_MARGIN * edge
 
 
-def fit_marchenko_pastur(evals: NDArray[np.floating], *, q: float, n: int | None = None) -> MPFit:
+def fit_marchenko_pastur(evals: NDArray[np.floating], *, q: float, n: int) -> MPFit:
     """Fit the MP bulk of an ESD and count the spikes above its Tracy–Widom-corrected edge.
 
     Args:
         evals: eigenvalues (raw scale, any order). Pooled conv ESDs pass all k·M values; the per-matrix
             column count M then enters only through ``n`` and ``q``.
         q: aspect ratio N/M ≥ 1 of each matrix.
-        n: rows N of each matrix (for the TW scale); default ``round(q · len(evals))``.
+        n: rows N of each matrix (for the TW scale); with ``q`` it gives the columns M = N/Q of each matrix.
 
     Raises:
         FitError: fewer than 4 positive eigenvalues, or non-finite input.
@@ -125,8 +125,7 @@ def fit_marchenko_pastur(evals: NDArray[np.floating], *, q: float, n: int | None
     positive = lam[lam > 0]
     if positive.size < 4:
         raise FitError(f"an MP fit needs at least 4 positive eigenvalues; got {positive.size}")
-    m_cols = max(1, int(round(total)))
-    n_rows = int(n) if n is not None else int(round(q * m_cols))
+    n_rows = int(n)
     m_eff = max(1, int(round(n_rows / q)))
 
     k = 0

@@ -21,6 +21,7 @@ from scipy.spatial.distance import jensenshannon
 
 from scanner.records import RandomizationResult
 from scanner.spectra.esd import as_matrix_batch, eigenvalues
+from scanner.spectra.metrics import near_zero_tolerance
 from scanner.spectra.mp import fit_marchenko_pastur
 
 HISTOGRAM_BINS = 64
@@ -36,9 +37,11 @@ def shuffled(batch: NDArray[np.float64], seed: int) -> NDArray[np.float64]:
 
 
 def esd_distance(evals_a: NDArray[np.float64], evals_b: NDArray[np.float64]) -> float:
-    """Jensen–Shannon distance (base 2) between two ESDs as histograms of log10 λ over their positive values."""
-    a = evals_a[evals_a > 0]
-    b = evals_b[evals_b > 0]
+    """Jensen–Shannon distance (base 2) between two ESDs as histograms of log10 λ, each without its near-zero
+    peak (λ ≤ 1e-6 × its 90th percentile, ``scanner.spectra.metrics.near_zero_tolerance``), so that round-off
+    eigenvalues of rank-deficient matrices do not stretch the grid over 16 decades."""
+    a = evals_a[evals_a > max(0.0, near_zero_tolerance(evals_a))]
+    b = evals_b[evals_b > max(0.0, near_zero_tolerance(evals_b))]
     if a.size == 0 or b.size == 0:
         return 1.0
     la, lb = np.log10(a), np.log10(b)
@@ -65,8 +68,9 @@ def compare_with_randomized(
     lambda_max = float(np.max(evals))
     lambda_max_rand = float(rand_evals[-1])
     n_traps = 0
-    if np.count_nonzero(rand_evals > 0) >= 4:
-        n_traps = fit_marchenko_pastur(rand_evals[rand_evals > 0], q=n / m, n=n).n_spikes
+    usable = rand_evals[rand_evals > near_zero_tolerance(rand_evals)]
+    if usable.size >= 4:
+        n_traps = fit_marchenko_pastur(usable, q=n / m, n=n).n_spikes
     return RandomizationResult(
         seed=seed,
         lambda_max_rand=lambda_max_rand,
