@@ -45,11 +45,19 @@ moments AS (
            corr(y, x) AS pearson,
            corr(rank_y, rank_x) AS spearman,
            regr_r2(y, x) AS r2,
-           sqrt(greatest(regr_syy(y, x) * (1 - regr_r2(y, x)), 0) / regr_count(y, x)) AS rmse,
            regr_slope(y, x) AS slope,
            regr_intercept(y, x) AS intercept
     FROM ranked
     GROUP BY scan_id, dataset, family, metric
+),
+residuals AS (  -- RMSE from the residuals themselves: sqrt(syy·(1 − r²)/n) cancels catastrophically near r² = 1
+    SELECT k.scan_id, k.dataset, k.family, k.metric,
+           sqrt(avg(power(k.y - (m.slope * k.x + m.intercept), 2))) AS rmse
+    FROM kept AS k
+    JOIN moments AS m
+      ON k.scan_id = m.scan_id AND k.dataset IS NOT DISTINCT FROM m.dataset AND k.family = m.family
+     AND k.metric = m.metric
+    GROUP BY k.scan_id, k.dataset, k.family, k.metric
 ),
 kendall AS (
     SELECT a.scan_id, a.dataset, a.family, a.metric,
@@ -61,10 +69,13 @@ kendall AS (
      AND a.metric = b.metric AND a.model_id < b.model_id
     GROUP BY a.scan_id, a.dataset, a.family, a.metric
 )
-SELECT m.scan_id, m.dataset, m.family, m.metric, m.n, m.pearson, m.spearman, k.kendall_tau, m.r2, m.rmse,
+SELECT m.scan_id, m.dataset, m.family, m.metric, m.n, m.pearson, m.spearman, k.kendall_tau, m.r2, r.rmse,
        m.slope, m.intercept
 FROM moments AS m
 LEFT JOIN kendall AS k
   ON m.scan_id = k.scan_id AND m.dataset IS NOT DISTINCT FROM k.dataset AND m.family = k.family
  AND m.metric = k.metric
+LEFT JOIN residuals AS r
+  ON m.scan_id = r.scan_id AND m.dataset IS NOT DISTINCT FROM r.dataset AND m.family = r.family
+ AND m.metric = r.metric
 ORDER BY m.scan_id, m.dataset, m.family, m.metric
