@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 
 from scanner.errors import ConfigError, FitError
 from scanner.records import PowerLawFit
+from scanner.spectra.csn import ks_argmin, ks_exact, tail_alphas
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +63,6 @@ MIN_EVALS_RELIABLE = 50  # WW README: "need at least 50 eigenvalues"; research/p
 FINGER_P_VALUE = 1e-4  # per finger count tested; ≤ 1e-3 family-wise over max_fingers = 10
 FINGER_MAX_RISE = 5.0  # removing fingers may raise α by at most 5 σ_α: more means the tail itself gets heavier
 
-_SEEDS = 8  # rows evaluated exactly before any pruning, spread over the candidates
-_FIRST_GRID = 8
-_GRID_GROWTH = 4
-_LEADERS = 4  # rows evaluated exactly per round (lowest bounds); their peaks become probes
-_BETA_CAP = 1e300  # α = ∞ (a flat tail) as a finite slope: F = 0 at the tie, 1 above it
-_BLOCK_ELEMENTS = 1 << 20  # elements of a 2-D block (8 MiB of float64 per temporary)
-_PRUNE_SLACK = 1e-12  # bounds in log space vs exact D in ratio space differ by ~1e-15
 
 
 @dataclass(frozen=True)
@@ -205,8 +199,8 @@ def _csn_robust(x: NDArray[np.float64], min_tail: int) -> _TailFit | None:
     if starts.size == 0:
         return None
     log_x = np.log(x / x[-1])
-    alphas = _tail_alphas(x, log_x, starts)
-    pos, ks = _ks_argmin(x, log_x, starts, alphas)
+    alphas = tail_alphas(x, log_x, starts)
+    pos, ks = ks_argmin(x, log_x, starts, alphas)
     return _TailFit(start=int(starts[pos]), alpha=float(alphas[pos]), ks=ks, n_tail=int(n - starts[pos]))
 
 
@@ -253,13 +247,13 @@ def _reference_standard(x: NDArray[np.float64]) -> _TailFit:
     n = x.size
     starts = np.arange(n - 1)
     log_x = np.log(x)
-    alphas = _tail_alphas(x, log_x - log_x[-1], starts)
-    pos, _ = _ks_argmin(x, log_x - log_x[-1], starts, alphas)
+    alphas = tail_alphas(x, log_x - log_x[-1], starts)
+    pos, _ = ks_argmin(x, log_x - log_x[-1], starts, alphas)
     i = int(starts[pos])
     tail = float(n - i)
     # the winner's α exactly as weightwatcher sums it (pairwise np.sum), then its D from that α
     alpha = 1.0 + tail / (np.sum(log_x[i:]) - tail * log_x[i]) if x[i] < x[-1] else np.inf
-    ks = float(_ks_exact(x, np.array([i]), np.array([alpha]))[0][0])
+    ks = float(ks_exact(x, np.array([i]), np.array([alpha]))[0][0])
     return _TailFit(start=i, alpha=float(alpha), ks=ks, n_tail=n - i)
 
 
@@ -284,7 +278,7 @@ def _reference_small_n(x: NDArray[np.float64]) -> _TailFit | None:
     alphas = np.zeros(n - 1)
     distances = np.ones(n - 1)
     alphas[valid] = 1.0 + (tails[valid] - 1.0) / sums[valid]
-    distances[valid] = _ks_exact(x, starts[valid], alphas[valid])[0]
+    distances[valid] = ks_exact(x, starts[valid], alphas[valid])[0]
     i = int(np.argmin(distances))
     if alphas[i] <= 1.0:
         return None
@@ -292,130 +286,6 @@ def _reference_small_n(x: NDArray[np.float64]) -> _TailFit | None:
 
 
 # ------------------------------------------------------------------------------------------ shared numerics
-
-
-def _tail_alphas(x: NDArray[np.float64], log_x: NDArray[np.float64], starts: NDArray[np.intp]) -> NDArray[np.float64]:
-    """α_i = 1 + n_i / Σ_{j≥i} ln(x_j/x_i) for every start i at once (one suffix sum); ∞ for a flat tail."""
-    suffix = np.cumsum(log_x[::-1])[::-1]
-    tails = (x.size - starts).astype(np.float64)
-    sums = suffix[starts] - tails * log_x[starts]
-    flat = x[starts] == x[-1]
-    with np.errstate(divide="ignore"):
-        alphas = 1.0 + tails / np.where(flat, 0.0, np.maximum(sums, 0.0))
-    return alphas
-
-
-def _ks_argmin(
-    x: NDArray[np.float64], log_x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64]
-) -> tuple[int, float]:
-    """Position in ``starts`` of the smallest KS distance (first on ties) and that distance.
-
-    Candidates are pruned without being evaluated in full. A few rows are evaluated exactly, which sets
-    the bar D_best (an upper bound of the minimum), and the data points where their deviation peaks are
-    kept as probes. Every other row gets a lower bound of D_i: its deviation at K grid points of its tail
-    and at the probes (neighbouring xmins tend to peak at the same data point, so this bound is tight).
-    Rows whose bound exceeds D_best cannot be the argmin and are dropped; the most promising remaining
-    rows are evaluated exactly, K grows ×4, until every surviving row has been evaluated exactly.
-    """
-    n = x.size
-    beta = np.minimum(alphas - 1.0, _BETA_CAP)
-    seeds = np.unique(np.linspace(0, starts.size - 1, _SEEDS).astype(np.intp))
-    done_pos = [seeds]
-    done_ks, done_peaks = _ks_exact(x, starts[seeds], alphas[seeds])
-    pending = np.ones(starts.size, dtype=bool)
-    pending[seeds] = False
-    pending = np.flatnonzero(pending)
-    grid = _FIRST_GRID
-    while pending.size:
-        order = np.argsort(done_ks, kind="stable")[:_LEADERS]
-        best = float(done_ks[order[0]])
-        probes = np.unique(done_peaks[order].ravel())
-        tails = n - starts[pending]
-        exact = pending[tails <= grid + 1]
-        large = pending[tails > grid + 1]
-        pending = large[:0]
-        if large.size:
-            lower = np.maximum(_ks_lower_grid(log_x, starts[large], beta[large], grid),
-                               _ks_probe(log_x, starts[large], beta[large], probes))
-            alive = np.flatnonzero(lower <= best + _PRUNE_SLACK)
-            ranked = alive[np.argsort(lower[alive], kind="stable")]
-            exact = np.concatenate([exact, large[ranked[:_LEADERS]]])
-            pending = np.sort(large[ranked[_LEADERS:]])
-        if exact.size:
-            ks, peaks = _ks_exact(x, starts[exact], alphas[exact])
-            done_pos.append(exact)
-            done_ks = np.concatenate([done_ks, ks])
-            done_peaks = np.concatenate([done_peaks, peaks])
-        grid *= _GRID_GROWTH
-    positions = np.concatenate(done_pos)
-    order = np.argsort(positions, kind="stable")
-    best_pos = int(np.argmin(done_ks[order]))
-    return int(positions[order][best_pos]), float(done_ks[order][best_pos])
-
-
-def _row_blocks(count: int, width: int) -> list[slice]:
-    rows = max(1, _BLOCK_ELEMENTS // max(width, 1))
-    return [slice(a, min(a + rows, count)) for a in range(0, count, rows)]
-
-
-def _ks_exact(
-    x: NDArray[np.float64], starts: NDArray[np.intp], alphas: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
-    """D_i exactly as defined in the module docstring (ratio form, as weightwatcher computes it), and
-    for each row the data indices (rows × 2) where F − E and E − F peak."""
-    n = x.size
-    out = np.empty(starts.size)
-    peaks = np.empty((starts.size, 2), dtype=np.intp)
-    for rows in _row_blocks(starts.size, int(n - starts.min()) if starts.size else 1):
-        s, a = starts[rows], alphas[rows]
-        tails = n - s
-        k = np.arange(int(tails.max()))
-        idx = np.minimum(s[:, None] + k[None, :], n - 1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            diff = 1.0 - (x[idx] / x[s][:, None]) ** (1.0 - a)[:, None]
-        diff -= k[None, :] / tails[:, None].astype(np.float64)
-        outside = k[None, :] >= tails[:, None]
-        diff[outside] = 0.0
-        high, low = diff.argmax(axis=1), diff.argmin(axis=1)
-        line = np.arange(diff.shape[0])
-        out[rows] = np.maximum(diff[line, high], -diff[line, low])
-        peaks[rows, 0] = s + high
-        peaks[rows, 1] = s + low
-    return out, peaks
-
-
-def _ks_lower_grid(
-    log_x: NDArray[np.float64], starts: NDArray[np.intp], beta: NDArray[np.float64], grid: int
-) -> NDArray[np.float64]:
-    """max |F_i − E_i| over grid+1 evenly spaced points of each tail: a lower bound of D_i."""
-    n = log_x.size
-    lower = np.empty(starts.size)
-    steps = np.arange(grid + 1)
-    for rows in _row_blocks(starts.size, grid + 1):
-        s, b = starts[rows], beta[rows]
-        tails = (n - s)[:, None]
-        k = (steps[None, :] * (tails - 1)) // grid
-        model = -np.expm1(-b[:, None] * (log_x[s[:, None] + k] - log_x[s][:, None]))
-        lower[rows] = np.abs(model - k / tails.astype(np.float64)).max(axis=1)
-    return lower
-
-
-def _ks_probe(
-    log_x: NDArray[np.float64], starts: NDArray[np.intp], beta: NDArray[np.float64], probes: NDArray[np.intp]
-) -> NDArray[np.float64]:
-    """max |F_i − E_i| over the probe data indices inside each tail (a lower bound of D_i; 0 if none)."""
-    n = log_x.size
-    out = np.zeros(starts.size)
-    if not probes.size:
-        return out
-    for rows in _row_blocks(starts.size, probes.size):
-        s, b = starts[rows], beta[rows]
-        k = probes[None, :] - s[:, None]
-        inside = k >= 0
-        gap = log_x[np.maximum(k, 0) + s[:, None]] - log_x[s][:, None]
-        dev = np.abs(-np.expm1(-b[:, None] * gap) - k / (n - s)[:, None].astype(np.float64))
-        out[rows] = np.where(inside, dev, 0.0).max(axis=1)
-    return out
 
 
 def _doubts(fit: _TailFit, min_tail: int) -> list[str]:
