@@ -16,6 +16,7 @@ RULES = {
     "scanner.spectra.esd": HEAVY,
     "scanner.spectra.mp": HEAVY,
     "scanner.spectra.powerlaw": HEAVY,
+    "scanner.spectra.csn": HEAVY,
     "scanner.spectra.layer": HEAVY,
     "scanner.phases": HEAVY,
     "scanner.summary": HEAVY,

@@ -21,6 +21,7 @@ grows ×4, and so on until every survivor has been evaluated exactly (in row blo
 Only candidates that cannot be the argmin are dropped, so the result equals the full O(n²) scan
 (checked against it, and against weightwatcher, in tests/test_powerlaw.py); typically a few percent of
 the n² work is done (bench/results/powerlaw_fit.txt). Adversarial data degrade to the blocked O(n²) scan.
+The scan itself is ``scanner.spectra.csn``; this module picks candidates, modes, fingers and reliability.
 
 Modes:
 
