@@ -21,7 +21,7 @@ from scanner.faults import inject_fault
 from scanner.progress import ScanProgress
 from scanner.records import ModelResult, Status
 from scanner.scan import ModelScan, ModelSpectra, PendingLayer, compute_spectra, finish_scan
-from scanner.sources import canonical_id
+from scanner.sources import canonical_id, source_of
 from scanner.store import ResultStore, model_key
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def commit_scan(store: ResultStore, scan: ModelScan, *, host: str, device: str, 
 
 def commit_failure(store: ResultStore, model_id: str, error_class: str, reason: str, attempts: int) -> ModelResult:
     """Write the failed row of a model that produced no result (exception, crash, timeout)."""
-    model = ModelResult(model_id=model_id, source=model_id.split(":", 1)[0] if ":" in model_id else "",
+    model = ModelResult(model_id=model_id, source=source_of(model_id),
                         status=Status.FAILED, reason=reason, error_class=error_class, attempts=attempts)
     store.write_model(model, [], [], model_key=model_key(model_id), host=socket.gethostname(), device="")
     logger.warning("failed %s after %d attempt(s): %s: %s", model_id, attempts, error_class, reason)

@@ -28,7 +28,7 @@ from scanner.config import ScanConfig
 from scanner.errors import FitError, ScannerError, SourceError, SpectrumError
 from scanner.layers import LayerMatrix, SkippedTensor, iter_layers
 from scanner.records import LayerResult, ModelResult, Status
-from scanner.sources import ModelRef, open_source, parse_model_id
+from scanner.sources import ModelRef, open_source, parse_model_id, source_of
 from scanner.spectra.esd import esd_device, resolve_backend
 from scanner.spectra.layer import LayerEigen, analyse_spectrum, layer_eigenvalues
 from scanner.spectra.metrics import FLOAT32_EPS
@@ -215,7 +215,7 @@ def finish_scan(spectra: ModelSpectra, config: ScanConfig | None = None, *,
             on_layer(record)
     model = ModelResult(
         model_id=spectra.model_id,
-        source=spectra.model_id.split(":", 1)[0] if ":" in spectra.model_id else "",
+        source=source_of(spectra.model_id),
         status=spectra.status,
         reason=spectra.reason,
         error_class=spectra.error_class,

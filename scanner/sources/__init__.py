@@ -148,6 +148,12 @@ def canonical_id(text: str) -> str:
         return text
 
 
+def source_of(model_id: str) -> str:
+    """The source prefix of a model id ("timm" for "timm:resnet50"), or "" when it has none."""
+    prefix, sep, _ = model_id.partition(":")
+    return prefix if sep else ""
+
+
 def open_source(model: str | ModelRef | torch.nn.Module, *, cache_dir: str | None = None) -> WeightSource:
     """Open the weights of a model id, a ``ModelRef`` or an in-memory module.
 
