@@ -71,7 +71,9 @@ def layer_eigenvalues(
     batch = as_matrix_batch(matrices)
     k, n, m = batch.shape
     evals = eigenvalues(batch, backend=backend)
-    rand = eigenvalues(shuffled(batch, seed), backend=backend) if randomize else None
+    rand = None
+    if randomize:
+        rand = eigenvalues(shuffled(batch, seed, np.float32), backend=backend, precision="float32")
     return LayerEigen(evals=evals, n=n, m=m, k=k, rand_evals=rand, seed=seed, reference_scale=reference_scale)
 
 
