@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 from scanner.errors import ConfigError
@@ -38,6 +39,9 @@ class ScanConfig:
         seed: seed of every random choice (the shuffle); recorded with each result.
         device: "auto" (GPU when torch sees one), "cpu" or "cuda".
         save_spectra: write eigenvalues to ``spectra/`` for plots and refits.
+        threads: CPU layers whose eigenvalues are computed at once, each with a one-thread BLAS; 0 (default)
+            means ``OMP_NUM_THREADS`` when set (Ray sets it to a task's CPUs), else every CPU this process may
+            use. Results do not depend on it (each layer's shuffle has its own seeded generator).
     """
 
     fit: str = "robust"
@@ -49,6 +53,7 @@ class ScanConfig:
     seed: int = 0
     device: str = "auto"
     save_spectra: bool = True
+    threads: int = 0
 
     def __post_init__(self) -> None:
         _require(self.fit in FIT_MODES, "fit", f"one of {FIT_MODES}", self.fit)
@@ -63,6 +68,17 @@ class ScanConfig:
         )
         _require(isinstance(self.min_tail, int) and self.min_tail >= 2, "min_tail", "an int >= 2", self.min_tail)
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", "an int >= 0", self.seed)
+        _require(isinstance(self.threads, int) and self.threads >= 0, "threads", "an int >= 0 (0: auto)",
+                 self.threads)
+
+    def layer_threads(self) -> int:
+        """``threads`` resolved: itself when > 0, else ``OMP_NUM_THREADS``, else the CPUs usable here."""
+        if self.threads > 0:
+            return self.threads
+        value = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -76,6 +92,6 @@ class ScanConfig:
         return cls(**values)  # type: ignore[arg-type]
 
     def config_hash(self) -> str:
-        """A short, stable digest of the options that change results (``device`` excluded)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("device", "save_spectra")}
+        """A short, stable digest of the options that change results (``device``, ``threads`` excluded)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("device", "save_spectra", "threads")}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -114,3 +114,58 @@ def test_an_unexpected_eigensolver_error_fails_only_that_layer(monkeypatch):
     rows = {layer.layer_name: layer for layer in result.layers if layer.kind == "linear"}
     assert rows["0"].status is Status.FAILED and "LinAlgError" in rows["0"].reason
     assert rows["1"].status is Status.OK
+
+
+def test_layers_on_threads_give_the_same_records_in_the_same_order():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(96 + 16 * i, 128 + 16 * i) for i in range(7)],
+                                torch.nn.Conv2d(32, 48, 3))
+    serial = scan_model(model, ScanConfig(threads=1))
+    threaded = scan_model(model, ScanConfig(threads=3))
+    assert [layer.layer_name for layer in threaded.layers] == [layer.layer_name for layer in serial.layers]
+    for a, b in zip(serial.layers, threaded.layers, strict=True):
+        assert a.status == b.status
+        if a.spectrum is not None:
+            assert a.spectrum.power_law == b.spectrum.power_law
+            assert a.spectrum.randomization == b.spectrum.randomization
+            assert a.spectrum.phase == b.spectrum.phase
+
+
+def test_run_in_order_keeps_order_and_hands_over_finished_steps_before_a_source_error():
+    import time
+
+    from scanner.scan import run_in_order
+
+    def step(i):
+        def call():
+            time.sleep(0.02 * ((7 * i) % 5))  # later steps often finish first
+            return i
+        return 8, call
+
+    assert list(run_in_order((step(i) for i in range(12)), 3)) == list(range(12))
+    assert list(run_in_order((step(i) for i in range(12)), 3, max_bytes=16)) == list(range(12))
+
+    def failing_source():
+        for i in range(5):
+            yield step(i)
+        raise OSError("truncated checkpoint")
+
+    got = []
+    with pytest.raises(OSError, match="truncated"):
+        for value in run_in_order(failing_source(), 2):
+            got.append(value)
+    assert got == list(range(5))
+
+
+def test_threads_option_is_validated_and_does_not_change_the_config_hash(monkeypatch):
+    from scanner.errors import ConfigError
+
+    assert ScanConfig(threads=4).config_hash() == ScanConfig().config_hash()
+    assert ScanConfig(threads=4).layer_threads() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert ScanConfig().layer_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert ScanConfig().layer_threads() >= 1
+    with pytest.raises(ConfigError, match="'threads' option must be an int >= 0"):
+        ScanConfig(threads=-1)

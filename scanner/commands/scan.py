@@ -22,7 +22,7 @@ The exit status is 0 when the scan finished, 1 on a usage or setup error.
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options that change results (``ScanConfig``); shared with ``zooscan analyze``."""
+    """``ScanConfig`` options (all but --device and --threads change results); shared with ``zooscan analyze``."""
     from scanner.config import CONV_MODES, DEVICES, FIT_MODES
 
     parser.add_argument("--fit", choices=FIT_MODES, default="robust",
@@ -34,12 +34,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where eigenvalues are computed: auto (GPU if present), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="CPU layers solved at once per model (default 0: $OMP_NUM_THREADS, else all CPUs; "
+                             "does not change results)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     from scanner.config import ScanConfig
 
-    return ScanConfig(fit=args.fit, conv=args.conv, randomize=args.randomize, seed=args.seed, device=args.device)
+    return ScanConfig(fit=args.fit, conv=args.conv, randomize=args.randomize, seed=args.seed, device=args.device,
+                      threads=args.threads)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
