@@ -43,7 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT.parent / "shared" / "zoo" / "akamaster_resnet_cifar10"
 RESULTS = ROOT / "bench" / "results"
 RAW = RESULTS / "vs_weightwatcher_cpu_raw.txt"
-REPORT = RESULTS / "vs_weightwatcher_cpu.md"
 TOOLS = ("ww", "zoo")
 MODES = ("default", "full")
 TARGET_SPEEDUP = 50.0
@@ -361,6 +360,11 @@ def report_lines(machine: dict[str, str], rows: dict[tuple[str, str, str], dict[
     return lines
 
 
+def report_path(raw: Path) -> Path:
+    """The Markdown beside a raw file: ``x_raw.txt`` → ``x.md``."""
+    return raw.with_name(raw.stem.removesuffix("_raw") + ".md")
+
+
 def write_report(raw: Path, report: Path, esd: Path | None = None) -> None:
     """Rebuild ``report`` from ``raw`` (and the ESD primitive table, when present)."""
     machine, rows = read_raw(raw)
@@ -381,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--slow", type=float, default=5.0, help="repeat only while one run takes less (s)")
     run.add_argument("--timeout", type=float, default=1800.0, help="per measurement (s)")
     run.add_argument("--raw", type=Path, default=RAW)
-    sub.add_parser("report", help="rebuild the Markdown report from the raw results")
+    report = sub.add_parser("report", help="rebuild the Markdown report from the raw results")
+    report.add_argument("--raw", type=Path, default=RAW)
     child = sub.add_parser("child", help="(internal) one measurement in this process")
     child.add_argument("case", choices=sorted(cases()))
     child.add_argument("tool", choices=TOOLS)
@@ -411,8 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                         handle.write(json.dumps(row) + "\n")
                     sys.stderr.write(f"{name:32s} {tool:4s} {mode:8s} "
                                      f"{row.get('median_s', float('nan')):9.3f} s {row.get('error', '')}\n")
-    raw = RAW if args.command == "report" else args.raw
-    write_report(raw, REPORT if raw == RAW else raw.with_suffix(".md"))
+    write_report(args.raw, report_path(args.raw))
     return 0
 
 
