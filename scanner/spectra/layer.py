@@ -73,7 +73,7 @@ def layer_eigenvalues(
     evals = eigenvalues(batch, backend=backend)
     rand = None
     if randomize:
-        rand = eigenvalues(shuffled(batch, seed, np.float32), backend=backend, precision="float32")
+        rand = eigenvalues(shuffled(batch, seed), backend=backend, precision="float32")
     return LayerEigen(evals=evals, n=n, m=m, k=k, rand_evals=rand, seed=seed, reference_scale=reference_scale)
 
 
