@@ -27,7 +27,7 @@ import logging
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scanner.config import ScanConfig
@@ -80,6 +80,15 @@ class WorkerOutput:
 
 
 # -- Ray runner --------------------------------------------------------------------------------------
+def actor_config(config: ScanConfig, plan: WorkerPlan) -> ScanConfig:
+    """The config a spectrum actor scans with: ``threads`` = the CPUs it holds (at least 1) unless the user
+    set it, so that actors never solve more layers at once than Ray gave them cores (an inherited
+    ``OMP_NUM_THREADS`` would otherwise decide). ``threads`` does not change results or the config hash."""
+    if config.threads > 0:
+        return config
+    return replace(config, threads=max(1, int(plan.num_cpus)))
+
+
 def plan_workers(cluster_cpus: float, cluster_gpus: float, device: str, gpus_per_worker: float = 1.0) -> WorkerPlan:
     """Size the spectrum-actor pool so that fit tasks always find a CPU (the deadlock trap, §1.3).
 
@@ -204,7 +213,7 @@ def run_ray(model_ids: Sequence[str], config: ScanConfig, options: RunOptions, *
         worker_cls = ray.remote(_SpectrumWorker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
                                                          max_restarts=-1, max_task_retries=0)
         fit_task = ray.remote(_fit_and_commit).options(num_cpus=1, max_retries=3, retry_exceptions=list(TRANSIENT_IO))
-        idle = [worker_cls.remote(config, options.faults, options.fault_dir)
+        idle = [worker_cls.remote(actor_config(config, plan), options.faults, options.fault_dir)
                 for _ in range(min(plan.workers, len(todo)))]
         limit = options.max_in_flight or 2 * len(idle)
         queue = [(model_id, 1) for model_id in reversed(todo)]

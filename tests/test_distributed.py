@@ -165,3 +165,12 @@ def test_run_options_refuse_values_that_would_stall_the_scan(field):
         distributed.RunOptions(results="r", scan_id="s", **{field: 0})
     with pytest.raises(ConfigError, match=field):
         distributed.RunOptions(results="r", scan_id="s", **{field: -1})
+
+
+def test_actors_solve_as_many_layers_at_once_as_they_hold_cpus():
+    plan = distributed.plan_workers(8, 0, "auto")
+    assert distributed.actor_config(ScanConfig(), plan).threads == 1
+    assert distributed.actor_config(ScanConfig(threads=3), plan).threads == 3  # the user's choice stands
+    zero_cpu = distributed.plan_workers(1, 0, "auto")
+    assert zero_cpu.num_cpus == 0.0 and distributed.actor_config(ScanConfig(), zero_cpu).threads == 1
+    assert distributed.actor_config(ScanConfig(), plan).config_hash() == ScanConfig().config_hash()
