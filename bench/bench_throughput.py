@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scanner import distributed
+from scanner import distributed, runner
 from scanner.config import ScanConfig
 
 SWEEP = Path(__file__).resolve().parent / "results" / "timm_layer_sweep.csv"
@@ -52,7 +52,7 @@ def machine_lines() -> list[str]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     return [f"uname: {uname.system} {uname.release} {uname.machine}", f"nproc: {os.cpu_count()}",
             f"cpu: {cpu_model()}", f"load average at start: {' '.join(f'{x:.2f}' for x in load)}",
-            f"python {sys.version.split()[0]}; " + ", ".join(f"{k} {v}" for k, v in distributed.versions().items()
+            f"python {sys.version.split()[0]}; " + ", ".join(f"{k} {v}" for k, v in runner.versions().items()
                                                               if k in ("torch", "ray", "numpy", "timm"))]
 
 

@@ -108,3 +108,14 @@ def test_gpu_esd_check_runs_on_cpu_quick(tmp_path: Path) -> None:
                                                                              (1024, 256): 2}
     assert "TOY LLM" in (tmp_path / "gpu_esd_check.txt").read_text()
     assert np.isfinite(result["fp64_flops"]) and result["fp64_flops"] > 0
+
+
+def test_throughput_bench_runs_one_serial_setting() -> None:
+    """bench_throughput.py end to end on two small models, serially (it broke once when helpers moved)."""
+    throughput = _load("bench_throughput")
+    assert any(line.startswith("python ") and "numpy" in line for line in throughput.machine_lines())
+    from scanner.config import ScanConfig
+
+    line = throughput.run_setting("serial", ["random:timm/resnet10t", "random:timm/resnet14t"],
+                                  ScanConfig(randomize=False), None)
+    assert "ok 2" in line and "models/min" in line
