@@ -2,7 +2,9 @@
 
 Times zooscan's step 1 (read weights, form matrices, float64 Gram + eigvalsh: the step a Ray
 ``SpectrumWorker`` runs on a GPU) with ``device="cuda"``, against the same step on the host CPU for the first
-model, and checks that both give the same eigenvalues. Step 2 (fits, on the CPU) is timed once per model for
+model, and checks that both give the same eigenvalues. Two routes (``--routes``): "hybrid", a scan's default
+(layers narrower than ``scan.DEVICE_MIN_WIDTH`` solved by numpy on the host's threads, the rest on the GPU),
+and "device" (every layer on the GPU); ``layer_threads`` in the JSON says how many host threads the hybrid had. Step 2 (fits, on the CPU) is timed once per model for
 scale. No Ray: torch, timm, numpy, scipy (imported by scanner.spectra) and, if present, pyarrow.
 
 Usage (from the repository root; nothing to install besides those packages):
@@ -30,8 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scanner.config import ScanConfig  # noqa: E402 - after the path set-up above
+from scanner import scan as scan_module  # noqa: E402 - after the path set-up above
+from scanner.config import ScanConfig  # noqa: E402
 from scanner.scan import ModelSpectra, PendingLayer, compute_spectra, finish_scan  # noqa: E402
+
+ROUTES = {"hybrid": scan_module.DEVICE_MIN_WIDTH, "device": 0}  # narrowest layer width solved on the device
 
 DEFAULT_MODELS = ("random:timm/resnet50", "random:timm/vit_base_patch16_224")
 
@@ -85,6 +90,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--randomize", action="store_true", help="also the shuffled-matrix ESD (twice the work)")
     parser.add_argument("--no-cpu-reference", action="store_true", help="skip the CPU pass of the first model")
+    parser.add_argument("--routes", nargs="+", choices=sorted(ROUTES), default=["hybrid", "device"],
+                        help="hybrid: layers narrower than scan.DEVICE_MIN_WIDTH on the host's threads (the "
+                             "default of a scan); device: every layer on the device")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -95,22 +103,26 @@ def main() -> int:
     config = ScanConfig(device=args.device, randomize=args.randomize)
     report = {"host": platform.node(), "device": args.device, "torch": torch.__version__,
               "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
-              "cpu_threads": torch.get_num_threads(), "randomize": args.randomize, "models": []}
+              "cpu_threads": torch.get_num_threads(), "layer_threads": config.layer_threads(),
+              "randomize": args.randomize, "models": []}
     lines = [f"gpu_scan_check on {report['gpu'] or 'CPU'} (torch {torch.__version__}, CUDA {torch.version.cuda}), "
              f"device={args.device}, randomize={args.randomize}, {args.repeats} timed repeats"]
     layer_rows = []
-    for index, model_id in enumerate(args.models):
+    runs = [(model_id, route) for model_id in args.models for route in args.routes]
+    for index, (model_id, route) in enumerate(runs):
+        scan_module.DEVICE_MIN_WIDTH = ROUTES[route]
         spectra, row = time_model(model_id, config, args.repeats)
+        row["route"] = route
         if index == 0 and not args.no_cpu_reference and args.device != "cpu":
             reference = compute_spectra(model_id, ScanConfig(device="cpu", randomize=args.randomize))
             row["cpu_reference_esd_s"] = reference.seconds_esd
             row["max_rel_error_vs_cpu"] = max_relative_error(spectra, reference)
         report["models"].append(row)
-        layer_rows += [{"model_id": model_id, "layer": p.record.layer_name, "shape": "x".join(map(str, p.record.shape)),
+        layer_rows += [{"model_id": model_id, "route": route, "layer": p.record.layer_name, "shape": "x".join(map(str, p.record.shape)),
                         "n_evals": int(p.eig.evals.size), "seconds_esd": p.record.seconds_esd} for p in pending(spectra)]
         extra = (f"; CPU ESD {row['cpu_reference_esd_s']:.2f} s, max rel. error vs CPU {row['max_rel_error_vs_cpu']:.1e}"
                  if "cpu_reference_esd_s" in row else "")
-        lines.append(f"{model_id}: {row['status']} {row['layers_analysed']} layers, {row['eigenvalues']:,} eigenvalues; "
+        lines.append(f"{model_id} [{route}]: {row['status']} {row['layers_analysed']} layers, {row['eigenvalues']:,} eigenvalues; "
                      f"wall {row['wall_s_median']:.3f} s (load {row['load_s_median']:.3f} s, ESD {row['esd_s_median']:.3f} s) "
                      f"on {','.join(row['device'])}; fits on CPU {row['fit_s_cpu']:.2f} s{extra}")
     (out / "gpu_scan_check.json").write_text(json.dumps(report, indent=2))

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 LayerCallback = Callable[[LayerResult], None]
 T = TypeVar("T")
 WINDOW_PER_WORKER = 8
+DEVICE_MIN_WIDTH = 512
 IN_FLIGHT_BYTES = 1 << 26  # 64 MiB: deeper windows bought no time (ResNet-50, ViT-B on 2 threads)
 
 
@@ -156,6 +157,18 @@ def config_backend(config: ScanConfig) -> str:
     return resolve_backend({"cpu": "numpy", "cuda": "torch"}.get(config.device, "auto"))
 
 
+def layer_backend(item: LayerMatrix | SkippedTensor, backend: str) -> str:
+    """Where one layer's eigenvalues are computed: layers narrower than ``DEVICE_MIN_WIDTH`` (the smaller
+    side of its matrices) go to the host (numpy, on the scan's threads) even when the model's backend is
+    torch, because a device eigensolve of a small matrix is latency-bound: on an H100, float64 Gram +
+    ``eigvalsh`` took 2 ms at 256² and 11 ms at 1024² (research/ww_anchor.md §3.2), while one host core
+    here takes 2 ms at 256² and 80 ms at 1024² — so below 512 the host's cores, in parallel, win.
+    Not yet measured on a GPU inside a scan (``bench/gpu_scan_check.py`` compares both routes)."""
+    if backend != "torch" or not isinstance(item, LayerMatrix):
+        return backend
+    return backend if min(item.matrices.shape[1:]) >= DEVICE_MIN_WIDTH else "numpy"
+
+
 def run_in_order(steps: Iterator[tuple[int, Callable[[], T]]], workers: int, *,
                  max_bytes: int = IN_FLIGHT_BYTES) -> Iterator[T]:
     """Call each step and yield the results in order, ``workers`` at a time on threads, BLAS on one thread.
@@ -221,10 +234,9 @@ def compute_spectra(model: Any, config: ScanConfig | None = None) -> ModelSpectr
         load_seconds = time.perf_counter() - started
         with source:
             steps = ((item.matrices.nbytes if isinstance(item, LayerMatrix) else 0,
-                      partial(layer_step_one, model_id, item, config, backend))
+                      partial(layer_step_one, model_id, item, config, layer_backend(item, backend)))
                      for item in iter_layers(source, conv=config.conv))
-            workers = 1 if backend == "torch" else config.layer_threads()
-            items.extend(run_in_order(steps, workers))
+            items.extend(run_in_order(steps, config.layer_threads()))
             outcome = {"digest": source.digest(), "num_params": int(source.num_params or 0)}
     except SourceError as exc:
         outcome = {"status": Status.FAILED, "reason": str(exc), "error_class": type(exc).__name__}

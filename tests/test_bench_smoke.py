@@ -119,3 +119,16 @@ def test_throughput_bench_runs_one_serial_setting() -> None:
     line = throughput.run_setting("serial", ["random:timm/resnet10t", "random:timm/resnet14t"],
                                   ScanConfig(randomize=False), None)
     assert "ok 2" in line and "models/min" in line
+
+
+def test_gpu_scan_check_runs_both_routes_on_cpu(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OUT": str(tmp_path), "OMP_NUM_THREADS": "2",
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_scan_check.py"), "--device", "cpu",
+                           "--models", "random:timm/resnet10t", "--repeats", "1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_scan_check.json").read_text())
+    assert [m["route"] for m in result["models"]] == ["hybrid", "device"]
+    assert all(m["status"] == "ok" and m["layers_analysed"] > 10 for m in result["models"])
+    assert result["layer_threads"] == 2

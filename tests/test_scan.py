@@ -169,3 +169,27 @@ def test_threads_option_is_validated_and_does_not_change_the_config_hash(monkeyp
     assert ScanConfig().layer_threads() >= 1
     with pytest.raises(ConfigError, match="'threads' option must be an int >= 0"):
         ScanConfig(threads=-1)
+
+
+def test_narrow_layers_go_to_the_host_when_the_backend_is_torch():
+    """With the torch backend, layers narrower than DEVICE_MIN_WIDTH are solved by numpy on the host and
+    wide ones by torch; either way the eigenvalues are the same as the numpy-only scan's."""
+    torch = pytest.importorskip("torch")
+    from scanner import scan as scan_module
+    from scanner.layers import LayerMatrix
+
+    narrow = LayerMatrix(0, "a", "linear", (600, 64), np.zeros((1, 600, 64), np.float32), 0, "a.weight")
+    wide = LayerMatrix(1, "b", "linear", (600, 520), np.zeros((1, 600, 520), np.float32), 0, "b.weight")
+    assert scan_module.layer_backend(narrow, "torch") == "numpy"
+    assert scan_module.layer_backend(wide, "torch") == "torch"
+    assert scan_module.layer_backend(wide, "numpy") == "numpy"
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(520, 600), torch.nn.Linear(600, 64))
+    numpy_scan = scan_model(model, ScanConfig(device="cpu", randomize=False))
+    mixed_scan = scan_model(model, ScanConfig(device="cuda", randomize=False, threads=2))
+    a = {e.layer_name: e.evals for e in numpy_scan.spectra}
+    b = {e.layer_name: e.evals for e in mixed_scan.spectra}
+    assert set(a) == set(b) == {"0", "1"}
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-9, atol=1e-12 * a[name].max())
