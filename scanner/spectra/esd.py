@@ -33,12 +33,12 @@ FLOAT32_FLOOR = 1e-5
 """Relative floor λ/λ_max below which float32 eigenvalues are round-off (see the module docstring)."""
 
 
-def as_matrix_batch(matrices: Any, dtype: Any = None) -> NDArray[np.floating]:
+def as_matrix_batch(matrices: Any) -> NDArray[np.floating]:
     """Validate one matrix (rows, cols) or a batch (k, rows, cols) and view it oriented rows ≥ cols.
 
-    The dtype is ``dtype`` when given, else float32 and float64 stay as they are (no copy: the float64 Gram
-    matrix is formed from float32 weights without a float64 copy of the whole layer being kept), float16
-    becomes float32 and integers become float64 (all exact).
+    float32 and float64 stay as they are (no copy: the float64 Gram matrix is formed from float32 weights
+    without a float64 copy of the whole layer being kept), float16 becomes float32 and integers float64
+    (all exact).
 
     Raises:
         SpectrumError: wrong rank, empty, non-numeric or boolean dtype, or any NaN/Inf entry.
@@ -55,10 +55,8 @@ def as_matrix_batch(matrices: Any, dtype: Any = None) -> NDArray[np.floating]:
         raise SpectrumError(f"expected a matrix (rows, cols) or a batch (k, rows, cols); got shape {array.shape}")
     if array.size == 0:
         raise SpectrumError(f"empty matrix of shape {array.shape}: nothing to analyse")
-    if dtype is None:
-        dtype = array.dtype if array.dtype in (np.float32, np.float64) else (
-            np.float32 if array.dtype == np.float16 else np.float64)
-    array = np.asarray(array, dtype=dtype)
+    if array.dtype not in (np.float32, np.float64):
+        array = np.asarray(array, dtype=np.float32 if array.dtype == np.float16 else np.float64)
     n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
     if n_bad:
         raise SpectrumError(
@@ -148,10 +146,18 @@ def eigenvalues(matrices: Any, *, backend: str = "auto", pooled: bool = True,
 
     Returns:
         float64 eigenvalues λ ≥ 0 of WᵀW (raw scale), ascending. Round-off negatives are clipped to 0.
+
+    Raises:
+        SpectrumError: invalid matrices (see :func:`as_matrix_batch`), backend or precision.
     """
+    return batch_eigenvalues(as_matrix_batch(matrices), backend=backend, pooled=pooled, precision=precision)
+
+
+def batch_eigenvalues(batch: NDArray[np.floating], *, backend: str = "auto", pooled: bool = True,
+                      precision: str = "float64") -> NDArray[np.float64]:
+    """:func:`eigenvalues` of a batch already validated and oriented by :func:`as_matrix_batch`."""
     if precision not in PRECISIONS:
         raise SpectrumError(f"the 'precision' option must be one of {PRECISIONS}; got {precision!r} instead")
-    batch = as_matrix_batch(matrices)
     compute = gram_eigenvalues_torch if resolve_backend(backend) == "torch" else gram_eigenvalues_numpy
     evals = compute(batch, precision=precision)
     np.maximum(evals, 0.0, out=evals)

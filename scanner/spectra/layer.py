@@ -20,11 +20,11 @@ from scanner.config import ScanConfig
 from scanner.errors import SpectrumError
 from scanner.phases import RANK_COLLAPSE_FRACTION, classify_spectrum
 from scanner.records import LayerSpectrum, Phase, PhaseCall, PowerLawFit
-from scanner.spectra.esd import as_matrix_batch, eigenvalues
+from scanner.spectra.esd import as_matrix_batch, batch_eigenvalues
 from scanner.spectra.metrics import FLOAT32_EPS, near_zero_tolerance, norm_metrics
 from scanner.spectra.mp import fit_marchenko_pastur
 from scanner.spectra.powerlaw import fit_power_law
-from scanner.spectra.randomize import compare_with_randomized, shuffled
+from scanner.spectra.randomize import compare_with_randomized, shuffled_eigenvalues
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,8 @@ def layer_eigenvalues(
     """
     batch = as_matrix_batch(matrices)
     k, n, m = batch.shape
-    evals = eigenvalues(batch, backend=backend)
-    rand = None
-    if randomize:
-        rand = eigenvalues(shuffled(batch, seed), backend=backend, precision="float32")
+    evals = batch_eigenvalues(batch, backend=backend)
+    rand = shuffled_eigenvalues(batch, seed, backend=backend) if randomize else None
     return LayerEigen(evals=evals, n=n, m=m, k=k, rand_evals=rand, seed=seed, reference_scale=reference_scale)
 
 

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from scipy.spatial.distance import jensenshannon
 
 from scanner.records import RandomizationResult
-from scanner.spectra.esd import FLOAT32_FLOOR, as_matrix_batch, eigenvalues
+from scanner.spectra.esd import FLOAT32_FLOOR, as_matrix_batch, batch_eigenvalues
 from scanner.spectra.metrics import near_zero_tolerance
 from scanner.spectra.mp import fit_marchenko_pastur
 
@@ -75,6 +75,12 @@ def _sort_shuffle_float32(values: NDArray[np.floating], out: NDArray[np.float32]
     keys |= bits
     keys.sort()
     np.copyto(out.view(np.uint32), keys, casting="unsafe")  # the low 32 bits: the values, in key order
+
+
+def shuffled_eigenvalues(batch: NDArray[np.floating], seed: int, *, backend: str = "auto") -> NDArray[np.float64]:
+    """The pooled ESD (float32 solve, see the module docstring) of the shuffled copies of a validated,
+    oriented batch (``esd.as_matrix_batch``)."""
+    return batch_eigenvalues(shuffled(batch, seed), backend=backend, precision="float32")
 
 
 def esd_distance(evals_a: NDArray[np.float64], evals_b: NDArray[np.float64], floor: float = 0.0) -> float:
@@ -132,5 +138,5 @@ def randomization_test(
 ) -> RandomizationResult:
     """Shuffle ``matrices`` (seeded), compute their ESD and compare it with ``evals``, the ESD of ``matrices``."""
     batch = as_matrix_batch(matrices)
-    rand_evals = eigenvalues(shuffled(batch, seed), backend=backend, precision="float32")
+    rand_evals = shuffled_eigenvalues(batch, seed, backend=backend)
     return compare_with_randomized(evals, rand_evals, n=batch.shape[1], m=batch.shape[2], seed=seed)
