@@ -197,15 +197,11 @@ def run_in_order(steps: Iterator[tuple[int, Callable[[], T]]], workers: int, *,
         with ThreadPoolExecutor(workers, "zooscan-esd") as pool:
             window: deque[tuple[int, Future[T]]] = deque()
             held = 0
-
-            def full() -> bool:
-                return len(window) >= WINDOW_PER_WORKER * workers or (len(window) > workers and held > max_bytes)
-
             try:
                 for nbytes, step in steps:
                     window.append((nbytes, pool.submit(step)))
                     held += nbytes
-                    while full():
+                    while len(window) >= WINDOW_PER_WORKER * workers or (len(window) > workers and held > max_bytes):
                         nbytes, future = window.popleft()
                         held -= nbytes
                         yield future.result()
