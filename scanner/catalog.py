@@ -208,7 +208,10 @@ def load_catalog(path_or_name: str | os.PathLike[str]) -> list[CatalogEntry]:
 def check_unique(entries: Iterable[CatalogEntry], where: str) -> None:
     """Raise CatalogError if a model id occurs twice."""
     seen: set[str] = set()
-    dupes = sorted({e.model_id for e in entries if e.model_id in seen or seen.add(e.model_id)})
+    repeated: set[str] = set()
+    for entry in entries:
+        (repeated if entry.model_id in seen else seen).add(entry.model_id)
+    dupes = sorted(repeated)
     if dupes:
         raise CatalogError(f"{where}: duplicate model ids {dupes[:10]}; each model id may appear once")
 

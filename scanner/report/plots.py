@@ -10,7 +10,8 @@ fitted power law p(λ) ∝ λ^(−α) drawn from xmin on and the fitted Marchenk
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -225,7 +226,7 @@ def phase_counts_figure(groups: Sequence[str], counts: dict[str, dict[str, int]]
     return fig
 
 
-def metric_vs_batch_size_figure(batch_sizes: Sequence[int], series: dict[str, Sequence[float | None]],
+def metric_vs_batch_size_figure(batch_sizes: Sequence[int], series: Mapping[str, Sequence[float | None]],
                                 ylabel: str) -> Figure:
     """One line per layer (or per quantity) of a metric against batch size, log-scaled x."""
     fig, ax = plt.subplots(figsize=(5, 3.2))

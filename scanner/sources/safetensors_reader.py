@@ -14,7 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scanner.errors import SourceError
 
@@ -75,7 +75,7 @@ def read_header(path: str) -> list[TensorEntry]:
     return sorted(entries, key=lambda e: (e.begin, e.name))
 
 
-def _entry(path: str, name: str, spec: object, start: int, size: int) -> TensorEntry:
+def _entry(path: str, name: str, spec: Any, start: int, size: int) -> TensorEntry:
     try:
         dtype, shape, (begin, end) = spec["dtype"], tuple(int(d) for d in spec["shape"]), spec["data_offsets"]
     except (TypeError, KeyError, ValueError) as exc:

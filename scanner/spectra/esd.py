@@ -77,7 +77,7 @@ def gram_eigenvalues_numpy(batch: NDArray[np.floating], precision: str = "float6
     AVX-512 core; numpy's float32 ``eigvalsh`` is not faster than its float64 one).
     """
     if precision == "float64":
-        return np.linalg.eigvalsh(_gram_float64(batch))
+        return np.asarray(np.linalg.eigvalsh(_gram_float64(batch)), dtype=np.float64)
     from scipy.linalg import eigh
 
     out = np.empty((batch.shape[0], batch.shape[2]), dtype=np.float64)

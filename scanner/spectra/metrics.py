@@ -83,7 +83,7 @@ def norm_metrics(
         stable_rank=total / lambda_max,
         entropy=matrix_entropy(lam, tolerance),
         alpha_weighted=float(alpha * np.log10(lambda_max)) if has_alpha else None,
-        log_alpha_norm=log_alpha_norm(lam, alpha) if has_alpha else None,
+        log_alpha_norm=log_alpha_norm(lam, alpha) if has_alpha and alpha is not None else None,
         rank_loss=int(np.count_nonzero(lam <= tolerance)),
         n_near_zero=int(np.count_nonzero(lam <= near_zero_tolerance(lam))),
     )
