@@ -203,8 +203,9 @@ def run_ray(model_ids: Sequence[str], config: ScanConfig, options: RunOptions, *
         if options.address:
             ray.init(address=options.address, log_to_driver=False)
         else:
-            ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=False,
-                     log_to_driver=False)
+            # "local": always a new Ray of our own; never join a `ray start` cluster found on the machine
+            ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
+                     include_dashboard=False, log_to_driver=False)
     try:
         resources = ray.cluster_resources()
         plan = plan_workers(resources.get("CPU", 1), resources.get("GPU", 0), config.device, options.gpus_per_worker)

@@ -1,0 +1,188 @@
+"""A real multi-node Ray cluster on this machine for tests: ``ray start --block`` processes started and stopped here.
+
+Each node is one ``ray start --block`` process in its own session (process group), with its own ``--temp-dir``
+(Ray 2.60 accepts one per node) and its own free ports, so nothing collides with another Ray on the machine and
+the ``ray_current_cluster`` address file lands in our folder, not in ``/tmp/ray``. Stopping kills exactly the
+process groups started here (never ``ray stop``, which ends every Ray on the machine). A node can run in a
+private mount namespace (``unshare --mount``, root only) with a tmpfs over a folder, so it cannot see the
+driver's files there: the "no shared filesystem" case of a real cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ray_env(tmp_root: Path | None = None) -> dict[str, str]:
+    """Environment for Ray processes and drivers of these tests (no auth token, our own temp root)."""
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    if tmp_root is not None:
+        env["RAY_TMPDIR"] = str(tmp_root)
+    return env
+
+
+@dataclass
+class RayNode:
+    name: str
+    process: subprocess.Popen[bytes]
+    temp_dir: Path
+    log: Path
+
+    def pids(self) -> list[int]:
+        """PIDs of this node's processes: its ``ray start`` and every process under it (raylet, workers...)."""
+        return _descendants(self.process.pid)
+
+    def raylet_pid(self) -> int:
+        for pid in self.pids():
+            if _comm(pid) == "raylet":
+                return pid
+        raise RuntimeError(f"no raylet under node {self.name}; log:\n{self.log.read_text()[-2000:]}")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _descendants(root: int) -> list[int]:
+    """``root`` and every live process below it (from /proc; no psutil needed)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        if Path(f"/proc/{pid}").exists():
+            found.append(pid)
+        stack.extend(parents.get(pid, []))
+    return found
+
+
+@dataclass
+class LocalCluster:
+    """Head plus worker nodes; use as a context manager so every process started here is stopped."""
+
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="zc", dir="/tmp")))
+    nodes: list[RayNode] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _start(self, name: str, args: list[str], private_dirs: tuple[Path, ...] = ()) -> RayNode:
+        # the head's temp dir is <root>/ray: a process with RAY_TMPDIR=<root> finds its ray_current_cluster file
+        temp_dir = self.root / ("ray" if name == "head" else name)
+        log = self.root / f"{name}.log"
+        ports = ["--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                 "--metrics-export-port", "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port"]
+        cmd = [RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
+               *args]
+        for flag in ports:
+            if flag == "--ray-client-server-port" and "--head" not in args:
+                continue
+            cmd.append(f"{flag}={free_port()}")
+        if private_dirs:
+            mounts = " && ".join(f"mount -t tmpfs tmpfs {os.fspath(d)}" for d in private_dirs)
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f"{mounts} && exec {subprocess.list2cmdline(cmd)}"]
+        with open(log, "wb") as out:
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ray_env(self.root),
+                                       cwd=self.root, start_new_session=True)
+        node = RayNode(name, process, temp_dir, log)
+        self.nodes.append(node)
+        return node
+
+    def start_head(self, num_cpus: float = 0, num_gpus: float = 0) -> RayNode:
+        self.port = free_port()
+        node = self._start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
+                                    f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus:g}"])
+        self.wait_nodes(1)
+        return node
+
+    def add_node(self, num_cpus: float = 1, num_gpus: float = 0, resources: dict[str, float] | None = None,
+                 private_dirs: tuple[Path, ...] = (), wait: bool = True) -> RayNode:
+        """Start a worker node; ``private_dirs`` get a tmpfs of their own in the node's mount namespace."""
+        index = len(self.nodes)
+        args = [f"--address={self.address}", f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus:g}",
+                f"--resources={json.dumps({f'node{index}': 1, **(resources or {})})}"]
+        expected = self.alive_count() + 1
+        node = self._start(f"node{index}", args, private_dirs)
+        if wait:
+            self.wait_nodes(expected)
+        return node
+
+    def alive_count(self) -> int:
+        """Alive nodes according to the GCS (asked by a short-lived subprocess: the test process stays Ray-free)."""
+        code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR');"
+                "print(sum(n['Alive'] for n in ray.nodes()))")
+        result = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True,
+                                env=ray_env(self.root), timeout=120, check=False)
+        lines = result.stdout.strip().splitlines()
+        return int(lines[-1]) if result.returncode == 0 and lines else 0
+
+    def wait_nodes(self, count: int, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.alive_count() >= count:
+                return
+            time.sleep(1.0)
+        logs = "\n".join(f"--- {n.name}\n{n.log.read_text()[-1500:]}" for n in self.nodes)
+        raise RuntimeError(f"cluster did not reach {count} alive nodes in {timeout:g} s\n{logs}")
+
+    def kill_node(self, node: RayNode) -> None:
+        """SIGKILL every process of ``node`` (its whole process group): the machine is gone."""
+        _kill_group(node.process)
+
+    def kill_raylet(self, node: RayNode) -> int:
+        """SIGKILL only the node's raylet (the node dies; ``ray start --block`` then ends the rest)."""
+        pid = node.raylet_pid()
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            _kill_group(node.process)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group we created for ``process`` (its session), then reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
