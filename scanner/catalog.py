@@ -31,6 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOGS_DIR = REPO_ROOT / "catalogs"
 SOURCES = ("timm", "hf", "file", "random")
 REQUIRED_COLUMNS = ("model_id", "family", "dataset")
+# Fetch and provenance columns a zoo catalog may add (read by ``scanner.zoo.catalog``, ignored here).
+ZOO_COLUMNS = ("registry", "package", "version", "member", "extractor", "files", "sha256", "licence", "task",
+               "format", "metric", "metric_value", "higher_is_better", "metric_source", "default")
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ def load_catalog(path_or_name: str | os.PathLike[str]) -> list[CatalogEntry]:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            unknown = [c for c in header if c not in COLUMNS]
+            unknown = [c for c in header if c not in COLUMNS and c not in ZOO_COLUMNS]
             if missing or unknown:
                 raise CatalogError(
                     f"{path}: missing columns {missing} / unknown columns {unknown}; "

