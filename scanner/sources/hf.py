@@ -1,8 +1,8 @@
 """Hugging Face hub models: ``hf:<org/name>[@revision]``, read from the local hub cache without building the model.
 
-Files come from ``huggingface_hub.snapshot_download`` restricted to weights and ``config.json``, so
-``HF_HUB_OFFLINE=1`` and ``cache_dir`` (default: the hub's own, ``HF_HOME``/``HF_HUB_CACHE``) are
-honoured. safetensors (single or sharded through ``model.safetensors.index.json``) are preferred;
+Files come from the weight cache (``scanner.cache``, through ``scanner.sources.hub``: cache first, then the
+hub with retries), restricted to weights and ``config.json``; ``HF_HUB_OFFLINE=1`` and ``cache_dir`` (default:
+``--cache-dir``, else the hub's own, ``HF_HOME``/``HF_HUB_CACHE``) are honoured. safetensors (single or sharded through ``model.safetensors.index.json``) are preferred;
 ``pytorch_model.bin`` is the fallback, read with ``weights_only=True``. No model code runs
 (``trust_remote_code`` never applies: nothing is instantiated).
 
@@ -19,9 +19,9 @@ import logging
 import re
 from pathlib import Path
 
-from scanner.errors import SourceError
 from scanner.sources.base import ModuleInfo
 from scanner.sources.files import Annotator, FileSource
+from scanner.sources.hub import HubRequest
 
 logger = logging.getLogger(__name__)
 
@@ -31,36 +31,23 @@ SAFETENSORS_PATTERNS = ["model*.safetensors", "model.safetensors.index.json", "c
 BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json", "config.json"]
 
 
-def unreachable_message(model_id: str, detail: str) -> str:
-    """The error text for weights that are neither cached nor downloadable."""
-    return (
-        f"{model_id}: weights are not in the local Hugging Face cache and the hub is unreachable "
-        f"(offline or HF_HUB_OFFLINE=1): {detail}. Populate the cache on a machine with access "
-        "(`hf download <org/name>` or huggingface_hub.snapshot_download) and copy it here, or point "
-        "HF_HUB_CACHE / --cache-dir at it."
-    )
+def hf_request(repo_id: str, revision: str | None) -> HubRequest:
+    """The files zooscan reads of an ``hf:`` repo: safetensors (+ index, config.json), else pytorch_model.bin."""
+    return HubRequest(repo_id, revision, patterns=(tuple(SAFETENSORS_PATTERNS), tuple(BIN_PATTERNS)))
 
 
 def snapshot_folder(repo_id: str, revision: str | None, cache_dir: str | None, model_id: str) -> Path:
-    """Local folder holding the repo's weights: cached, or downloaded when the hub is reachable.
+    """Local folder holding the repo's weights: cached, or downloaded through the weight cache (``scanner.cache``).
 
     Raises:
-        SourceError: not cached and unreachable, unknown repo or revision, or no weight files.
+        SourceError: not cached and offline or unreachable, unknown repo or revision, no weight files, the
+            budget too small, or the hub failing after every retry.
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from scanner.cache import current
 
-    folder = None
-    for patterns in (SAFETENSORS_PATTERNS, BIN_PATTERNS):
-        try:
-            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
-        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-            raise SourceError(f"{model_id}: no such repo or revision on the hub ({type(exc).__name__})") from exc
-        except (LocalEntryNotFoundError, OSError) as exc:
-            raise SourceError(unreachable_message(model_id, f"{type(exc).__name__}: {exc}")) from exc
-        if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
-            return folder
-    raise SourceError(f"{model_id}: the repo has no model*.safetensors or pytorch_model*.bin weights (in {folder})")
+    folder = current(cache_dir).fetch(hf_request(repo_id, revision), model_id)
+    assert folder is not None  # only a prefetch (waiting=True) gets None
+    return folder
 
 
 def hf_annotator(config: dict) -> Annotator | None:

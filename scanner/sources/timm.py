@@ -1,8 +1,8 @@
 """timm pretrained weights: ``timm:<arch>[.<tag>]``, optionally ``timm:<arch>[.<tag>]?file=<path>``.
 
 The weight file is found as timm itself finds it (its pretrained config names a Hugging Face repo,
-``hf_hub_id``, and optionally a file), then read from the hub cache as safetensors, or as
-``pytorch_model.bin`` with ``weights_only=True``; ``HF_HUB_OFFLINE`` and ``cache_dir`` are honoured.
+``hf_hub_id``, and optionally a file), then read from the weight cache (``scanner.cache``: cache first, then the hub with retries) as safetensors, or
+as ``pytorch_model.bin`` with ``weights_only=True``; ``HF_HUB_OFFLINE`` and ``cache_dir`` are honoured.
 ``?file=<path>`` reads a local checkpoint instead (any format ``file:`` takes), e.g. weights downloaded
 from the config's URL by hand. Module types come from the architecture instantiated on the meta device
 (no memory is allocated, nothing is initialised); if that fails, kinds are inferred from names and shapes.
@@ -14,7 +14,7 @@ import logging
 
 from scanner.errors import SourceError
 from scanner.sources.files import Annotator, FileSource
-from scanner.sources.hf import unreachable_message
+from scanner.sources.hub import HubRequest
 from scanner.sources.modules import module_info_map
 
 logger = logging.getLogger(__name__)
@@ -38,14 +38,12 @@ def meta_annotator(arch: str) -> Annotator | None:
     return lambda name, shape: infos.get(name)
 
 
-def pretrained_file(name: str, cache_dir: str | None, model_id: str) -> str:
-    """Local path of the pretrained weights of ``name`` (arch.tag), from the Hugging Face cache or hub.
+def timm_request(name: str, model_id: str) -> HubRequest:
+    """The hub file of timm's pretrained weights ``name`` (arch.tag), as timm's pretrained config names it.
 
     Raises:
-        SourceError: unknown name, weights only at a URL, or not cached while the hub is unreachable.
+        SourceError: unknown name, or weights only at a URL.
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     from timm.models import get_pretrained_cfg
 
     try:
@@ -61,19 +59,26 @@ def pretrained_file(name: str, cache_dir: str | None, model_id: str) -> str:
                           f"scan 'timm:{name}?file=<path>'")
     repo_id, _, revision = cfg.hf_hub_id.partition("@")
     candidates = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else CANDIDATE_FILES
-    not_cached = False
-    for filename in candidates:
-        try:
-            return hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=cache_dir)
-        except LocalEntryNotFoundError:  # offline (or unreachable) and not cached: try the next name, then say so
-            not_cached = True
-        except EntryNotFoundError:
-            continue
-        except OSError as exc:
-            raise SourceError(unreachable_message(model_id, f"{type(exc).__name__}: {exc}")) from exc
-    if not_cached:
-        raise SourceError(unreachable_message(model_id, f"repo {repo_id}, tried {list(candidates)}"))
-    raise SourceError(f"{model_id}: repo {repo_id} has none of {list(candidates)}")
+    return HubRequest(repo_id, revision or None, candidates=tuple(candidates))
+
+
+def pretrained_file(name: str, cache_dir: str | None, model_id: str) -> str:
+    """Local path of the pretrained weights of ``name`` (arch.tag), from the weight cache (``scanner.cache``).
+
+    Raises:
+        SourceError: unknown name, weights only at a URL, not cached while offline or unreachable, the budget
+            too small, or the hub failing after every retry. Offline, the message names ``?file=<path>``.
+    """
+    from scanner.cache import current
+
+    try:
+        path = current(cache_dir).fetch(timm_request(name, model_id), model_id)
+    except SourceError as exc:
+        if "HF_HUB_OFFLINE" in str(exc) and "?file=" not in str(exc):
+            raise SourceError(f"{exc}; or scan a local copy as 'timm:{name}?file=<path>'") from exc
+        raise
+    assert path is not None  # only a prefetch (waiting=True) gets None
+    return str(path)
 
 
 def open_timm(ref, cache_dir: str | None = None) -> FileSource:  # noqa: ANN001 (scanner.sources.ModelRef)
