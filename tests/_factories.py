@@ -21,6 +21,7 @@ from scanner.records import (
     RandomizationResult,
     Status,
 )
+from scanner.scan import LayerEigenvalues
 
 KINDS = ("linear", "conv2d", "embedding")
 
@@ -67,15 +68,15 @@ def make_layer(  # noqa: PLR0913 - a test factory with explicit switches
 
 def make_model(
     model_id: str, n_layers: int = 5, seed: int = 0, **layer_options: bool
-) -> tuple[ModelResult, list[LayerResult], list[tuple[int, str, np.ndarray]]]:
-    """A model with ``n_layers`` layers (the last one skipped), its summary and spectra."""
+) -> tuple[ModelResult, list[LayerResult], list[LayerEigenvalues]]:
+    """A model with ``n_layers`` layers (the last one skipped), its summary and spectra records."""
     rng = np.random.default_rng(seed)
     layers, spectra = [], []
     for i in range(n_layers):
         status = Status.SKIPPED if i == n_layers - 1 and n_layers > 1 else Status.OK
         layer, evals = make_layer(model_id, i, rng, status=status, **layer_options)
         layers.append(layer)
-        spectra.append((i, layer.layer_name, evals))
+        spectra.append(LayerEigenvalues(i, layer.layer_name, evals))
     ok = [layer for layer in layers if layer.spectrum is not None]
     alphas = np.array([layer.spectrum.power_law.alpha for layer in ok])
     counts: dict[str, int] = {}

@@ -36,8 +36,7 @@ def scan_folder(tmp_path_factory):
         model_id = f"file:/zoo/mlp3_bs{bs}_s0.safetensors"
         layers = [type(x)(**{**x.__dict__, "model_id": model_id}) for x in result.layers]
         res = type(result.model)(**{**result.model.__dict__, "model_id": model_id})
-        spectra = [(e.layer_index, e.layer_name, e.evals) for e in result.spectra]
-        store.write_model(res, layers, spectra, model_key=model_key(model_id), host="test", device="cpu")
+        store.write_model(res, layers, result.spectra, model_key=model_key(model_id), host="test", device="cpu")
         rows.append({"model_id": model_id, "family": "mlp3", "dataset": "mnist", "batch_size": bs, "seed": 0,
                      "epochs": 1, "train_subset": 10, "loss": "ce", "steps": 1, "final_loss": 1.0,
                      "train_accuracy": 0.5, "test_accuracy": 0.4 if bs == 500 else 0.6, "seconds": 1.0})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -47,8 +48,8 @@ def test_layout_and_round_trip(tmp_path) -> None:
     ]
     assert [r["status"] for r in got] == [x.status.value for x in layers]
     evals = pq.read_table(scan / "spectra" / f"{key}.parquet").column("eigenvalues").to_pylist()
-    for (_, _, expected), stored in zip(spectra, evals, strict=True):
-        np.testing.assert_array_equal(np.asarray(stored), expected)  # float64, bit-exact
+    for expected, stored in zip(spectra, evals, strict=True):
+        np.testing.assert_array_equal(np.asarray(stored), expected.evals)  # float64, bit-exact
     row = pq.read_table(scan / "models" / f"{key}.parquet").to_pylist()[0]
     assert row["model_id"] == "hf:org/name@main" and row["alpha_mean"] == model.summary.alpha_mean
     assert row["host"] == "h" and row["finished_at"] is not None
@@ -85,11 +86,11 @@ def test_models_file_is_written_last(tmp_path, monkeypatch) -> None:
     real = store.write_parquet
     written = []
 
-    def failing(path, table):
+    def failing(storage, path, table):
         if path.parent.name == "models":
             raise OSError("disk full")
         written.append(path.parent.name)
-        real(path, table)
+        real(storage, path, table)
 
     monkeypatch.setattr(store, "write_parquet", failing)
     with pytest.raises(OSError):
@@ -133,6 +134,7 @@ def test_cleanup_tmp_and_verify_torn_files(tmp_path) -> None:
     _write(results, "timm:b", seed=1)
     stale = results.path("layers", "x").with_name("x.parquet.tmp-deadbeef")
     stale.write_bytes(b"PAR1 half")
+    os.utime(stale, (1, 1))  # no writer in the name: removed because it is older than this writer's lock
     torn = results.path("layers", key)
     torn.write_bytes(torn.read_bytes()[:100])
     report = verify(tmp_path)

@@ -60,20 +60,19 @@ def write_catalogs(rows: Sequence[dict[str, Any]], folder: Path) -> tuple[Path, 
 def scan_rows(rows: Sequence[dict[str, Any]], results_root: Path, scan_id: str, config: ScanConfig) -> Path:
     """Scan every checkpoint of ``rows`` into ``<results_root>/<scan_id>`` (resumes: done models are skipped)."""
     from scanner.scan import scan_model
-    from scanner.store import ResultStore, model_key
+    from scanner.store import ResultStore
 
     store = ResultStore(results_root, scan_id)
     store.open_scan(config, {"name": "batch_size", "models": len(rows)}, {"host": platform.node()})
     done = store.done_keys()
     failed = 0
     for row in rows:
-        key = model_key(str(row["model_id"]))
+        key = store.key(str(row["model_id"]))
         if key in done:
             continue
         result = scan_model(str(row["model_id"]), config)
         failed += result.model.status is not Status.OK
-        spectra = [(e.layer_index, e.layer_name, e.evals) for e in result.spectra]
-        store.write_model(result.model, result.layers, spectra, model_key=key, host=platform.node(),
+        store.write_model(result.model, result.layers, result.spectra, model_key=key, host=platform.node(),
                           device=config.device)
         logger.info("scanned %s: %s", row["model_id"], result.model.status.value)
     store.finish_scan({"models": len(rows), "failed": failed})
