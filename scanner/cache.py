@@ -206,7 +206,7 @@ class WeightCache:
                     marker.touch()
             return found
         if hub.offline():
-            wanted = list(request.candidates) or [list(p) for p in request.patterns]
+            wanted = list(request.candidates) or [", ".join(p) for p in request.patterns]
             raise SourceError(hub.not_cached_message(model_id, self.settings.cache_dir,
                                                      f"repo {request.repo_id}, files {wanted}"))
         hub.probe(model_id, retry)

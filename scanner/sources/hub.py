@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -188,7 +189,8 @@ def _transient(exc: BaseException) -> bool:
     status, _ = _http_status(exc)
     if status is not None:
         return status in RETRY_STATUS
-    chain, current = [], exc
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
     while current is not None and len(chain) < 10:
         chain.append(current)
         current = current.__cause__ or current.__context__
@@ -272,7 +274,7 @@ def plan(request: HubRequest, model_id: str, retry: HubRetry) -> HubPlan:
             for name in request.candidates:
                 url = hf_hub_url(request.repo_id, name, revision=_revision(request), endpoint=base)
                 try:
-                    meta = retrying(lambda url=url: get_hf_file_metadata(url), model_id, f"HEAD {name}", retry)
+                    meta = retrying(partial(get_hf_file_metadata, url), model_id, f"HEAD {name}", retry)
                 except EntryNotFoundError:
                     continue
                 return HubPlan(request.repo_id, meta.commit_hash or _revision(request), (name,), meta.size or 0, True)
@@ -296,8 +298,8 @@ def download(plan_: HubPlan, cache_dir: str | None, model_id: str, retry: HubRet
     from huggingface_hub import hf_hub_download
 
     base = endpoint()
-    paths = [Path(retrying(lambda name=name: hf_hub_download(plan_.repo_id, name, revision=plan_.commit,
-                                                             cache_dir=cache_dir, endpoint=base),
+    paths = [Path(retrying(partial(hf_hub_download, plan_.repo_id, name, revision=plan_.commit,
+                                   cache_dir=cache_dir, endpoint=base),
                            model_id, f"download of {name}", retry))
              for name in plan_.files]
     if plan_.single:
