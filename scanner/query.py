@@ -2,11 +2,12 @@
 
 ``connect(root)`` opens an in-memory DuckDB with these views:
 
-- ``layers``, ``models``, ``spectra``: ``read_parquet`` over ``<root>/<scan_id>/<table>/*.parquet`` for
-  every scan (or the one asked for), combined with ``UNION ALL BY NAME``: scans of older schema versions
-  get NULLs for new columns. Within a scan of the current version all files share one schema, so it is read
-  without ``union_by_name``; other scans are read with it. When no file exists yet, the view is an empty
-  table with the current schema, so every query still binds.
+- ``layers``, ``models``, ``spectra``: the rows each scan holds (``scanner.storage_layout``: per-model
+  files of committed models, compacted rows of the others), read as Arrow datasets with the current schema
+  (older scans get NULLs for new columns) and combined with ``UNION ALL BY NAME``; built by
+  ``scanner.storage_views``, which skips files that cannot be read (with a warning naming them) and labels
+  rows with their scan folder's name. When no file exists yet, the view is an empty table with the current
+  schema, so every query still binds.
 - ``catalog``: every ``catalogs/*.csv`` (validated by ``scanner.catalog``), one row per ``model_id``.
 - ``models_with_accuracy``: ``models`` left-joined with ``catalog`` (family, dataset, top1, top5).
 - ``layers_with_family``: ``layers`` with the model's catalog family and its relative depth.
@@ -23,7 +24,6 @@ and refer only to the views above. ``run_query`` binds ``$name`` parameters (def
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -36,7 +36,9 @@ import pyarrow as pa
 
 from scanner import catalog as catalog_mod
 from scanner import schema
+from scanner import storage_views as scan_views
 from scanner.errors import QueryError, StoreError
+from scanner.storage import open_storage
 
 logger = logging.getLogger(__name__)
 
@@ -52,39 +54,6 @@ SELECT l.*, coalesce(c.family, split_part(l.model_id, ':', 1)) AS family,
        (l.layer_index + 0.5) / count(*) OVER (PARTITION BY l.scan_id, l.model_id) AS depth
 FROM layers AS l LEFT JOIN catalog AS c USING (model_id);
 """
-
-
-def _scan_dirs(root: Path, scan_id: str | None) -> list[Path]:
-    return [root / scan_id] if scan_id else sorted(p for p in root.iterdir() if p.is_dir())
-
-
-def _homogeneous(scan_dir: Path) -> bool:
-    """True when scan.json says every file of the scan was written with this schema version.
-
-    ``ResultStore.open_scan`` refuses to resume a scan with another schema version, so such a scan's files
-    share one schema and can be read without ``union_by_name`` (which reads every footer at bind time:
-    about 5x slower over hundreds of files, see bench/results/duckdb_queries.txt).
-    """
-    try:
-        return json.loads((scan_dir / "scan.json").read_text()).get("schema_version") == schema.SCHEMA_VERSION
-    except (OSError, ValueError):
-        return False
-
-
-def _table_sql(root: Path, scan_id: str | None, table: str) -> str | None:
-    """A SELECT over every scan's files of ``table`` (None when there are none)."""
-    parts = []
-    for scan_dir in _scan_dirs(root, scan_id):
-        if not any((scan_dir / table).glob("*.parquet")):
-            continue
-        pattern = _sql_string(str(scan_dir / table / "*.parquet"))
-        union = "" if _homogeneous(scan_dir) else ", union_by_name = true"
-        parts.append(f"SELECT * FROM read_parquet({pattern}{union})")
-    return "\nUNION ALL BY NAME\n".join(parts) or None
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def catalog_table(catalogs_dir: str | os.PathLike[str] | None = None) -> pa.Table:
@@ -110,7 +79,8 @@ def connect(
     """An in-memory DuckDB connection with the views described in the module docstring.
 
     Args:
-        results_root: the folder that holds ``<scan_id>/`` sub-folders.
+        results_root: the location holding ``<scan_id>/`` folders: a folder, a mounted folder, or an
+            object-store URI (read through ``pyarrow.fs``; no DuckDB extension is downloaded).
         scan_id: restrict the views to one scan (default: every scan under the root).
         catalogs_dir: folder of catalog CSVs (default: the repository's ``catalogs/``).
         threads: DuckDB worker threads (default: DuckDB's choice).
@@ -118,21 +88,21 @@ def connect(
     Raises:
         StoreError: ``results_root`` (or the named scan) does not exist.
     """
-    root = Path(results_root)
-    if not root.is_dir():
-        raise StoreError(f"results folder {root} does not exist; pass the --results folder a scan wrote into")
-    if scan_id is not None and not (root / scan_id).is_dir():
-        scans = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise StoreError(f"no scan {scan_id!r} under {root}; scans there: {scans or 'none'}")
+    storage = open_storage(results_root)
+    if storage.is_local and not storage.is_dir(storage.root):
+        raise StoreError(f"results folder {storage} does not exist; pass the --results folder a scan wrote into")
+    scans = storage.list_dirs(storage.root)
+    if scan_id is not None and scan_id not in scans:
+        raise StoreError(f"no scan {scan_id!r} under {storage}; scans there: {scans or 'none'}")
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+    selects = scan_views.register_scans(con, storage, [scan_id] if scan_id else scans)
     for table, table_schema in schema.SCHEMAS.items():
-        select = _table_sql(root, scan_id, table)
-        if select:
-            con.execute(f"CREATE VIEW {table} AS {select}")
+        if selects[table]:
+            con.execute(f"CREATE VIEW {table} AS " + "\nUNION ALL BY NAME\n".join(selects[table]))
         else:
-            logger.info("no %s files under %s: the %s view is empty", table, root, table)
+            logger.info("no %s files under %s: the %s view is empty", table, storage, table)
             con.register(f"_empty_{table}", table_schema.empty_table())
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
     con.register("_catalog", catalog_table(catalogs_dir))

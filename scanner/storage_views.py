@@ -1,0 +1,118 @@
+"""The rows of each scan as DuckDB relations over Arrow datasets (no DuckDB extension, any ``pyarrow.fs``).
+
+For every scan folder and table, ``register_scans`` registers up to two ``pyarrow.dataset`` objects in a
+DuckDB connection and returns the SELECTs a view unions:
+
+- the per-model files of committed models (``scanner.storage_layout``: keys with a ``models/`` marker;
+  scans without ``scan.json``, written by older tools, contribute every file);
+- the compacted files of the compaction manifest, minus rows whose model has a live marker (a redo after
+  compaction supersedes the compacted rows).
+
+Files that cannot be read are left out, with one warning naming them and ``zooscan verify --repair``:
+locally, the Parquet tail (footer length and ``PAR1`` magic) of every file is checked, which catches torn,
+truncated, empty and foreign files. Object stores are not probed per file (an object PUT is atomic, so a
+writer never leaves a torn object; ``zooscan verify`` reads every footer there). A model whose marker is
+unreadable is read from the compacted files if they hold it, else left out of every table.
+
+Each row's ``scan_id`` is the scan's folder name, so a copied scan folder shows up as a second scan rather
+than doubling the rows of the first; two folders holding one ``scan.json`` scan id are warned about.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Sequence
+from pathlib import PurePath
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from scanner import schema
+from scanner.storage import Entry, Storage
+from scanner.storage_layout import TABLES, manifest_of, scan_files
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"PAR1"
+
+
+def tail_ok(storage: Storage, entry: Entry) -> bool:
+    """True when the file ends like a whole Parquet file: ``<footer length><PAR1>`` with a length that fits."""
+    if entry.size < 12:
+        return False
+    try:
+        tail = storage.read_tail(entry.path, entry.size, 8)
+    except OSError:
+        return False
+    (footer,) = struct.unpack("<i", tail[:4])
+    return tail[4:] == _MAGIC and 0 < footer <= entry.size - 12
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _dataset(storage: Storage, paths: Sequence[PurePath], table: str) -> ds.Dataset:
+    return ds.dataset([storage.arrow_path(p) for p in paths], schema=schema.SCHEMAS[table], format="parquet",
+                      filesystem=storage.arrow_fs)
+
+
+def _readable(storage: Storage, entries: Sequence[Entry], skipped: list[str]) -> list[Entry]:
+    if not storage.is_local:
+        return list(entries)
+    good = [e for e in entries if tail_ok(storage, e)]
+    skipped.extend(str(e.path) for e in entries if e not in good)
+    return good
+
+
+def _scan_selects(con: duckdb.DuckDBPyConnection, storage: Storage, number: int, name: str,
+                  legacy: bool, skipped: list[str]) -> dict[str, list[str]]:
+    """Register one scan's datasets as ``_s<number>_…``; per table, its SELECTs."""
+    files = scan_files(storage, storage.root / name)
+    markers = _readable(storage, files.live["models"], skipped)
+    live_keys = {e.path.stem for e in markers}
+    label = _sql_string(name)
+    selects: dict[str, list[str]] = {table: [] for table in TABLES}
+    if live_keys:
+        con.register(f"_s{number}_live", pa.table({"model_key": pa.array(sorted(live_keys), pa.string())}))
+    for table in TABLES:
+        if legacy:  # an older tool's scan without scan.json: every file
+            found = [*files.live[table], *(e for e in files.uncommitted if e.path.parent.name == table)]
+            paths = [e.path for e in _readable(storage, found, skipped)]
+        elif table == "models":
+            paths = [e.path for e in markers]
+        else:
+            found = [e for e in files.live[table] if e.path.stem in live_keys]
+            paths = [e.path for e in _readable(storage, found, skipped)]
+        if paths:
+            con.register(f"_s{number}_{table}", _dataset(storage, paths, table))
+            selects[table].append(f"SELECT * REPLACE ({label} AS scan_id) FROM _s{number}_{table}")
+        if files.compacted[table]:
+            con.register(f"_s{number}_{table}_c", _dataset(storage, files.compacted[table], table))
+            where = f" WHERE model_key NOT IN (SELECT model_key FROM _s{number}_live)" if live_keys else ""
+            selects[table].append(f"SELECT * REPLACE ({label} AS scan_id) FROM _s{number}_{table}_c{where}")
+    return selects
+
+
+def register_scans(con: duckdb.DuckDBPyConnection, storage: Storage, scans: Sequence[str]) -> dict[str, list[str]]:
+    """Register each scan's datasets in ``con``; per table, the SELECTs whose union is the view."""
+    selects: dict[str, list[str]] = {table: [] for table in TABLES}
+    skipped: list[str] = []
+    owners: dict[str, list[str]] = {}
+    for number, name in enumerate(scans):
+        manifest = manifest_of(storage, storage.root / name)
+        if manifest is not None:
+            owners.setdefault(str(manifest.get("scan_id", name)), []).append(name)
+        for table, parts in _scan_selects(con, storage, number, name, manifest is None, skipped).items():
+            selects[table] += parts
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        logger.warning("left %d unreadable results file(s) out of the views: %s; run 'zooscan verify --results %s "
+                       "--repair' to move them aside and redo their models", len(skipped), shown, storage)
+    for scan_id, folders in owners.items():
+        if len(folders) > 1:
+            logger.warning("folders %s hold the same scan %r (a copy?); their rows are labelled by folder name, so "
+                           "count one of them with --scan-id or move the copy out of %s", folders, scan_id, storage)
+    return selects
