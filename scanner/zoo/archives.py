@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,13 +38,14 @@ class Archive:
         else:
             raise SourceError(f"{path}: unknown package file type; expected .whl, .tar.gz, .tgz or .deb")
 
+        self._tar_index: tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]] | None = None
+
     def names(self) -> list[str]:
         """Normalised member names (files only)."""
         if self._kind == "zip":
             with zipfile.ZipFile(self.path) as zf:
                 return [i.filename for i in zf.infolist() if not i.is_dir()]
-        with self._tar() as tf:
-            return [self._tar_name(m.name) for m in tf.getmembers() if m.isfile()]
+        return list(self._tar_members()[1])
 
     @contextmanager
     def open(self, member: str) -> Iterator[IO[bytes]]:
@@ -61,14 +63,12 @@ class Archive:
                 with zf.open(info) as handle:
                     yield handle
             return
-        with self._tar() as tf:
-            for info in tf:
-                if info.isfile() and self._tar_name(info.name) == member:
-                    handle = tf.extractfile(info)
-                    assert handle is not None
-                    yield handle
-                    return
-        raise self._missing(member)
+        tf, members = self._tar_members()
+        if member not in members:
+            raise self._missing(member)
+        handle = tf.extractfile(members[member])
+        assert handle is not None
+        yield handle
 
     def read(self, member: str) -> bytes:
         with self.open(member) as handle:
@@ -90,15 +90,38 @@ class Archive:
             return name
         return name.split("/", 1)[1] if "/" in name else name
 
-    @contextmanager
-    def _tar(self) -> Iterator[tarfile.TarFile]:
-        if self._kind == "tar":
-            with tarfile.open(self.path, "r:*") as tf:
-                yield tf
-            return
-        data = _deb_data(self.path)
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
-            yield tf
+    def _tar_members(self) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
+        """The tar decompressed once into an anonymous temporary file (random access to every member
+        afterwards: a compressed tar would be decompressed from the start for each member)."""
+        if self._tar_index is None:
+            tf = tarfile.open(fileobj=_decompressed(self.path, self._kind), mode="r:")  # noqa: SIM115 (kept open)
+            members = {self._tar_name(m.name): m for m in tf.getmembers() if m.isfile()}
+            self._tar_index = (tf, members)
+        return self._tar_index
+
+
+def _decompressed(path: Path, kind: str) -> IO[bytes]:
+    """An anonymous temporary file holding the uncompressed tar of a .tar.* package or of a .deb's data."""
+    import bz2
+    import gzip
+    import lzma
+
+    raw: IO[bytes] = io.BytesIO(_deb_data(path)) if kind == "deb" else open(path, "rb")  # noqa: SIM115
+    with raw:
+        magic = raw.read(6)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            stream: IO[bytes] = gzip.GzipFile(fileobj=raw)
+        elif magic[:3] == b"BZh":
+            stream = bz2.BZ2File(raw)  # noqa: SIM115 (closed with raw)
+        elif magic == b"\xfd7zXZ\x00":
+            stream = lzma.LZMAFile(raw)  # noqa: SIM115 (closed with raw)
+        else:
+            stream = raw
+        plain = tempfile.TemporaryFile()  # noqa: SIM115 (returned; removed when closed)
+        shutil.copyfileobj(stream, plain, 1 << 20)
+    plain.seek(0)
+    return plain
 
 
 def _deb_data(path: Path) -> bytes:

@@ -63,7 +63,7 @@ def download(clients: Clients, registry: str, package: str, version: str, cache_
         PackageGone: the client says the package or version does not exist.
         SourceError: any other client failure (its last output lines are in the message).
     """
-    dest = cache_dir / registry / f"{package.replace('/', '+')}-{version}"
+    dest = cache_dir / registry / f"{cache_name(registry, package)}-{version}"
     found = _archives(dest)
     if len(found) == 1 and (dest / ".complete").exists():
         return found[0]
@@ -90,6 +90,13 @@ def download(clients: Clients, registry: str, package: str, version: str, cache_
         raise SourceError(f"{' '.join(argv)} left {len(found)} package files in {dest}; expected one")
     (dest / ".complete").touch()
     return found[0]
+
+
+def cache_name(registry: str, package: str) -> str:
+    """The package's folder name in the cache: PEP 503 normalised for PyPI, ``/`` as ``+`` for npm scopes."""
+    if registry == "pypi":
+        return re.sub(r"[-_.]+", "-", package).lower()
+    return package.replace("/", "+")
 
 
 def _archives(folder: Path) -> list[Path]:
