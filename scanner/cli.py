@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("scanner.commands.ls", "list and filter catalog entries"),
     "query": ("scanner.commands.query", "run a named SQL file from queries/ over a results directory"),
     "sql": ("scanner.commands.sql", "run any SQL over a results directory"),
+    "compact": ("scanner.commands.compact", "merge a scan's per-model files into a few large Parquet files"),
     "verify": ("scanner.commands.verify", "check every results file (torn, mis-shaped, uncommitted) before querying"),
     "report": ("scanner.commands.report", "write an HTML report with plots for a scan"),
     "reproduce": ("scanner.commands.reproduce", "reproduce the paper's experiments (batch-size phases)"),
