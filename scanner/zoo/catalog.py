@@ -53,6 +53,7 @@ class ZooRow:
         licence, task, format: provenance and kind.
         metric, metric_value, higher_is_better, metric_source: the published figure (None/empty if none).
         default: part of the main job's default subset.
+        notes: the catalog's free text (``reexport of …`` marks another format of a network already listed).
     """
 
     model_id: str
@@ -73,6 +74,7 @@ class ZooRow:
     higher_is_better: bool | None = None
     metric_source: str = ""
     default: bool = False
+    notes: str = ""
 
     @property
     def package(self) -> str:
@@ -126,7 +128,7 @@ def _row(raw: dict[str, str], where: str) -> ZooRow:
         packages=packages, version=cell("version"), members=members, extractor=cell("extractor") or "copy",
         files=files, sha256=digests, licence=cell("licence"), task=cell("task"), format=cell("format"),
         metric=cell("metric"), metric_value=value, higher_is_better=None if hib == "" else hib == "1",
-        metric_source=cell("metric_source"), default=cell("default") == "1",
+        metric_source=cell("metric_source"), default=cell("default") == "1", notes=cell("notes"),
     )
 
 
