@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from scanner.config import ScanConfig
 from scanner.errors import ConfigError, SourceError
 from scanner.sources import hub
 from scanner.sources.hub import HubRequest, HubRetry
@@ -247,6 +248,24 @@ def configure(settings: CacheSettings) -> WeightCache:
         if _CURRENT is None or _CURRENT.settings != settings:
             _CURRENT = WeightCache(settings)
         return _CURRENT
+
+
+def settings_of(config: ScanConfig) -> CacheSettings:
+    """The weight cache settings a ``ScanConfig`` carries (``cache_dir``, ``cache_max_gb``, ``keep_weights``,
+    ``prefetch``; not hashed)."""
+    return CacheSettings(cache_dir=config.cache_dir, max_gb=config.cache_max_gb, keep_weights=config.keep_weights,
+                         prefetch=config.prefetch)
+
+
+def use(config: ScanConfig) -> WeightCache:
+    """Configure this process's weight cache from a scan's config (every process that reads weights calls it;
+    the retry settings of an already configured cache are kept)."""
+    settings = settings_of(config)
+    with _CURRENT_LOCK:
+        active = _CURRENT
+    if active is not None:
+        settings = replace(settings, retry=active.settings.retry)
+    return configure(settings)
 
 
 def current(cache_dir: str | None = None) -> WeightCache:

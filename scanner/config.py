@@ -16,6 +16,8 @@ from scanner.errors import ConfigError
 FIT_MODES = ("robust", "reference")
 CONV_MODES = ("pooled", "per_position")
 DEVICES = ("auto", "cpu", "cuda")
+# Options that change where or how fast a scan runs, never its results: left out of ``config_hash``.
+NOT_HASHED = ("device", "save_spectra", "threads", "cache_dir", "cache_max_gb", "keep_weights", "prefetch")
 
 
 def _require(ok: bool, name: str, allowed: str, value: object) -> None:
@@ -42,6 +44,9 @@ class ScanConfig:
         threads: CPU layers whose eigenvalues are computed at once, each with a one-thread BLAS; 0 (default)
             means ``OMP_NUM_THREADS`` when set (Ray sets it to a task's CPUs), else every CPU this process may
             use. Results do not depend on it (each layer's shuffle has its own seeded generator).
+        cache_dir, cache_max_gb, keep_weights, prefetch: the per-node hub weight cache (``scanner.cache``):
+            folder (None: the hub's default), budget in GB (None: unlimited), keep weights after their model
+            is committed, models downloaded ahead. Not hashed: they change where weights live, not results.
     """
 
     fit: str = "robust"
@@ -54,6 +59,10 @@ class ScanConfig:
     device: str = "auto"
     save_spectra: bool = True
     threads: int = 0
+    cache_dir: str | None = None
+    cache_max_gb: float | None = None
+    keep_weights: bool = False
+    prefetch: int = 2
 
     def __post_init__(self) -> None:
         _require(self.fit in FIT_MODES, "fit", f"one of {FIT_MODES}", self.fit)
@@ -68,6 +77,9 @@ class ScanConfig:
         )
         _require(isinstance(self.min_tail, int) and self.min_tail >= 2, "min_tail", "an int >= 2", self.min_tail)
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", "an int >= 0", self.seed)
+        _require(self.cache_max_gb is None or self.cache_max_gb > 0, "cache_max_gb", "None or a number > 0",
+                 self.cache_max_gb)
+        _require(isinstance(self.prefetch, int) and self.prefetch >= 0, "prefetch", "an int >= 0", self.prefetch)
         _require(isinstance(self.threads, int) and self.threads >= 0, "threads", "an int >= 0 (0: auto)",
                  self.threads)
 
@@ -92,6 +104,6 @@ class ScanConfig:
         return cls(**values)  # type: ignore[arg-type]
 
     def config_hash(self) -> str:
-        """A short, stable digest of the options that change results (``device``, ``threads`` excluded)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("device", "save_spectra", "threads")}
+        """A short, stable digest of the options that change results (those in ``NOT_HASHED`` left out)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from scanner.cache import use as use_weight_cache
 from scanner.config import ScanConfig
 from scanner.errors import FitError, ScannerError, SourceError, SpectrumError
 from scanner.layers import LayerMatrix, SkippedTensor, iter_layers
@@ -226,6 +227,7 @@ def compute_spectra(model: Any, config: ScanConfig | None = None) -> ModelSpectr
     started = time.perf_counter()
     load_seconds = 0.0
     try:
+        use_weight_cache(config)  # hub weights: --cache-dir, --cache-max-gb (scanner.cache)
         source = open_source(model)
         load_seconds = time.perf_counter() - started
         with source:

@@ -61,8 +61,10 @@ def small_repo(tmp_path: Path, repo_id: str, rows: int = 700, seed: int = 0) -> 
     return HubRepo(repo_id, {"model.safetensors": path, "config.json": b'{"model_type": "mlp"}'})
 
 
-def eigenvalues(model_id: str) -> dict[str, np.ndarray]:
-    config = ScanConfig(randomize=False, threads=1)
+def eigenvalues(model_id: str, cache: WeightCache | None = None) -> dict[str, np.ndarray]:
+    settings = cache.settings if cache is not None else CacheSettings()
+    config = ScanConfig(randomize=False, threads=1, cache_dir=settings.cache_dir, cache_max_gb=settings.max_gb,
+                        keep_weights=settings.keep_weights)
     spectra = compute_spectra(model_id, config)
     assert spectra.status.value == "ok", spectra.reason
     return {item.layer_name: item.evals for item in finish_scan(spectra, config).spectra}
@@ -70,11 +72,11 @@ def eigenvalues(model_id: str) -> dict[str, np.ndarray]:
 
 def test_minilm_through_429_500_and_a_dropped_connection_equals_the_local_files(online, tmp_path: Path) -> None:
     with FakeHub([minilm_repo()]) as server:
-        online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=HubRetry(tries=4, backoff_s=0.2)))
+        cache = online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=HubRetry(tries=4, backoff_s=0.2)))
         server.add_fault(Fault("GET", r"^/api/models/", status=429, headers={"Retry-After": "1"}))
         server.add_fault(Fault("GET", r"/resolve/.*/config\.json$", status=500, times=2))
         server.add_fault(Fault("GET", r"/resolve/.*/model\.safetensors$", drop_after=30_000_000))
-        through_hub = eigenvalues(f"hf:{MINILM}")
+        through_hub = eigenvalues(f"hf:{MINILM}", cache)
         info = server.hits("GET", r"^/api/models/")
         assert [r[2] for r in info] == [429, 200]
         assert info[1][3] - info[0][3] >= 1.0  # the retry waited for Retry-After
@@ -91,8 +93,8 @@ def test_minilm_through_429_500_and_a_dropped_connection_equals_the_local_files(
 def test_a_cached_model_needs_no_hub(online, tmp_path: Path) -> None:
     repo = small_repo(tmp_path, "org/cached")
     make_hub_cache(tmp_path / "cache", "org/cached", {n: f.data for n, f in repo.files.items()})
-    online("http://127.0.0.1:9", CacheSettings(cache_dir=str(tmp_path / "cache")))  # nothing listens there
-    assert set(eigenvalues("hf:org/cached")) == {"fc1", "fc2"}
+    cache = online("http://127.0.0.1:9", CacheSettings(cache_dir=str(tmp_path / "cache")))  # nothing listens there
+    assert set(eigenvalues("hf:org/cached", cache)) == {"fc1", "fc2"}
 
 
 def test_a_hub_that_keeps_failing_ends_in_one_clear_line(online, tmp_path: Path) -> None:
@@ -169,9 +171,9 @@ def test_timm_pretrained_weights_through_the_hub(online, tmp_path: Path) -> None
     weights = tmp_path / "model.safetensors"
     save_file(state, str(weights))
     with FakeHub([HubRepo("timm/test_vit.r160_in1k", {"model.safetensors": weights})]) as server:
-        online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=FAST))
+        cache = online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=FAST))
         server.add_fault(Fault("HEAD", r"model\.safetensors$", status=502))
-        through_hub = eigenvalues("timm:test_vit.r160_in1k")
+        through_hub = eigenvalues("timm:test_vit.r160_in1k", cache)
     local = eigenvalues(f"timm:test_vit.r160_in1k?file={weights}")
     assert sorted(through_hub) == sorted(local)
     for name, evals in local.items():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.cache import CacheSettings, repo_folder
+from scanner.cache import CacheSettings, WeightCache, repo_folder
 from scanner.config import ScanConfig
 from scanner.prefetch import Prefetcher, hub_request
 from scanner.scan import compute_spectra
@@ -18,6 +18,11 @@ from tests._hub_server import FakeHub
 from tests.test_hub import online, small_repo  # noqa: F401 (fixture)
 
 FAST = HubRetry(tries=3, backoff_s=0.05, max_backoff_s=0.2, probe_timeout_s=2.0)
+
+
+def config_of(cache: WeightCache) -> ScanConfig:
+    settings = cache.settings
+    return ScanConfig(randomize=False, threads=1, cache_dir=settings.cache_dir, cache_max_gb=settings.max_gb)
 
 
 def eventually(condition: Callable[[], bool], within: float = 60.0) -> bool:
@@ -47,7 +52,7 @@ def test_prefetched_models_are_scanned_without_another_download(online, tmp_path
         with Prefetcher(cache, depth=2) as prefetch:
             prefetch.ahead(ids[1:])  # the random: id takes a slot but downloads nothing
             prefetch.claim(ids[0])
-            assert compute_spectra(ids[0], ScanConfig(randomize=False, threads=1)).status.value == "ok"
+            assert compute_spectra(ids[0], config_of(cache)).status.value == "ok"
             assert eventually(lambda: downloads(server, "org/p1") == 1)
             assert downloads(server, "org/p2") == 0  # beyond the depth
             prefetch.done(ids[0])
@@ -57,7 +62,7 @@ def test_prefetched_models_are_scanned_without_another_download(online, tmp_path
             assert eventually(lambda: downloads(server, "org/p2") == 1)
             for model_id in ids[2:]:
                 prefetch.claim(model_id)
-                assert compute_spectra(model_id, ScanConfig(randomize=False, threads=1)).status.value == "ok"
+                assert compute_spectra(model_id, config_of(cache)).status.value == "ok"
                 prefetch.done(model_id)
             assert prefetch.stats.fetched == 2 and prefetch.stats.failed == 0
         assert [downloads(server, f"org/p{i}") for i in range(3)] == [1, 1, 1]
@@ -70,7 +75,7 @@ def test_prefetch_waits_for_the_budget(online, tmp_path: Path) -> None:  # noqa:
         cache = online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), max_gb=0.0016, retry=FAST))
         with Prefetcher(cache, depth=2) as prefetch:
             prefetch.claim("hf:org/b0")
-            assert compute_spectra("hf:org/b0", ScanConfig(randomize=False, threads=1)).status.value == "ok"
+            assert compute_spectra("hf:org/b0", config_of(cache)).status.value == "ok"
             prefetch.ahead(["hf:org/b1", "hf:org/b2"])
             assert eventually(lambda: downloads(server, "org/b1") == 1)
             time.sleep(0.5)  # give a wrong implementation the chance to go over the budget
@@ -89,6 +94,6 @@ def test_a_failed_prefetch_is_left_to_the_scan(online, tmp_path: Path, bad: str)
             prefetch.ahead([bad])
             assert eventually(lambda: prefetch.stats.failed == 1)
             prefetch.claim(bad)  # does not wait for anything
-        spectra = compute_spectra(bad, ScanConfig(randomize=False, threads=1))
+        spectra = compute_spectra(bad, config_of(cache))
         assert spectra.status.value == "failed" and ("no such repo" in spectra.reason or "no pretrained" in
                                                      spectra.reason)
