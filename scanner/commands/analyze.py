@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from scanner.commands.scan import add_config_arguments, config_from_args
+from scanner.commands.scan import add_cache_arguments, add_config_arguments, config_from_args
 
 EPILOG = """examples:
   zooscan analyze file:../shared/zoo/akamaster_resnet_cifar10/resnet20-12fca82f.th
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_id", metavar="MODEL_ID", help="timm:…, hf:org/name@rev, file:path, random:timm/arch")
     parser.add_argument("--csv", metavar="FILE", help="also write every layer column (the layers schema) to FILE")
     add_config_arguments(parser)
+    add_cache_arguments(parser, scan=False)
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

@@ -21,6 +21,13 @@ The exit status is 0 when the scan finished, 1 on a usage or setup error.
 """
 
 
+def add_cache_arguments(parser: argparse.ArgumentParser, *, scan: bool = True) -> None:
+    """--cache-dir (and, for scan, --cache-max-gb, --keep-weights, --prefetch): ``scanner.cache_cli``."""
+    from scanner.cache_cli import add_cache_arguments as add
+
+    add(parser, scan=scan)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``ScanConfig`` options (all but --device and --threads change results); shared with ``zooscan analyze``."""
     from scanner.config import CONV_MODES, DEVICES, FIT_MODES
@@ -40,10 +47,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
+    from scanner.cache_cli import cache_options
     from scanner.config import ScanConfig
 
     return ScanConfig(fit=args.fit, conv=args.conv, randomize=args.randomize, seed=args.seed, device=args.device,
-                      threads=args.threads)
+                      threads=args.threads, **cache_options(args))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ray_group.add_argument("--serial", action="store_true", help="no Ray: one model after another in this process")
     ray_group.add_argument("--retry-failed", action="store_true", help="also redo models an earlier run recorded as failed")
     add_config_arguments(parser)
+    add_cache_arguments(parser)
 
 
 def default_scan_id(config_hash: str, model_ids: list[str]) -> str:
