@@ -49,7 +49,7 @@ from scanner.store import ResultStore, parquet_options
 
 logger = logging.getLogger(__name__)
 
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 16_384  # several row groups per file let DuckDB scan with all its threads
 FILE_BYTES = 512 << 20  # input bytes per output file (spectra of large models can be GBs in all)
 
 

@@ -95,6 +95,7 @@ def connect(
     if scan_id is not None and scan_id not in scans:
         raise StoreError(f"no scan {scan_id!r} under {storage}; scans there: {scans or 'none'}")
     con = duckdb.connect(":memory:")
+    con.execute("SET parquet_metadata_cache = true")  # footers read once per connection, not once per query
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     selects = scan_views.register_scans(con, storage, [scan_id] if scan_id else scans)

@@ -1,7 +1,8 @@
-"""The rows of each scan as DuckDB relations over Arrow datasets (no DuckDB extension, any ``pyarrow.fs``).
+"""The rows of each scan as DuckDB SELECTs: local files through DuckDB's Parquet reader over explicit file
+lists (no globs, so paths may hold ``*?[``), object stores through registered ``pyarrow.dataset`` objects (no
+DuckDB extension download; any ``pyarrow.fs`` store).
 
-For every scan folder and table, ``register_scans`` registers up to two ``pyarrow.dataset`` objects in a
-DuckDB connection and returns the SELECTs a view unions:
+For every scan folder and table, ``register_scans`` returns the SELECTs a view unions:
 
 - the per-model files of committed models (``scanner.storage_layout``: keys with a ``models/`` marker;
   scans without ``scan.json``, written by older tools, contribute every file);
@@ -54,9 +55,17 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _dataset(storage: Storage, paths: Sequence[PurePath], table: str) -> ds.Dataset:
-    return ds.dataset([storage.arrow_path(p) for p in paths], schema=schema.SCHEMAS[table], format="parquet",
-                      filesystem=storage.arrow_fs)
+def _source(con: duckdb.DuckDBPyConnection, storage: Storage, paths: Sequence[PurePath], table: str, name: str,
+            homogeneous: bool) -> str:
+    """A FROM item over ``paths``: DuckDB's reader over the explicit file list locally (one schema per scan
+    of this version, ``union_by_name`` otherwise), or a registered Arrow dataset with the current schema on
+    an object store (older files get NULLs for new columns)."""
+    if storage.is_local:
+        files = ", ".join(_sql_string(storage.arrow_path(p)) for p in paths)
+        return f"read_parquet([{files}]{'' if homogeneous else ', union_by_name = true'})"
+    con.register(name, ds.dataset([storage.arrow_path(p) for p in paths], schema=schema.SCHEMAS[table],
+                                  format="parquet", filesystem=storage.arrow_fs))
+    return name
 
 
 def _readable(storage: Storage, entries: Sequence[Entry], skipped: list[str]) -> list[Entry]:
@@ -67,8 +76,8 @@ def _readable(storage: Storage, entries: Sequence[Entry], skipped: list[str]) ->
     return good
 
 
-def _scan_selects(con: duckdb.DuckDBPyConnection, storage: Storage, number: int, name: str,
-                  legacy: bool, skipped: list[str]) -> dict[str, list[str]]:
+def _scan_selects(con: duckdb.DuckDBPyConnection, storage: Storage, number: int, name: str,  # noqa: PLR0913
+                  legacy: bool, homogeneous: bool, skipped: list[str]) -> dict[str, list[str]]:
     """Register one scan's datasets as ``_s<number>_…``; per table, its SELECTs."""
     files = scan_files(storage, storage.root / name)
     markers = _readable(storage, files.live["models"], skipped)
@@ -87,12 +96,12 @@ def _scan_selects(con: duckdb.DuckDBPyConnection, storage: Storage, number: int,
             found = [e for e in files.live[table] if e.path.stem in live_keys]
             paths = [e.path for e in _readable(storage, found, skipped)]
         if paths:
-            con.register(f"_s{number}_{table}", _dataset(storage, paths, table))
-            selects[table].append(f"SELECT * REPLACE ({label} AS scan_id) FROM _s{number}_{table}")
+            source = _source(con, storage, paths, table, f"_s{number}_{table}", homogeneous)
+            selects[table].append(f"SELECT * REPLACE ({label} AS scan_id) FROM {source}")
         if files.compacted[table]:
-            con.register(f"_s{number}_{table}_c", _dataset(storage, files.compacted[table], table))
+            source = _source(con, storage, files.compacted[table], table, f"_s{number}_{table}_c", True)
             where = f" WHERE model_key NOT IN (SELECT model_key FROM _s{number}_live)" if live_keys else ""
-            selects[table].append(f"SELECT * REPLACE ({label} AS scan_id) FROM _s{number}_{table}_c{where}")
+            selects[table].append(f"SELECT * REPLACE ({label} AS scan_id) FROM {source}{where}")
     return selects
 
 
@@ -105,7 +114,9 @@ def register_scans(con: duckdb.DuckDBPyConnection, storage: Storage, scans: Sequ
         manifest = manifest_of(storage, storage.root / name)
         if manifest is not None:
             owners.setdefault(str(manifest.get("scan_id", name)), []).append(name)
-        for table, parts in _scan_selects(con, storage, number, name, manifest is None, skipped).items():
+        homogeneous = manifest is not None and manifest.get("schema_version") == schema.SCHEMA_VERSION
+        for table, parts in _scan_selects(con, storage, number, name, manifest is None, homogeneous,
+                                          skipped).items():
             selects[table] += parts
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")

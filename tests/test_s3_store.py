@@ -1,0 +1,149 @@
+"""The results store on an object store (issue 11 item 1): a local S3 server (moto's, started as its own
+process by these tests) behind ``s3://`` URIs: commit, resume, verify, queries without a DuckDB extension,
+compaction, and the scan lock (a second writer refused, a dead writer's lock taken over)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("moto.server", reason="needs the test extra (moto[server])")
+
+import pyarrow.fs as pafs  # noqa: E402
+
+from scanner import compact, query, storage_lock  # noqa: E402
+from scanner.config import ScanConfig  # noqa: E402
+from scanner.errors import StoreError  # noqa: E402
+from scanner.storage import ObjectStorage, open_storage  # noqa: E402
+from scanner.store import ResultStore, verify  # noqa: E402
+from tests._factories import failed_model, make_model  # noqa: E402
+
+IDS = ["timm:a", "timm:b", "file:/zoo/broken.pt"]
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
+                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("the moto S3 server did not start")
+            time.sleep(0.2)
+    old = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    arrow_fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                                 allow_bucket_creation=True)
+    arrow_fs.create_dir("zoo")
+    yield port
+    proc.kill()
+    proc.wait()
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _uri(port: int, prefix: str) -> str:
+    return f"s3://zoo/{prefix}?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+
+
+def _scan(uri: str) -> ResultStore:
+    results = ResultStore(uri, "s1")
+    results.open_scan(ScanConfig(), {}, {})
+    for seed, model_id in enumerate(IDS):
+        if model_id.startswith("file:"):
+            results.write_model(failed_model(model_id), [], [], host="h", device="cpu")
+        else:
+            model, layers, spectra = make_model(model_id, n_layers=3, seed=seed)
+            results.write_model(model, layers, spectra, host="h", device="cpu")
+    return results
+
+
+def _counts(uri: str) -> tuple[int, int, int]:
+    con = query.connect(uri, threads=1, catalogs_dir="/nonexistent-catalogs")
+    loaded = con.execute("SELECT count(*) FROM duckdb_extensions() WHERE loaded AND extension_name IN "
+                         "('httpfs', 'aws')").fetchall()[0][0]
+    assert loaded == 0  # read through pyarrow.fs, no DuckDB extension
+    return tuple(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("models", "layers", "spectra"))
+
+
+def test_s3_uri_is_an_object_store_not_a_local_folder(s3_server, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(open_storage(_uri(s3_server, "x")), ObjectStorage)
+    assert not list(tmp_path.iterdir())  # before: a local folder ./s3:/zoo/x
+
+
+def test_commit_resume_verify_and_query_on_s3(s3_server) -> None:
+    uri = _uri(s3_server, "round")
+    results = _scan(uri)
+    assert not [e for t in ("models", "layers") for e in results.storage.list(results.scan_dir / t) if ".tmp-" in e.name]
+    results.finish_scan({})
+    assert _counts(uri) == (3, 6, 6)
+    again = ResultStore(uri, "s1")
+    again.open_scan(ScanConfig(), {}, {})
+    plan = again.resume_plan([*IDS, "timm:new"], retry_failed=True)
+    assert plan.todo == ("file:/zoo/broken.pt", "timm:new") and plan.done == ("timm:a", "timm:b")
+    again.close()
+    report = verify(uri)
+    assert report.ok and report.checked == 8  # 3 markers, 3 layers files (one empty), 2 spectra
+    with pytest.raises(StoreError, match="config_hash"):
+        ResultStore(uri, "s1").open_scan(ScanConfig(fit="reference"), {}, {})
+
+
+def test_compaction_on_s3(s3_server) -> None:
+    uri = _uri(s3_server, "compact")
+    _scan(uri).finish_scan({})
+    before = _counts(uri)
+    report = compact.compact_scan(uri, "s1")
+    assert report.models_merged == 3 and report.files_after == 3
+    assert _counts(uri) == before
+    assert verify(uri).ok
+
+
+_HOLDER = """
+import sys, time
+from scanner.config import ScanConfig
+from scanner.store import ResultStore
+store = ResultStore(sys.argv[1], "s1")
+store.open_scan(ScanConfig(), {}, {})
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_s3_lock_refuses_a_second_writer_and_takes_over_a_dead_ones(s3_server) -> None:
+    uri = _uri(s3_server, "lock")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, uri], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(StoreError, match=f"pid {holder.pid} .* last heartbeat"):
+            ResultStore(uri, "s1").open_scan(ScanConfig(), {}, {})
+    finally:
+        holder.kill()
+        holder.wait()
+    storage = open_storage(uri)
+    scan_dir = storage.root / "s1"
+    with pytest.raises(StoreError, match="being written"):  # killed: its candidate stays until it goes stale
+        storage_lock.acquire(storage, scan_dir, stale_s=60)
+    time.sleep(2.5)  # S3 times have one-second resolution
+    lock = storage_lock.acquire(storage, scan_dir, stale_s=1.5)  # the dead holder's lock is taken over
+    assert [e.name for e in storage.list(scan_dir / ".lock")] == [lock._candidate.name]
+    lock.release()
+    assert storage.list(scan_dir / ".lock") == []
