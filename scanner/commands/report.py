@@ -1,36 +1,52 @@
-"""``zooscan report <results>/<scan_id>``: a self-contained HTML page with plots and tables for one scan."""
+"""``zooscan report``: write the zoo report (a folder: index.html, one page per model, ESD plots) for scans."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 EPILOG = """examples:
-  zooscan report results/cifar10_resnet                       # writes results/cifar10_resnet/report.html
-  zooscan report results/batch_size_minialexnet --runs experiments/batch_size/runs.csv \\
-      --catalog experiments/batch_size/catalog.csv --output experiments/batch_size/report.html
+  zooscan report results/cifar10_resnet                     # writes results/cifar10_resnet/report/index.html
+  zooscan report results/zoo_a results/zoo_b -o zoo_report  # several scans in one report
+  zooscan report results/cifar10_resnet --show-skipped --model file:zoo/akamaster_resnet_cifar10/resnet20-12fca82f.th
 
-Accuracies for the alpha-vs-accuracy plot come from the catalogs (default: every catalogs/*.csv of the
-repository); --runs adds experiment rows (batch_size, seed, accuracies) for the phase-versus-batch-size section."""
+Published metrics come from the catalogs (default: every catalogs/*.csv of the repository): the columns
+metric/metric_value/higher_is_better when a catalog has them, else top1. Models are compared within a group:
+one family, one dataset, one published metric. ESD plots are drawn for whole models until --esd-budget plots
+are drawn, plus every listed layer worth a look; --model draws all of one model's layers.
+Exit status 1 when a scan folder holds no results."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scan_dir", type=Path, help="a scan folder <results>/<scan_id>")
-    parser.add_argument("--output", "-o", type=Path, default=None, help="HTML file (default <scan_dir>/report.html)")
+    parser.add_argument("scan_dirs", type=Path, nargs="+", metavar="SCAN_DIR",
+                        help="scan folder(s) <results>/<scan_id>")
+    parser.add_argument("--output", "-o", type=Path, default=None,
+                        help="report folder (default <first SCAN_DIR>/report); open its index.html")
     parser.add_argument("--catalog", type=Path, nargs="*", default=None,
-                        help="catalog CSVs with top1 (default: the repository's catalogs/*.csv)")
-    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="experiment runs.csv files")
-    parser.add_argument("--max-esd-models", type=int, default=12, help="draw layer ESDs for this many models")
+                        help="catalog CSVs with published metrics (default: the repository's catalogs/*.csv)")
+    parser.add_argument("--esd-budget", type=int, default=100, metavar="N",
+                        help="ESD plots of whole models drawn at most (default 100; each ~8 kB, ~0.25 s)")
+    parser.add_argument("--model", action="append", default=[], metavar="ID",
+                        help="draw every layer's ESD of this model id (repeatable)")
+    parser.add_argument("--show-skipped", action="store_true",
+                        help="list skipped tensors (biases, norms, buffers) in the model tables too")
+    parser.add_argument("--jobs", type=int, default=0, metavar="N", help="processes drawing plots (0: min(2, CPUs))")
     parser.add_argument("--title", default="", help="page title")
 
 
 def run(args: argparse.Namespace) -> int:
     from scanner.catalog import CATALOGS_DIR
-    from scanner.report.html import write_report
-    from scanner.report.tables import load_scan
+    from scanner.report.site import Progress, ReportOptions, folder_size, write_site
+    from scanner.report.zoo import load_zoo
 
     catalogs = args.catalog if args.catalog is not None else sorted(CATALOGS_DIR.glob("*.csv"))
-    tables = load_scan(args.scan_dir, catalogs=catalogs, runs=args.runs)
-    output = write_report(tables, args.output or args.scan_dir / "report.html", args.title, args.max_esd_models)
-    print(output)
+    progress = Progress(sys.stderr)
+    zoo = load_zoo(args.scan_dirs, catalogs=catalogs)
+    progress("read", len(zoo.models), len(zoo.models))
+    out = args.output or args.scan_dirs[0] / "report"
+    options = ReportOptions(title=args.title, esd_budget=args.esd_budget, show_skipped=args.show_skipped,
+                            jobs=args.jobs, models=tuple(args.model))
+    index = write_site(zoo, out, options, progress)
+    print(f"{index} ({folder_size(out) / 1e6:.1f} MB, {len(zoo.models)} models)")
     return 0

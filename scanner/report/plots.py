@@ -45,12 +45,45 @@ PHASE_LABELS: dict[str, str] = {
     "rank_collapse": "Rank-collapse",
 }
 NO_PHASE_COLOR = "#bbbbbb"
+EVAL_LABEL = "eigenvalue λ = σ² of W (weight units²)"
+DENSITY_LABEL = "density (1/λ)"
 
 
-def to_png(fig: Figure, dpi: int = 90) -> bytes:
-    """Render ``fig`` to PNG bytes and close it."""
+def readable_log_ticks(axis: matplotlib.axis.Axis, lo: float, hi: float, max_labels: int = 6) -> None:
+    """Major ticks on a log axis spanning [lo, hi] that never overlap: at most ``max_labels`` labels.
+
+    Up to one decade the ticks are 1, 2, 5 × 10^k (labels "%g"); wider spans label every decade, or every
+    n-th decade, in 10^k notation, with unlabelled minor ticks.
+    """
+    decades = np.log10(hi / lo) if hi > lo > 0 else 1.0
+    if decades <= 1.2:
+        axis.set_major_locator(matplotlib.ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    else:
+        axis.set_major_locator(matplotlib.ticker.LogLocator(base=10.0, numticks=max_labels))
+        axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(base=10.0))
+    axis.set_minor_locator(matplotlib.ticker.LogLocator(base=10.0, subs=(2.0, 5.0), numticks=12)
+                           if decades <= 6 else matplotlib.ticker.NullLocator())
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def to_png(fig: Figure, dpi: int = 90, tight: bool = True, colors: int = 0) -> bytes:
+    """Render ``fig`` to PNG bytes and close it.
+
+    ``tight`` crops to the drawn area (a second layout pass); ``colors`` > 0 writes a palette PNG of that
+    many colours (an ESD pair: ~8 kB instead of ~28 kB, indistinguishable at that size).
+    """
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    if colors:
+        from PIL import Image
+
+        fig.set_dpi(dpi)
+        fig.canvas.draw()
+        image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
+        image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG")
+        plt.close(fig)
+        return buffer.getvalue()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -113,11 +146,11 @@ def plot_esd_loglog(ax: plt.Axes, evals: NDArray[np.floating], fit: PowerLawFit 
         ax.loglog(grid, mp_bulk_density(grid, mp), "-", color="#4c72b0", lw=1.5, label=f"MP Q={mp.q:.2f}")
     if density.size:  # keep the axis on the data: the MP density falls to 0 at its edges
         ax.set_ylim(density.min() / 5.0, density.max() * 3.0)
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("eigenvalue λ of WᵀW")
-    ax.set_ylabel("density")
+        readable_log_ticks(ax.yaxis, density.min() / 5.0, density.max() * 3.0)
+    if x.size and x.max() > 0:
+        readable_log_ticks(ax.xaxis, float(x[x > 0].min()), float(x.max()))
+    ax.set_xlabel(EVAL_LABEL)
+    ax.set_ylabel(DENSITY_LABEL)
     ax.legend(fontsize=7, loc="lower left")
     _title(ax, title, phase)
 
@@ -126,13 +159,15 @@ def plot_esd_linear(ax: plt.Axes, evals: NDArray[np.floating], mp: MPFit | None,
                     phase: str | None = None, bins: int = 80) -> None:
     """ESD on linear axes (histogram density) with the MP density and the TW-corrected edge λ⁺_TW."""
     x = np.asarray(evals, dtype=np.float64)
-    ax.hist(x, bins=bins, density=True, color="#999999", alpha=0.8, label="ESD")
+    counts, edges = np.histogram(x, bins=bins, density=True)
+    ax.stairs(counts, edges, fill=True, color="#999999", alpha=0.8, label="ESD")  # one artist, not 80 bars
     if mp is not None:
         grid = np.linspace(mp.lambda_minus, mp.lambda_plus, 300)[1:-1]
         ax.plot(grid, mp_bulk_density(grid, mp), color="#4c72b0", lw=1.5, label="MP fit")
         ax.axvline(mp.lambda_plus_tw, color="#4c72b0", ls="--", lw=1, label=f"λ⁺_TW ({mp.n_spikes} spikes)")
-    ax.set_xlabel("eigenvalue λ of WᵀW")
-    ax.set_ylabel("density")
+    ax.set_xlabel(EVAL_LABEL)
+    ax.set_ylabel(DENSITY_LABEL)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
     ax.legend(fontsize=7)
     _title(ax, title, phase)
 
@@ -143,7 +178,7 @@ def esd_figure(evals: NDArray[np.floating], fit: PowerLawFit | None, mp: MPFit |
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     plot_esd_loglog(left, evals, fit, mp, title, phase)
     plot_esd_linear(right, evals, mp, title, phase)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.84, wspace=0.22)  # fixed: no layout pass
     return fig
 
 
@@ -242,4 +277,95 @@ def metric_vs_batch_size_figure(batch_sizes: Sequence[int], series: Mapping[str,
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def _label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str],
+                  max_labels: int) -> None:
+    """Label every point when there are at most ``max_labels``, else only the best and worst few by y."""
+    order = np.argsort(ys)
+    chosen = range(len(xs)) if len(xs) <= max_labels else [*order[: max_labels // 2], *order[-(max_labels // 2):]]
+    for i in chosen:
+        ax.annotate(labels[i], (xs[i], ys[i]), xytext=(3, 3), textcoords="offset points", fontsize=6.5,
+                    color="#333333")
+
+
+def metric_vs_published_figure(panels: Sequence[tuple[str, Sequence[float | None], Any]], ys: Sequence[float],
+                               labels: Sequence[str], ylabel: str, title: str = "", max_labels: int = 12) -> Figure:
+    """One panel per model-level metric: published value (y) against the metric (x) for one group of models,
+    with the least-squares line and Kendall τ / Spearman ρ / R² in the panel (``panels``: (x label, x values,
+    ``scanner.report.stats.Association``)); points labelled with the model names."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0), squeeze=False)
+    for ax, (xlabel, xs, assoc) in zip(axes[0], panels, strict=True):
+        pts = [(x, y, lab) for x, y, lab in zip(xs, ys, labels, strict=True) if x is not None and y is not None]
+        if pts:
+            px, py, pl = zip(*pts, strict=True)
+            ax.scatter(px, py, s=20, color="#4c72b0", edgecolor="k", lw=0.3, zorder=3)
+            _label_points(ax, px, py, pl, max_labels)
+            if assoc.slope is not None:
+                grid = np.linspace(min(px), max(px), 20)
+                ax.plot(grid, assoc.slope * grid + assoc.intercept, "-", color="#c44e52", lw=1.2, zorder=2)
+        if assoc.kendall_tau is not None:
+            text = f"τ = {assoc.kendall_tau:+.2f}   ρ = {assoc.spearman_rho:+.2f}\nR² = {assoc.r2:.2f}   n = {assoc.n}"
+        else:
+            text = f"n = {assoc.n}: too few models\nfor a correlation"
+        ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7,
+                bbox={"boxstyle": "round", "fc": "white", "ec": "#cccccc", "alpha": 0.85})
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel(ylabel, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.17, top=0.88, wspace=0.28)  # fixed: no layout pass
+    return fig
+
+
+def phase_mix_figure(rows: dict[str, dict[str, int]]) -> Figure:
+    """Horizontal 100 % bars: the share of analysed layers in each phase, one bar per row label (the whole
+    zoo, then each layer kind), with the number of layers at the right."""
+    labels = list(rows)
+    fig, ax = plt.subplots(figsize=(8.5, max(1.6, 0.7 + 0.32 * len(labels))))
+    left = np.zeros(len(labels))
+    totals = np.array([max(sum(rows[k].values()), 1) for k in labels], dtype=float)
+    for phase in PHASE_ORDER:
+        share = np.array([rows[k].get(phase.value, 0) for k in labels], dtype=float) / totals
+        if share.any():
+            ax.barh(range(len(labels)), share * 100, left=left * 100, color=PHASE_COLORS[phase.value],
+                    label=PHASE_LABELS[phase.value], height=0.75)
+            left += share
+    for i, k in enumerate(labels):
+        ax.text(101, i, f"{sum(rows[k].values()):,}", va="center", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_xlim(0, 112)
+    ax.set_xticks([0, 25, 50, 75, 100])
+    ax.set_xlabel("share of analysed layers (%); right: number of layers")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.subplots_adjust(left=0.2, right=0.78, bottom=max(0.12, 0.5 / (0.6 + 0.32 * len(labels))), top=0.97)
+    return fig
+
+
+def alpha_distribution_figure(layer_alphas: dict[str, NDArray[np.floating]],
+                              model_values: dict[str, NDArray[np.floating]], max_alpha: float = 10.0) -> Figure:
+    """Left: histogram of layer α per layer kind (α above ``max_alpha`` in the last bin), with the 2 and 6
+    guides; right: histogram of each model-level metric in ``model_values`` (e.g. mean α, α̂)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.0))
+    bins = np.linspace(0, max_alpha, 41)
+    for kind, values in layer_alphas.items():
+        v = np.clip(np.asarray(values, dtype=float), 0, max_alpha - 1e-9)
+        left.hist(v, bins=bins, histtype="step", lw=1.4, label=f"{kind} ({v.size:,})")
+    for guide in (2.0, 6.0):
+        left.axvline(guide, color="#888888", ls=":", lw=1)
+    left.set_xlabel(f"layer power-law α (dimensionless; > {max_alpha:g} in the last bin)")
+    left.set_ylabel("layers")
+    left.legend(fontsize=7)
+    for name, values in model_values.items():
+        v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+        if v.size:
+            right.hist(v, bins=min(30, max(5, v.size // 3)), histtype="step", lw=1.4, label=f"{name} ({v.size:,})")
+    right.set_xlabel("model-level value")
+    right.set_ylabel("models")
+    right.legend(fontsize=7)
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.17, top=0.97, wspace=0.22)
     return fig
