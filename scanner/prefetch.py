@@ -93,10 +93,15 @@ class Prefetcher:
             self._thread.start()
 
     def ahead(self, model_ids: Sequence[str]) -> None:
-        """The models this worker scans next, in order; replaces the previous list."""
+        """The models this worker scans next, in order; replaces the previous list. Models fetched ahead that
+        are no longer wanted (the scheduler gave them to another worker) are released."""
         with self._cond:
             self._wanted = [m for m in model_ids if m not in self._claimed][: max(self.depth, 0)]
+            dropped = [m for m in self._ready if m not in self._wanted and m not in self._claimed]
+            self._ready.difference_update(dropped)
             self._cond.notify_all()
+        for model_id in dropped:
+            self.cache.release(model_id)
 
     def claim(self, model_id: str) -> None:
         """``model_id`` is about to be scanned: drop it from the queue, or wait until its download ends."""

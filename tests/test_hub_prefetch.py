@@ -97,3 +97,14 @@ def test_a_failed_prefetch_is_left_to_the_scan(online, tmp_path: Path, bad: str)
         spectra = compute_spectra(bad, config_of(cache))
         assert spectra.status.value == "failed" and ("no such repo" in spectra.reason or "no pretrained" in
                                                      spectra.reason)
+
+
+def test_a_prefetched_model_given_to_another_worker_is_released(online, tmp_path: Path) -> None:  # noqa: F811
+    with FakeHub([small_repo(tmp_path, "org/x")]) as server:
+        cache = online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=FAST))
+        with Prefetcher(cache, depth=1) as prefetch:
+            prefetch.ahead(["hf:org/x"])
+            assert eventually(lambda: prefetch.stats.fetched == 1)
+            assert (tmp_path / "cache" / repo_folder("org/x")).exists()
+            prefetch.ahead([])  # the scheduler gave hf:org/x to another worker
+            assert not (tmp_path / "cache" / repo_folder("org/x")).exists()
