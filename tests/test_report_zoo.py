@@ -1,0 +1,187 @@
+"""The zoo report: statistics with known answers, flagged layers, and a whole report of a synthetic zoo written
+through the store API (every link and image of it checked)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from bench.bench_report_scale import write_zoo
+from scanner.errors import StoreError
+from scanner.report import plots
+from scanner.report.site import ReportOptions, folder_size, write_site
+from scanner.report.stats import associate, ranks
+from scanner.report.zoo import flagged_layers, group_results, load_zoo, published_of
+
+
+def test_association_of_a_perfect_decreasing_relation():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]
+    y = [95.0, 93.0, 91.0, 89.0, 87.0]  # y = 97 - 2x
+    a = associate(x, y)
+    assert a.n == 5 and a.kendall_tau == pytest.approx(-1.0) and a.spearman_rho == pytest.approx(-1.0)
+    assert a.slope == pytest.approx(-2.0) and a.intercept == pytest.approx(97.0) and a.r2 == pytest.approx(1.0)
+    assert a.agreement == pytest.approx(1.0)  # lower metric, higher accuracy: the metric orders models right
+    assert associate(x, y, published_higher_is_better=False).agreement == pytest.approx(-1.0)  # an error rate
+
+
+def test_association_needs_three_models_and_variation():
+    assert associate([1.0, 2.0], [3.0, 4.0]).kendall_tau is None
+    assert associate([1.0, 1.0, 1.0], [3.0, 4.0, 5.0]).kendall_tau is None
+    assert associate([1.0, None, 3.0, 4.0], [1.0, 2.0, float("nan"), 4.0]).n == 2
+
+
+def test_kendall_tau_with_one_swap():
+    a = associate([1, 2, 3, 4], [1, 2, 4, 3], metric_lower_is_better=False)
+    assert a.kendall_tau == pytest.approx(4 / 6)  # 5 concordant, 1 discordant of 6 pairs
+    assert a.agreement == pytest.approx(4 / 6)
+
+
+def test_ranks_best_first_with_ties():
+    assert ranks([3.0, 1.0, None, 3.0], higher_is_better=True) == [1, 3, None, 1]
+    assert ranks([3.0, 1.0, 2.0], higher_is_better=False) == [3, 1, 2]
+
+
+def test_published_metric_is_generic():
+    zoo_row = {"metric": "perplexity", "metric_value": "20.5", "higher_is_better": "0", "top1": ""}
+    assert published_of(zoo_row).metric == "perplexity" and not published_of(zoo_row).higher_is_better
+    assert published_of({"top1": "76.1"}).value == 76.1 and published_of({"top1": "76.1"}).higher_is_better
+    assert published_of({"top1": ""}) is None
+
+
+def _layer(**values):
+    row = {"model_id": "m", "layer_index": 0, "layer_name": "l", "kind": "linear", "status": "ok", "alpha": 3.0,
+           "phase": "bulk_decay", "rand_num_traps": 0, "reason": "", "fit_reason": ""}
+    row.update(values)
+    return row
+
+
+def test_flagged_layers_name_each_reason_most_severe_first():
+    rows = [_layer(layer_index=0), _layer(layer_index=1, alpha=1.5), _layer(layer_index=2, rand_num_traps=3),
+            _layer(layer_index=3, status="failed", reason="LinAlgError", alpha=None, phase=None),
+            _layer(layer_index=4, phase="rank_collapse"), _layer(layer_index=5, alpha=None, fit_reason="short tail"),
+            _layer(layer_index=6, status="skipped", alpha=None, phase=None)]
+    flags = flagged_layers(pa.Table.from_pylist(rows))
+    assert [f.layer_index for f in flags] == [3, 4, 1, 2, 5]
+    assert "failed: LinAlgError" in flags[0].why and "3 correlation traps" in flags[3].why
+    assert "α = 1.50 < 2" in flags[2].why and "short tail" in flags[4].why
+
+
+def test_log_ticks_of_a_wide_esd_do_not_overlap():
+    evals = np.geomspace(2e-5, 2.0, 400)
+    fig = plots.esd_figure(evals, None, None, "wide")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text() and t.get_visible()
+             and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    assert 2 <= len(boxes) <= 7
+    boxes.sort(key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False)), "tick labels overlap"
+    assert "σ²" in ax.get_xlabel() and "1/λ" in ax.get_ylabel()
+    matplotlib.pyplot.close(fig)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    scan_dir, catalog = write_zoo(root, n_models=12, n_families=2, n_layers=12, n_evals=64)
+    return scan_dir, catalog
+
+
+@pytest.fixture(scope="module")
+def site(synthetic, tmp_path_factory):
+    scan_dir, catalog = synthetic
+    out = tmp_path_factory.mktemp("report")
+    zoo = load_zoo([scan_dir], [catalog])
+    index = write_site(zoo, out, ReportOptions(esd_budget=20, jobs=1))
+    return zoo, out, index
+
+
+def test_groups_rank_by_published_metric_and_correlate(synthetic):
+    scan_dir, catalog = synthetic
+    zoo = load_zoo([scan_dir], [catalog])
+    groups = group_results(zoo)
+    assert [len(g.models) for g in groups] == [6, 6]
+    for g in groups:
+        published = [m.published.value for m in g.models]
+        assert published == sorted(published, reverse=True) and g.published_rank[0] == 1
+        # the synthetic top-1 falls with alpha_hat (plus noise): alpha_hat should agree, positively
+        assert g.associations["alpha_hat"].agreement > 0
+
+
+def test_report_pages_links_and_images_all_resolve(site):
+    zoo, out, index = site
+    page = index.read_text(encoding="utf-8")
+    assert re.findall(r'<section id="([a-z-]+)">', page) == ["verdict", "groups", "phases", "alpha", "worth-a-look",
+                                                               "models"]
+    assert "Best predictor of the published ranking" in page and "τ / ρ / R²" in page
+    pages = sorted((out / "models").glob("*.html"))
+    assert len(pages) == len(zoo.models)
+    anchors = {p.name: set(re.findall(r'id="(L\d+)"', p.read_text(encoding="utf-8"))) for p in pages}
+    for html_file in [index, *pages]:
+        text = html_file.read_text(encoding="utf-8")
+        for ref in re.findall(r'(?:src|href)="([^"#:]+)(?:#(L\d+))?"', text):
+            target = (html_file.parent / ref[0]).resolve()
+            assert target.is_file(), f"{html_file.name} links to missing {ref[0]}"
+            if ref[1]:
+                assert ref[1] in anchors[target.name], f"{html_file.name}: no anchor {ref[1]} in {target.name}"
+    with open(out / "worth_a_look.csv", newline="", encoding="utf-8") as handle:
+        flagged = list(csv.DictReader(handle))
+    assert len(flagged) == len(flagged_layers(zoo.layers))
+    assert len(list((out / "img").glob("*_L*.png"))) >= 20  # the budget, plus the listed flagged layers
+
+
+def test_model_pages_hide_skipped_tensors_unless_asked(site, synthetic, tmp_path):
+    zoo, out, _ = site
+    first = next((out / "models").glob("*.html")).read_text(encoding="utf-8")
+    assert ".bias<" not in first and "skipped tensor(s)" in first and "--show-skipped" in first
+    write_site(zoo, tmp_path, ReportOptions(esd_budget=0, jobs=1, show_skipped=True))
+    shown = next((tmp_path / "models").glob("*.html")).read_text(encoding="utf-8")
+    assert ".bias<" in shown and "skipped tensor(s)" not in shown
+
+
+def test_report_of_a_missing_scan_names_the_fix(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        load_zoo([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="zooscan scan"):
+        load_zoo([tmp_path / "empty"])
+
+
+def test_report_folder_is_small(site):
+    _, out, _ = site
+    assert folder_size(out) < 2_000_000  # 12 models, ~30 ESD plots: palette PNGs and SVG charts
+
+
+def test_browser_loads_report_without_errors(site, tmp_path):
+    from tests._browser import check_page
+
+    _, out, index = site
+    for page in (index, next(p for p in (out / "models").glob("*.html") if 'id="L' in p.read_text("utf-8"))):
+        result = check_page(page, tmp_path)
+        assert result["images"] > 0
+        assert result["bad"] == [] and result["errors"] == [], result
+
+
+def test_zoo_with_compacted_files_reads_the_same(synthetic, tmp_path):
+    import shutil
+
+    from scanner.compact import compact_scan
+
+    scan_dir, catalog = synthetic
+    copy = tmp_path / "results" / scan_dir.name
+    shutil.copytree(scan_dir, copy)
+    before = load_zoo([copy], [catalog])
+    compact_scan(copy.parent, copy.name)
+    after = load_zoo([copy], [catalog])
+    assert sorted(m.model_id for m in after.models) == sorted(m.model_id for m in before.models)
+    assert after.layers.num_rows == before.layers.num_rows
+    from scanner.report.zoo import read_eigenvalues
+
+    model = after.models[0]
+    assert set(read_eigenvalues(model)) == set(read_eigenvalues(before.model(model.model_id)))
