@@ -204,6 +204,11 @@ def load_catalog(path_or_name: str | os.PathLike[str]) -> list[CatalogEntry]:
             entries = [_entry(row, f"{path}:{line}") for line, row in enumerate(reader, start=2)]
     except FileNotFoundError as exc:
         raise CatalogError(f"catalog file {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise CatalogError(f"{path} is a folder; give a catalog CSV file or a name from zooscan ls") from exc
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 "
+                           "CSV") from exc
     check_unique(entries, str(path))
     return entries
 

@@ -97,10 +97,38 @@ def run(args: argparse.Namespace) -> int:
     if not args.results:
         print("error: give --results DIR (the folder a scan wrote into)", file=sys.stderr)
         return 2
+    import duckdb
+
+    params = _params(args.param)
     try:
         con = connect(args.results, scan_id=args.scan_id, catalogs_dir=args.catalogs)
-        table = run_query(con, args.name, _params(args.param)).to_arrow_table()
-    except ScannerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        table = run_query(con, args.name, params).to_arrow_table()
+        hint = empty_hint(con, args.name, params) if table.num_rows == 0 else ""
+    except (ScannerError, duckdb.Error) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    return emit(table, args.format, args.output)
+    status = emit(table, args.format, args.output)
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
+    return status
+
+
+def empty_hint(con: Any, name: str, params: dict[str, str]) -> str:
+    """Why a query that groups models by family returned no rows, and what to change ("" when unknown)."""
+    from scanner.query import find_query
+
+    info = find_query(name)
+    names = {p.name: p for p in info.params}
+    if "min_models" not in names:
+        return ""
+    wanted = params.get("min_models", names["min_models"].default)
+    sizes = con.sql("SELECT dataset, family, count(*) AS n FROM models_with_accuracy WHERE status = 'ok' "
+                    "AND top1 IS NOT NULL GROUP BY ALL ORDER BY n DESC").fetchall()
+    if not sizes:
+        return ("no scanned model has a published top-1 in the catalogs: give --catalogs DIR with catalog CSVs "
+                "listing these model ids (zooscan sql \"SELECT model_id FROM models\" --results … shows them)")
+    dataset, family, n = sizes[0]
+    if n < 2:
+        return f"each family has at most one model with a published top-1 (e.g. {family} on {dataset}): nothing to correlate"
+    return (f"no family has min_models={wanted} models with a published top-1; the largest is {family} on {dataset} "
+            f"with {n}: rerun with --param min_models={n} (correlations of so few models are noisy)")
