@@ -12,6 +12,7 @@ EPILOG = """examples:
   zooscan zoo fetch registry_zoo --only 'silero*' --only nsfwjs --zoo-dir zoo
   zooscan zoo ids registry_zoo --default                       # model ids, for zooscan scan
   zooscan zoo rank registry_zoo --results results              # families ranked beside the published metric
+  zooscan zoo summary registry_zoo --results results --scan-id registry-zoo-all
 
 Rows resolve as file:zoo/registry/<package>/<version>/<file>: run scans from the folder that holds ./zoo.
 Downloads are cached in --cache-dir (default $ZOOSCAN_ZOO_CACHE or ~/.cache/zooscan/registry).
@@ -34,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rank.add_argument("--results", required=True, help="results directory of a scan")
     rank.add_argument("--metric", default="alpha_hat", help="model-level metric (default alpha_hat)")
     rank.add_argument("--markdown", default=None, help="also write the tables to this Markdown file")
+    summary = sub.add_parser("summary", help="Markdown summary of a scan of the zoo: formats, layer kinds, phases")
+    summary.add_argument("catalog", help="zoo catalog name or CSV path")
+    summary.add_argument("--results", required=True, help="results directory")
+    summary.add_argument("--scan-id", required=True, help="the scan to summarise")
+    summary.add_argument("--markdown", default=None, help="write it to this file (default: print)")
 
 
 def _selection(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +64,17 @@ def run(args: argparse.Namespace) -> int:
         from scanner.zoo.rank import rank_command
 
         return rank_command(rows, args.results, args.metric, args.markdown)
+    if args.zoo_command == "summary":
+        from pathlib import Path
+
+        from scanner.zoo.summary import scan_summary
+
+        text = scan_summary(rows, args.results, args.scan_id)
+        if args.markdown:
+            Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+        else:
+            print(text)
+        return 0
     rows = select(rows, only=args.only, default=args.default)
     if args.zoo_command == "ids":
         sys.stdout.writelines(f"{r.model_id}\n" for r in rows)
