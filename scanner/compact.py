@@ -144,6 +144,7 @@ def compact_scan(root: str | os.PathLike[str] | Storage, scan_id: str) -> Compac
                          f"writes {schema.SCHEMA_VERSION}; compaction keeps one schema per scan, so it is refused")
     store.lock()
     try:
+        store.cleanup_tmp()  # an interrupted compaction's or scan's tmp files (their writers are dead)
         files = scan_files(storage, scan_dir)
         before = files.count()
         keys, left = _readable_keys(storage, files)
