@@ -1,7 +1,8 @@
 """The ``zooscan`` command line: a static table of subcommands, each in ``scanner/commands/<name>.py``.
 
 Heavy imports happen inside each subcommand's ``run``, so ``zooscan --help`` is fast. This is the only
-place that configures logging handlers.
+place that configures logging handlers, and the one place that turns user errors (``user_error_types``)
+into a single ``error:`` line with exit status 2; ``--debug`` re-raises them with the traceback.
 """
 
 from __future__ import annotations
@@ -26,9 +27,59 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = ("zooscan: Heavy-Tailed Self-Regularization analysis (power-law α, Marchenko–Pastur fits, 5+1 phases) "
+               "of every layer of whole model zoos, with results in Parquet for SQL.")
+EPILOG = """first steps:
+  zooscan analyze file:../shared/zoo/akamaster_resnet_cifar10/resnet20-12fca82f.th
+  zooscan scan cifar10_resnet --results results --scan-id cifar10 --serial
+  zooscan query rank_models --results results
+  zooscan report results/cifar10
+
+Errors end in one line starting with "error:" and exit status 2 (or 1 where a command documents it);
+--debug shows the traceback instead."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or a bad environment (a path, a file, a parameter), not a bug.
+
+    ScannerError and its subclasses, OSError (missing, read-only or wrong-kind paths), UnicodeError
+    (a file that is not UTF-8 text), and the errors of DuckDB and Arrow when those are loaded (a query
+    parameter of the wrong type, a torn Parquet file).
+    """
+    from scanner.errors import ScannerError
+
+    types: list[type[BaseException]] = [ScannerError, OSError, UnicodeError]
+    if "duckdb" in sys.modules:
+        types.append(sys.modules["duckdb"].Error)
+    if "pyarrow" in sys.modules:
+        types.append(sys.modules["pyarrow"].lib.ArrowException)
+    return tuple(types)
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception as one line: its message with newlines folded (the class name when it has none)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    return text
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``zooscan ls | head``): point stdout at /dev/null so the exit flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zooscan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="zooscan", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -53,7 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except BrokenPipeError:  # the reader went away (zooscan ls | head): not an error
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug or not isinstance(exc, user_error_types()):
+            raise
+        print(f"error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

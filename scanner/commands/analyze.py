@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from scanner.commands.scan import add_cache_arguments, add_config_arguments, config_from_args
@@ -12,13 +15,17 @@ EPILOG = """examples:
   zooscan analyze random:timm/resnet18 --no-randomize --csv resnet18_layers.csv
   zooscan analyze timm:resnet50.a1_in1k --fit reference
 
-Exit status 1 when the model could not be read (the reason is printed with the summary).
+Skipped tensors (biases, norms, buffers, matrices too small) are counted but not listed unless --show-skipped.
+Progress goes to stderr every few seconds on long runs. Exit status 1 when the model could not be read (one
+"error:" line with the reason), 2 on a usage error.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_id", metavar="MODEL_ID", help="timm:…, hf:org/name@rev, file:path, random:timm/arch")
     parser.add_argument("--csv", metavar="FILE", help="also write every layer column (the layers schema) to FILE")
+    parser.add_argument("--show-skipped", action="store_true",
+                        help="also list skipped tensors (biases, norms, buffers, too-small matrices)")
     add_config_arguments(parser)
     add_cache_arguments(parser, scan=False)
 
@@ -27,17 +34,20 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "" if value is None else format(value, spec)
 
 
-def layer_lines(layers: Any) -> list[str]:
-    """The compact table: name, kind, shape, alpha, phase, status/reason (one line per layer)."""
+def layer_lines(layers: Any, show_skipped: bool = True) -> list[str]:
+    """The compact table: name, kind, matrix N×M (the analysed matrix; the tensor's shape for rows without
+    one), alpha, phase, status/reason (one line per layer; skipped rows only with ``show_skipped``)."""
     rows = []
     for layer in layers:
+        if not show_skipped and layer.status.value == "skipped":
+            continue
         spectrum = layer.spectrum
         alpha = spectrum.power_law.alpha if spectrum else None
         phase = spectrum.phase.phase.value if spectrum and spectrum.phase else ""
         status = layer.status.value + (f": {layer.reason}" if layer.reason else "")
-        shape = "x".join(map(str, layer.shape))
+        shape = f"{spectrum.n}x{spectrum.m}" if spectrum else "x".join(map(str, layer.shape))
         rows.append((layer.layer_name, layer.kind, shape, _fmt(alpha), phase, status))
-    header = ("layer", "kind", "shape", "alpha", "phase", "status")
+    header = ("layer", "kind", "matrix", "alpha", "phase", "status")
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header[:-1])]
     widths = [min(w, 48) for w in widths]
 
@@ -61,8 +71,31 @@ def summary_lines(model: Any) -> list[str]:
     return lines
 
 
+class LayerProgress:
+    """``on_layer`` callback: a stderr line every ``interval`` seconds (quiet for runs shorter than that)."""
+
+    def __init__(self, stream: Any, interval: float = 3.0) -> None:
+        self.stream, self.interval = stream, interval
+        self.started = self.last = time.perf_counter()
+        self.done = self.analysed = 0
+        self.printed = False
+
+    def __call__(self, layer: Any) -> None:
+        self.done += 1
+        self.analysed += layer.status.value == "ok"
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last, self.printed = now, True
+            print(f"analyze: {self.done} tensors read, {self.analysed} analysed, {now - self.started:.0f} s "
+                  f"(last: {layer.layer_name})", file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        if self.printed:
+            print(f"analyze: done, {self.done} tensors in {time.perf_counter() - self.started:.1f} s",
+                  file=self.stream, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    import sys
 
     from scanner.errors import ScannerError
     from scanner.scan import scan_model
@@ -71,9 +104,21 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ScannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.csv and not Path(args.csv).resolve().parent.is_dir():
+        print(f"error: --csv {args.csv}: folder {Path(args.csv).resolve().parent} does not exist", file=sys.stderr)
+        return 2
+    progress = LayerProgress(sys.stderr)
+    result = scan_model(args.model_id, config, on_layer=progress)
+    progress.finish()
+    if result.model.status.value == "failed" and not result.layers:
+        print(f"error: {result.model.model_id}: {result.model.error_class}: {result.model.reason}", file=sys.stderr)
         return 1
-    result = scan_model(args.model_id, config)
-    print("\n".join(layer_lines(result.layers)))
+    print("\n".join(layer_lines(result.layers, args.show_skipped)))
+    skipped = sum(layer.status.value == "skipped" for layer in result.layers)
+    if skipped and not args.show_skipped:
+        print(f"({skipped} skipped tensor(s) not listed: biases, norms, buffers, small matrices; --show-skipped "
+              "lists them)")
     print()
     print("\n".join(summary_lines(result.model)))
     if args.csv:

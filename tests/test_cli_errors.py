@@ -1,0 +1,187 @@
+"""User errors end in one ``error:`` line (no traceback) and a non-zero exit; --debug shows the traceback.
+
+The cases are those of the reliability review (§D8: 17 inputs that ended in a traceback) plus the papercuts of
+issue 13 that concern the CLI: ``ls | head``, the empty correlation, ``analyze`` output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.bench_report_scale import write_zoo
+from scanner.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc: int, err: str, *, contains: str = "") -> None:
+    assert rc in (1, 2), rc
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert contains in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def small_scan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    scan_dir, catalog = write_zoo(root, n_models=3, n_families=1, n_layers=4, n_evals=32)
+    return scan_dir, catalog
+
+
+def test_catalog_not_utf8(capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"model_id,family,dataset\nfile:x\xff.pt,f,d\n")
+    rc, _, err = run_cli(capsys, "scan", str(bad), "--results", str(tmp_path / "r"), "--serial")
+    assert_one_line_error(rc, err, contains="not UTF-8")
+
+
+def test_catalog_is_a_folder(capsys, tmp_path):
+    rc, _, err = run_cli(capsys, "ls", str(tmp_path))
+    assert_one_line_error(rc, err, contains="is a folder")
+
+
+def test_results_is_a_file(capsys, tmp_path):
+    results = tmp_path / "results_is_file"
+    results.write_text("x")
+    rc, _, err = run_cli(capsys, "scan", "--models", "file:/nonexistent.safetensors", "--results", str(results),
+                         "--serial")
+    assert_one_line_error(rc, err)
+
+
+def test_results_under_proc(capsys):
+    rc, _, err = run_cli(capsys, "scan", "--models", "file:/nonexistent.safetensors", "--results",
+                         "/proc/zooscan_results", "--serial")
+    assert_one_line_error(rc, err)
+
+
+def test_read_only_results_is_one_line(capsys, tmp_path, monkeypatch):
+    """Root ignores file modes here, so the PermissionError a read-only folder gives is injected."""
+    import scanner.store
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / "s" / "scan.json"))
+
+    monkeypatch.setattr(scanner.store.ResultStore, "open_scan", refuse)
+    rc, _, err = run_cli(capsys, "scan", "--models", "file:/nonexistent.safetensors", "--results",
+                         str(tmp_path / "ro"), "--scan-id", "s", "--serial")
+    assert_one_line_error(rc, err, contains="Permission denied")
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    import scanner.store
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(scanner.store.ResultStore, "open_scan", refuse)
+    with pytest.raises(PermissionError):
+        main(["--debug", "scan", "--models", "file:/x.safetensors", "--results", str(tmp_path), "--serial"])
+
+
+@pytest.mark.parametrize("params", [
+    ["--param", "metric=nosuch"],
+])
+def test_rank_models_bad_metric(capsys, small_scan, params):
+    scan_dir, _ = small_scan
+    rc, _, err = run_cli(capsys, "query", "rank_models", "--results", str(scan_dir.parent), *params)
+    assert_one_line_error(rc, err, contains="unknown metric")
+
+
+@pytest.mark.parametrize("params", [["bins=abc"], ["lo=1", "hi=1"], ["bins=1e11"]])
+def test_alpha_histogram_bad_parameters(capsys, small_scan, params):
+    scan_dir, _ = small_scan
+    argv = ["query", "alpha_histogram", "--results", str(scan_dir.parent)]
+    for p in params:
+        argv += ["--param", p]
+    rc, _, err = run_cli(capsys, *argv)
+    if rc == 0:  # a query may accept an edge value; it must then not crash either
+        assert "Traceback" not in err
+    else:
+        assert_one_line_error(rc, err)
+
+
+def test_report_on_a_missing_scan(capsys, tmp_path):
+    rc, _, err = run_cli(capsys, "report", str(tmp_path / "no_such_scan"))
+    assert_one_line_error(rc, err, contains="does not exist")
+
+
+def test_report_on_a_torn_scan(capsys, small_scan, tmp_path):
+    import shutil
+
+    scan_dir, catalog = small_scan
+    copy = tmp_path / "results" / scan_dir.name
+    shutil.copytree(scan_dir, copy)
+    victim = sorted((copy / "models").glob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    rc, _, err = run_cli(capsys, "report", str(copy), "--catalog", str(catalog), "-o", str(tmp_path / "rep"),
+                         "--jobs", "1")
+    assert_one_line_error(rc, err)
+
+
+def test_retry_failed_over_a_torn_models_file(capsys, tmp_path):
+    results = tmp_path / "results"
+    argv = ["scan", "--models", "file:/nonexistent.safetensors", "--results", str(results), "--scan-id", "s",
+            "--serial"]
+    assert main(argv) in (0, 3)  # 3: the scan finished with failed models (the only model fails)
+    capsys.readouterr()
+    for f in (results / "s" / "models").glob("*.parquet"):
+        f.write_bytes(f.read_bytes()[:40])
+    rc, _, err = run_cli(capsys, *argv, "--retry-failed")
+    assert "Traceback" not in err
+    assert rc in (0, 3) or len([x for x in err.splitlines() if x.startswith("error:")]) == 1
+
+
+def test_analyze_csv_into_a_missing_folder_fails_before_the_analysis(capsys, tmp_path):
+    rc, out, err = run_cli(capsys, "analyze", "random:timm/resnet18", "--csv", str(tmp_path / "no" / "x.csv"))
+    assert_one_line_error(rc, err, contains="does not exist")
+    assert out == ""  # nothing analysed
+
+
+def test_analyze_of_a_missing_file_is_one_line_without_an_empty_table(capsys):
+    rc, out, err = run_cli(capsys, "analyze", "file:/nonexistent/model.safetensors")
+    assert rc == 1 and out == ""
+    assert_one_line_error(rc, err, contains="nonexistent")
+
+
+def test_ls_into_a_closed_pipe_is_quiet():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(f"{sys.executable} -m scanner ls timm_imagenet | head -n 2", shell=True,
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1], check=False)
+    assert len(done.stdout.splitlines()) == 2
+    assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_empty_correlation_explains_why(capsys, small_scan):
+    scan_dir, catalog = small_scan
+    rc, out, err = run_cli(capsys, "query", "metric_accuracy_correlation", "--results", str(scan_dir.parent),
+                           "--catalogs", str(catalog.parent), "--param", "min_models=5")
+    assert rc == 0 and "(0 rows)" in out
+    assert "note: no family has min_models=5" in err and "min_models=3" in err
+    rc, out, _ = run_cli(capsys, "query", "metric_accuracy_correlation", "--results", str(scan_dir.parent),
+                         "--catalogs", str(catalog.parent), "--param", "min_models=3")
+    assert rc == 0 and "(0 rows)" not in out
+
+
+def test_every_query_named_in_a_help_text_exists():
+    """scan --help once named a query 'status' that does not exist."""
+    import re
+
+    from scanner.cli import COMMANDS, EPILOG, build_parser
+    from scanner.query import list_queries
+
+    names = {q.name for q in list_queries()}
+    build_parser()
+    texts = [EPILOG] + [getattr(__import__(module, fromlist=["EPILOG"]), "EPILOG", "") or ""
+                        for module, _ in COMMANDS.values()]
+    named = {m for text in texts for m in re.findall(r"zooscan query ([a-z_]+)", text)}
+    assert named and named <= names, named - names
