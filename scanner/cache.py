@@ -200,7 +200,7 @@ class WeightCache:
         retry = self.settings.retry
         found = hub.cached(request, self.settings.cache_dir)
         if found is not None:
-            with self._lock:
+            with self._lock, contextlib.suppress(OSError):  # a read-only cache (filled elsewhere) is fine
                 self._pin(request.repo_id, model_id, 0)
                 marker = self.meta / "downloaded" / repo_folder(request.repo_id)
                 if marker.exists():
@@ -223,6 +223,8 @@ class WeightCache:
     def release(self, model_id: str, repo_id: str | None = None) -> int:
         """Unpin the model; delete its repo unless kept, pinned elsewhere or not downloaded by zooscan. Bytes freed."""
         freed = 0
+        if not (self.meta / "pins").is_dir():
+            return 0  # nothing was ever pinned here (e.g. a read-only cache)
         with self._node_lock():
             digest = hashlib.sha1(model_id.encode()).hexdigest()[:12]
             pins = [p for p in (self.meta / "pins").glob(f"*@{os.getpid()}@{digest}")

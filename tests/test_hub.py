@@ -208,3 +208,13 @@ def test_budget_removal_after_commit_and_keep_weights(online, tmp_path: Path) ->
         tiny = online(server, CacheSettings(cache_dir=str(tmp_path / "cache2"), max_gb=0.0005, retry=FAST))
         with pytest.raises(SourceError, match=r"more than the weight cache budget of 0.0005 GB; raise --cache-max-gb"):
             tiny.fetch(hf_request("org/m0", None), "hf:org/m0")
+
+
+def test_a_cache_zooscan_cannot_write_to_is_read_in_place(online, tmp_path: Path) -> None:
+    repo = small_repo(tmp_path, "org/ro")
+    root = tmp_path / "cache"
+    make_hub_cache(root, "org/ro", {n: f.data for n, f in repo.files.items()})
+    (root / ".zooscan").write_text("")  # its bookkeeping folder cannot be created (as on a read-only mount)
+    cache = online("http://127.0.0.1:9", CacheSettings(cache_dir=str(root)))
+    assert set(eigenvalues("hf:org/ro", cache)) == {"fc1", "fc2"}
+    assert cache.release("hf:org/ro") == 0
