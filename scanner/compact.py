@@ -181,7 +181,7 @@ def _remove_merged(storage: Storage, files: ScanFiles, keys: set[str], listed: d
             storage.delete(entry.path)
     keep = {files.scan_dir / rel for rels in listed.values() for rel in rels}
     for table in TABLES:
-        for entry in storage.list(files.scan_dir / COMPACTED / table):
+        for entry in storage.list_files(files.scan_dir / COMPACTED / table):
             if entry.path not in keep:
                 storage.delete(entry.path)
 

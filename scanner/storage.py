@@ -53,7 +53,7 @@ def tmp_writer(name: str) -> tuple[str, int] | None:
 
 @dataclass(frozen=True)
 class Entry:
-    """A file found by ``Storage.list``: its path, size in bytes and modification time (POSIX seconds)."""
+    """A file found by ``Storage.list_files``: its path, size in bytes and modification time (POSIX seconds)."""
 
     path: PurePath
     size: int
@@ -95,7 +95,7 @@ class Storage:
         with self.arrow_fs.open_input_file(self.arrow_path(path)) as handle:
             return handle.read_at(min(count, size), max(0, size - count))
 
-    def list(self, folder: PurePath) -> list[Entry]:
+    def list_files(self, folder: PurePath) -> list[Entry]:
         """The files directly in ``folder``, by name ([] when it does not exist)."""
         selector = pafs.FileSelector(self.arrow_path(folder), allow_not_found=True)
         infos = self.arrow_fs.get_file_info(selector)
@@ -154,7 +154,7 @@ class LocalStorage(Storage):
     def makedirs(self, folder: PurePath) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
 
-    def list(self, folder: PurePath) -> list[Entry]:
+    def list_files(self, folder: PurePath) -> list[Entry]:
         found = []
         try:
             with os.scandir(folder) as it:

@@ -93,10 +93,10 @@ def read_compaction(storage: Storage, scan_dir: PurePath) -> tuple[int, dict[str
 
 def scan_files(storage: Storage, scan_dir: PurePath) -> ScanFiles:
     """List ``scan_dir`` once and sort its files (see :class:`ScanFiles`)."""
-    listed = {table: storage.list(scan_dir / table) for table in TABLES}
+    listed = {table: storage.list_files(scan_dir / table) for table in TABLES}
     folders = [scan_dir, scan_dir / COMPACTED, *(scan_dir / COMPACTED / table for table in TABLES)]
     tmp = tuple(e for entries in listed.values() for e in entries if TMP_MARK in e.name)
-    tmp += tuple(e for folder in folders for e in storage.list(folder) if TMP_MARK in e.name)
+    tmp += tuple(e for folder in folders for e in storage.list_files(folder) if TMP_MARK in e.name)
     parquet = {t: [e for e in entries if e.name.endswith(".parquet") and TMP_MARK not in e.name]
                for t, entries in listed.items()}
     live_keys = frozenset(e.path.stem for e in parquet["models"])

@@ -135,7 +135,7 @@ def _acquire_object(storage: Storage, scan_dir: PurePath, stale_s: float, heartb
     ours = folder / f"{writer_id()}_{uuid.uuid4().hex[:8]}.json"
     body = json.dumps(_owner()).encode()
     storage.write_atomic(ours, lambda handle: handle.write(body))
-    entries = storage.list(folder)
+    entries = storage.list_files(folder)
     mine = next((e for e in entries if e.path == ours), None)
     now = mine.mtime if mine else time.time()
     others = []

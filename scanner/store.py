@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -170,7 +171,7 @@ class ResultStore:
             self.storage.makedirs(self.scan_dir / table)
         if not self.storage.exists(self.manifest_path):
             scheme = self._check_orphan_rows(config_hash)
-            manifest = {
+            manifest: dict[str, Any] = {
                 "scan_id": self.scan_id, "schema_version": schema.SCHEMA_VERSION, "scanner_version": __version__,
                 "config": config.to_dict(), "config_hash": config_hash, "catalog": dict(catalog_info),
                 "host": dict(host_info), "started_at": _utcnow().isoformat(), "finished_at": None, "stats": None,
@@ -304,7 +305,7 @@ class ResultStore:
         if foreign:
             raise SchemaError(f"layers of {model.model_id!r} carry other model ids {foreign}; pass one model's layers")
         if spectra:
-            rows = [schema.spectra_row(s.layer_index, s.layer_name, s.evals, model_id=model.model_id, **context)
+            rows = [schema.spectra_row(s.layer_index, s.layer_name, np.asarray(s.evals, float).tolist(), model_id=model.model_id, **context)
                     for s in spectra]
             write_parquet(self.storage, self.path("spectra", key), schema.to_table(rows, schema.SPECTRA))
         else:  # a redo without eigenvalues must not leave an earlier attempt's spectra beside the new rows

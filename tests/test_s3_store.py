@@ -93,7 +93,7 @@ def test_s3_uri_is_an_object_store_not_a_local_folder(s3_server, tmp_path, monke
 def test_commit_resume_verify_and_query_on_s3(s3_server) -> None:
     uri = _uri(s3_server, "round")
     results = _scan(uri)
-    assert not [e for t in ("models", "layers") for e in results.storage.list(results.scan_dir / t) if ".tmp-" in e.name]
+    assert not [e for t in ("models", "layers") for e in results.storage.list_files(results.scan_dir / t) if ".tmp-" in e.name]
     results.finish_scan({})
     assert _counts(uri) == (3, 6, 6)
     again = ResultStore(uri, "s1")
@@ -144,6 +144,6 @@ def test_s3_lock_refuses_a_second_writer_and_takes_over_a_dead_ones(s3_server) -
         storage_lock.acquire(storage, scan_dir, stale_s=60)
     time.sleep(2.5)  # S3 times have one-second resolution
     lock = storage_lock.acquire(storage, scan_dir, stale_s=1.5)  # the dead holder's lock is taken over
-    assert [e.name for e in storage.list(scan_dir / ".lock")] == [lock._candidate.name]
+    assert [e.name for e in storage.list_files(scan_dir / ".lock")] == [lock._candidate.name]
     lock.release()
-    assert storage.list(scan_dir / ".lock") == []
+    assert storage.list_files(scan_dir / ".lock") == []
