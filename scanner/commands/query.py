@@ -99,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import duckdb
 
-    params = _params(args.param)
+    bindings = _params(args.param)
     try:
         con = connect(args.results, scan_id=args.scan_id, catalogs_dir=args.catalogs)
-        table = run_query(con, args.name, params).to_arrow_table()
-        hint = empty_hint(con, args.name, params) if table.num_rows == 0 else ""
+        table = run_query(con, args.name, bindings).to_arrow_table()
+        hint = empty_hint(con, args.name, bindings) if table.num_rows == 0 else ""
     except (ScannerError, duckdb.Error) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

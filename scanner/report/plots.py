@@ -79,7 +79,8 @@ def to_png(fig: Figure, dpi: int = 90, tight: bool = True, colors: int = 0) -> b
 
         fig.set_dpi(dpi)
         fig.canvas.draw()
-        image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
+        rgba = fig.canvas.buffer_rgba()  # type: ignore[attr-defined]  # the Agg canvas (selected on import)
+        image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), rgba).convert("RGB")
         image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG")
         plt.close(fig)
         return buffer.getvalue()

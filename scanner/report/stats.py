@@ -42,7 +42,7 @@ class Association:
     agreement: float | None = None
 
 
-def associate(x: Sequence[float], y: Sequence[float], *, metric_lower_is_better: bool = True,
+def associate(x: Sequence[float | None], y: Sequence[float | None], *, metric_lower_is_better: bool = True,
               published_higher_is_better: bool = True) -> Association:
     """τ, ρ, the fitted line and R² of ``y`` against ``x`` (pairs with a missing or non-finite value dropped)."""
     from scipy import stats

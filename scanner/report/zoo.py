@@ -229,7 +229,7 @@ def group_results(zoo: Zoo) -> list[GroupResult]:
     for name, members in groups.items():
         hib = members[0].published.higher_is_better  # type: ignore[union-attr]
         members.sort(key=lambda m: -m.published.value if hib else m.published.value)  # type: ignore[union-attr]
-        published = [m.published.value for m in members]  # type: ignore[union-attr]
+        published: list[float | None] = [m.published.value for m in members]  # type: ignore[union-attr]
         metric_ranks = {k: tuple(ranks([m.values.get(k) for m in members], higher_is_better=not lower))
                         for k, (_, lower) in METRICS.items()}
         assoc = {k: associate([m.values.get(k) for m in members], published, metric_lower_is_better=lower,
