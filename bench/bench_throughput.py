@@ -58,10 +58,10 @@ def machine_lines() -> list[str]:
 
 def run_setting(name: str, models: list[str], config: ScanConfig, num_cpus: int | None) -> str:
     with tempfile.TemporaryDirectory(prefix="zooscan-bench-") as results:
-        options = distributed.RunOptions(results=results, scan_id="bench", num_cpus=num_cpus)
+        options = runner.RunOptions(results=results, scan_id="bench", num_cpus=num_cpus)
         started = time.perf_counter()
         if num_cpus is None:
-            stats = distributed.run_serial(models, config, options)
+            stats = runner.run_serial(models, config, options)
         else:
             stats = distributed.run_ray(models, config, options)
         wall = time.perf_counter() - started

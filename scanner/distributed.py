@@ -1,22 +1,24 @@
-"""Scan many models on Ray into a ``ResultStore``; the only module that imports ``ray``.
+"""The Ray executor: an elastic pool of spectrum actors that follows the cluster; the only module importing Ray.
 
-Topology (research/ray_duckdb.md §0–1.7, measured on Ray 2.60)::
+It turns model ids into ``ModelOutcome`` records for the scan driver (``scanner.runner.run_scan``), which
+writes every file: results travel back to the driver, so worker nodes need no shared filesystem.
 
-    driver ── lists models, drops keys already committed (resume), keeps ≤ max_in_flight models in flight,
-              consumes results with ray.wait in completion order, enforces the per-model timeout
-      SpectrumWorker actor  num_gpus=1 where GPUs exist, else num_cpus=1 on all CPUs but one;
-                            runs scan.compute_spectra and returns eigenvalues only (numpy, never tensors)
-      _fit_and_commit task  num_cpus=1, max_retries=3 (system failures), retry_exceptions=TRANSIENT_IO;
-                            runs scan.finish_scan and writes spectra/, layers/, then models/ (commit marker)
-      driver, on a final failure, writes the model's failed row itself
+Topology, re-planned every ``POOL_SYNC_S`` seconds from ``ray.nodes()`` (:func:`node_share`)::
 
-Failure handling: a model whose weights cannot be read comes back from ``compute_spectra`` as a failed
-row; an exception anywhere becomes a failed row with its class and message; a worker killed mid-model
-(SIGKILL, OOM) is retried (by Ray for the fit task; by the driver, up to ``max_attempts``, for actor
-calls); a model past ``timeout_per_model`` gets its actor killed and restarted
-(``ray.kill(actor, no_restart=False)``; a running actor call cannot be cancelled) and a failed row.
-Actor calls are not retried by Ray (``max_task_retries=0``) so that a killed hang is not replayed on the
-restarted actor. Every model ends exactly once as one ``models/`` row, ok or failed.
+    driver ── submits a model to an idle actor, collects outcomes with ray.wait
+      SpectrumWorker actor   pinned to its node (hard node affinity, never restarted elsewhere):
+                             GPU nodes: one per GPU (``gpus_per_worker``), holding the node's CPUs but a
+                             reserve, and solving small layers on that many host threads; CPU nodes (device
+                             auto or cpu): one per CPU but the reserve. Runs scan.compute_spectra, returns
+                             eigenvalues only (numpy, never tensors)
+      _fit task              FIT_CPUS each, in the reserve every node keeps (so no loss of actors or nodes can
+                             leave the fits without a CPU); runs scan.finish_scan, returns the ModelScan record
+
+A node that dies takes its actors with it (they are dropped, their models resubmitted without spending an
+attempt); a node that appears gets actors at the next sync. A 0-CPU head gets none. With no node able to
+compute (``--device cuda`` and no GPU yet: an autoscaler's normal start) the pool waits, saying so, up to
+``wait_for_gpus`` seconds. Errors are sorted by :func:`classify`: cluster faults are ``infrastructure``
+(retried free), a worker that died on a live node is ``retry`` (spends an attempt), the rest is final.
 
 Test hook: ``ZOOSCAN_FAULTS`` injects faults into the actor and the fit task; see ``scanner.faults``.
 """
@@ -24,50 +26,75 @@ Test hook: ``ZOOSCAN_FAULTS`` injects faults into the actor and the fit task; se
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scanner.config import ScanConfig
 from scanner.errors import ConfigError
-from scanner.faults import FAULT_DIR_ENV, FAULTS_ENV, InjectedFault, inject_fault, parse_faults
-from scanner.progress import ScanProgress
-from scanner.records import Status
-from scanner.runner import (
-    RunOptions,
-    ScanStats,
-    commit_failure,
-    commit_scan,
-    models_to_do,
-    open_store,
-    run_serial,
-    set_torch_threads,
-    spectra_device,
-)
+from scanner.executors import InFlight, ModelError, ModelOutcome
+from scanner.executors.serial import spectra_device
+from scanner.faults import inject_fault
 from scanner.scan import ModelSpectra, compute_spectra, finish_scan
-from scanner.store import ResultStore
 
 logger = logging.getLogger(__name__)
 
-# Re-exported for the ``zooscan scan`` command and the tests: one import gives both runners.
-__all__ = [
-    "FAULTS_ENV", "FAULT_DIR_ENV", "InjectedFault", "RunOptions", "ScanStats", "inject_fault", "parse_faults",
-    "plan_workers", "run_ray", "run_serial",
-]
-
-# Exceptions worth retrying inside the fit task (e.g. a network filesystem); everything else is final.
+FIT_CPUS = 0.5  # CPUs of one fit task; every node keeps FIT_RESERVE of them free of actors
+FIT_RESERVE = 1.0  # at most: a 1-CPU node keeps half of its CPU
+POOL_SYNC_S = 2.0  # how often the pool compares itself with ray.nodes()
+# Exceptions worth retrying inside the fit task; everything else is final.
 TRANSIENT_IO: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, InterruptedError, BlockingIOError)
 
 
 @dataclass(frozen=True)
-class WorkerPlan:
-    """How many spectrum actors to start and what each declares."""
+class NodeShare:
+    """The spectrum actors one node gets: how many, and the CPUs and GPUs each holds."""
 
-    workers: int
-    num_cpus: float
-    num_gpus: float
+    actors: int
+    cpus: float
+    gpus: float
+
+    @property
+    def threads(self) -> int:
+        """Host threads an actor solves layers on: the CPUs it holds (at least 1)."""
+        return max(1, int(self.cpus + 1e-9))
+
+
+def node_share(cpus: float, gpus: float, device: str, gpus_per_worker: float = 1.0) -> NodeShare:
+    """Actors for a node with ``cpus`` and ``gpus`` (its declared totals), keeping a CPU reserve for fits.
+
+    The reserve is ``min(FIT_RESERVE, cpus / 2)``. GPU nodes (device auto or cuda): ``gpus / gpus_per_worker``
+    actors sharing the other CPUs. CPU nodes (device auto or cpu): one 1-CPU actor per CPU beyond the
+    reserve (one actor of half a CPU on a 1-CPU node). No actor on a node with < 1 CPU and no GPU (a 0-CPU
+    head), nor on a CPU node for device cuda.
+    """
+    reserve = min(FIT_RESERVE, cpus / 2)
+    usable = max(0.0, cpus - reserve)
+    if device != "cpu" and gpus >= gpus_per_worker > 0:
+        count = int(gpus / gpus_per_worker + 1e-9)
+        return NodeShare(count, math.floor(usable / count * 1e4) / 1e4, gpus_per_worker)
+    if device == "cuda" or cpus < 1:
+        return NodeShare(0, 0.0, 0.0)
+    count = max(1, int(usable + 1e-9))
+    return NodeShare(count, math.floor(usable / count * 1e4) / 1e4, 0.0)
+
+
+def actor_config(config: ScanConfig, share: NodeShare) -> ScanConfig:
+    """The config an actor scans with: ``threads`` = the CPUs it holds unless the user set ``--threads``
+    (an inherited ``OMP_NUM_THREADS`` must not decide). ``threads`` does not change results or the hash."""
+    return config if config.threads > 0 else replace(config, threads=share.threads)
+
+
+def set_torch_threads(count: float) -> None:
+    """Pin torch's thread count (a reused Ray worker keeps its first task's count otherwise)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, int(count)))
 
 
 @dataclass(frozen=True)
@@ -79,205 +106,344 @@ class WorkerOutput:
     device: str
 
 
-# -- Ray runner --------------------------------------------------------------------------------------
-def actor_config(config: ScanConfig, plan: WorkerPlan) -> ScanConfig:
-    """The config a spectrum actor scans with: ``threads`` = the CPUs it holds (at least 1) unless the user
-    set it, so that actors never solve more layers at once than Ray gave them cores (an inherited
-    ``OMP_NUM_THREADS`` would otherwise decide). ``threads`` does not change results or the config hash."""
-    if config.threads > 0:
-        return config
-    return replace(config, threads=max(1, int(plan.num_cpus)))
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a spectrum actor reports once started: its host, its host threads, and its compute device."""
 
-
-def plan_workers(cluster_cpus: float, cluster_gpus: float, device: str, gpus_per_worker: float = 1.0) -> WorkerPlan:
-    """Size the spectrum-actor pool so that fit tasks always find a CPU (the deadlock trap, §1.3).
-
-    With GPUs (and device not "cpu"): ``gpus / gpus_per_worker`` actors, each holding one CPU only when
-    CPUs remain for the fit tasks. Without: ``cpus − 1`` actors of one CPU (one actor of zero CPUs on a
-    one-CPU node).
-
-    Raises:
-        ConfigError: device "cuda" on a cluster that declares no GPU.
-    """
-    if cluster_gpus >= gpus_per_worker > 0 and device != "cpu":
-        workers = max(1, int(cluster_gpus / gpus_per_worker))
-        return WorkerPlan(workers, 1.0 if cluster_cpus >= workers + 1 else 0.0, gpus_per_worker)
-    if device == "cuda":
-        raise ConfigError("device 'cuda' was asked for but the Ray cluster declares no GPU; use --device auto or "
-                          "cpu, or add GPU nodes (--num-gpus for local Ray)")
-    cpus = int(cluster_cpus)
-    return WorkerPlan(max(1, cpus - 1), 1.0 if cpus >= 2 else 0.0, 0.0)
+    host: str
+    threads: int
+    device: str
 
 
 class _SpectrumWorker:
     """Long-lived actor: imports torch (and CUDA) once, computes one model's eigenvalues per call."""
 
-    def __init__(self, config: ScanConfig, faults: Mapping[str, str], fault_dir: str) -> None:
+    def __init__(self, config: ScanConfig, faults: Mapping[str, str], fault_dir: str, logical_gpus: bool) -> None:
+        self.config, self.faults, self.fault_dir, self.logical_gpus = config, dict(faults), fault_dir, logical_gpus
+
+    def ready(self) -> WorkerInfo:
+        """Check the node can do what was asked (CUDA for ``--device cuda``); raises ConfigError if not."""
         import ray
 
-        self.config, self.faults, self.fault_dir = config, dict(faults), fault_dir
-        if ray.get_gpu_ids():  # device "auto" picks the GPU only once torch is imported (scanner.spectra.esd)
+        device = "cpu"
+        if ray.get_gpu_ids():
             import torch
 
-            logger.info("spectrum worker on %s", torch.cuda.get_device_name(0) if torch.cuda.is_available() else
-                        "a logical GPU without CUDA (computing on the CPU)")
+            if torch.cuda.is_available():
+                device = "cuda"
+            elif self.config.device == "cuda" and not self.logical_gpus:
+                raise ConfigError(f"--device cuda was asked for, but node {socket.gethostname()} declares a GPU "
+                                  "that torch cannot use (no CUDA device); fix the node's CUDA install, or use "
+                                  "--device auto")
+            else:  # a logical GPU (tests, a CPU node declaring one): compute on the host
+                self.config = replace(self.config, device="auto")
+        return WorkerInfo(socket.gethostname(), self.config.layer_threads(), device)
 
-    def spectra(self, model_id: str) -> WorkerOutput:
-        import ray
-
-        set_torch_threads(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
+    def spectra(self, model_id: str) -> tuple[bool, WorkerOutput]:
+        """Called with ``num_returns=2``: a small "done" flag the driver reads (was this actor's call fine?)
+        and the output, which only the fit task fetches."""
+        set_torch_threads(self.config.layer_threads())
         inject_fault(model_id, self.faults, "spectra", self.fault_dir)
         spectra = compute_spectra(model_id, self.config)
-        return WorkerOutput(spectra, socket.gethostname(), spectra_device(spectra))
+        return True, WorkerOutput(spectra, socket.gethostname(), spectra_device(spectra))
 
 
-def _fit_and_commit(output: WorkerOutput, config: ScanConfig, store: ResultStore, attempts: int,
-                    faults: Mapping[str, str], fault_dir: str) -> tuple[str, str]:
-    """The CPU task: fits, phases and the three files of one model. Returns (status, reason)."""
-    import ray
-
-    set_torch_threads(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
+def _fit(output: WorkerOutput, config: ScanConfig, faults: Mapping[str, str], fault_dir: str) -> ModelOutcome:
+    """The CPU task: fits and phases of one model, returned to the driver as a record (it writes the files)."""
+    set_torch_threads(1)
     inject_fault(output.spectra.model_id, faults, "fit", fault_dir)
-    model = commit_scan(store, finish_scan(output.spectra, config), host=output.host, device=output.device,
-                        attempts=attempts)
-    return model.status.value, model.reason
+    scan = finish_scan(output.spectra, config)
+    return ModelOutcome(output.spectra.model_id, scan=scan, host=output.host, device=output.device)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def classify(exc: BaseException, node_alive: bool = True) -> ModelError:
+    """The ``ModelError`` of an exception raised by ``ray.get`` (see the module docstring).
+
+    ``node_alive``: whether the node of the actor that scanned the model is still alive.
+    """
+    import ray.exceptions as rex
+
+    cause = exc
+    while isinstance(cause, rex.RayTaskError) and isinstance(cause.cause, BaseException) and cause.cause is not cause:
+        cause = cause.cause
+    lost = (rex.NodeDiedError, rex.ObjectLostError, rex.LocalRayletDiedError, rex.ActorUnavailableError,
+            rex.ActorUnschedulableError, rex.TaskUnschedulableError, rex.RaySystemError)
+    for err in (cause, exc):
+        if isinstance(err, lost):
+            return ModelError(type(err).__name__, _first_line(err), infrastructure=True)
+    if isinstance(cause, rex.OutOfMemoryError):
+        return ModelError("OutOfMemoryError", _first_line(cause))
+    for err in (cause, exc):
+        if isinstance(err, (rex.ActorDiedError, rex.WorkerCrashedError)):
+            node_gone = not node_alive or "its node has died" in str(err)  # the GCS's wording for node death
+            return ModelError(type(err).__name__, _first_line(err), retry=not node_gone, infrastructure=node_gone)
+    if isinstance(cause, rex.RayTaskError):
+        return ModelError(type(cause).__name__, _first_line(cause))
+    return ModelError(type(cause).__name__, str(cause).strip())
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    node_id: str
+    where: str
+    ready_ref: Any
+    info: WorkerInfo | None = None
+    busy: bool = False
 
 
 @dataclass
 class _Job:
     model_id: str
-    actor: Any
+    actor: _Actor
     spectra_ref: Any
-    attempts: int
+    fit_ref: Any
     started: float
     spectra_done: bool = False
 
 
-def _error_of(exc: BaseException) -> tuple[str, str, bool]:
-    """(error_class, reason, worth another attempt) of an exception raised by ``ray.get``.
+@dataclass
+class RayExecutor:
+    """The elastic actor pool (see the module docstring); ``scanner.executors.Executor``."""
 
-    A task error is unwrapped to the exception the model raised (final); a dead or unreachable worker
-    (SIGKILL, OOM kill, node loss), also when it reaches us through a dependent task, is worth a retry.
-    """
-    import ray.exceptions as rex
+    config: ScanConfig
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: float | None = None
+    gpus_per_worker: float = 1.0
+    wait_for_gpus: float = 600.0
+    max_in_flight: int | None = None
+    faults: Mapping[str, str] = field(default_factory=dict)
+    fault_dir: str = ""
+    logical_gpus: bool = False
+    name: str = "ray"
+    actors: list[_Actor] = field(default_factory=list)
+    jobs: dict[str, _Job] = field(default_factory=dict)
+    peak_workers: int = 0
+    _started_here: bool = False
+    _synced_at: float = -math.inf
+    _waiting_since: float | None = None
+    _waiting_for: str = ""
+    _alive: set[str] = field(default_factory=set)
+    _fit: Any = None
+    _worker_cls: Any = None
 
-    system = (rex.ActorDiedError, rex.ActorUnavailableError, rex.WorkerCrashedError, rex.NodeDiedError)
-    cause = exc
-    while isinstance(cause, rex.RayTaskError) and isinstance(cause.cause, BaseException) and cause.cause is not cause:
-        cause = cause.cause
-    if isinstance(cause, rex.OutOfMemoryError):
-        return "OutOfMemoryError", _first_line(cause), False
-    if isinstance(cause, system) or isinstance(exc, system):
-        name = next(c.__name__ for c in system if isinstance(cause, c) or isinstance(exc, c))
-        return name, _first_line(cause), True
-    if isinstance(cause, rex.RayTaskError):
-        return type(cause).__name__, _first_line(cause), False
-    return type(cause).__name__, str(cause).strip(), False
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self, models: int) -> None:
+        import ray
+
+        if self.config.device == "cuda" and self.address is None and not self.logical_gpus:
+            from scanner.runner import require_cuda_here
+
+            require_cuda_here()
+        if not ray.is_initialized():
+            self._started_here = True
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+            else:  # "local": a Ray of our own; never join a `ray start` cluster found on the machine
+                gpus = None if self.num_gpus is None else math.ceil(self.num_gpus)
+                ray.init(address="local", num_cpus=self.num_cpus, num_gpus=gpus, include_dashboard=False,
+                         log_to_driver=False, logging_level=logging.WARNING)
+        self._worker_cls = ray.remote(_SpectrumWorker)
+        self._fit = ray.remote(_fit).options(num_cpus=FIT_CPUS, max_retries=3, retry_exceptions=list(TRANSIENT_IO))
+        self._sync(force=True)
+
+    def close(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        for actor in self.actors:
+            _kill(actor.handle)
+        self.actors, self.jobs = [], {}
+        if self._started_here:
+            ray.shutdown()
+            self._started_here = False
+
+    def workers(self) -> int:
+        return self.peak_workers
+
+    # -- the pool ------------------------------------------------------------------------------------
+    def _sync(self, force: bool = False) -> None:
+        """Drop actors of dead nodes, start actors on nodes that have room, track waiting for capacity."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        now = time.monotonic()
+        if not force and now - self._synced_at < POOL_SYNC_S:
+            return
+        self._synced_at = now
+        nodes = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+        self._alive = set(nodes)
+        for actor in [a for a in self.actors if a.node_id not in nodes]:
+            self._drop(actor, f"node {actor.where} left the cluster")
+        for node_id, node in nodes.items():
+            resources = node.get("Resources", {})
+            share = node_share(resources.get("CPU", 0.0), resources.get("GPU", 0.0), self.config.device,
+                               self.gpus_per_worker)
+            have = sum(a.node_id == node_id for a in self.actors)
+            where = node.get("NodeManagerAddress", "") + ":" + str(node.get("NodeManagerPort", ""))
+            for _ in range(share.actors - have):
+                handle = self._worker_cls.options(
+                    num_cpus=share.cpus, num_gpus=share.gpus, max_restarts=0, max_task_retries=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                ).remote(actor_config(self.config, share), self.faults, self.fault_dir, self.logical_gpus)
+                self.actors.append(_Actor(handle, node_id, where, handle.ready.remote()))
+                logger.info("spectrum worker on node %s: %g CPU, %g GPU", where, share.cpus, share.gpus)
+        self.peak_workers = max(self.peak_workers, len(self.actors))
+        self._track_waiting(nodes, now)
+
+    def _track_waiting(self, nodes: Mapping[str, Any], now: float) -> None:
+        if self.actors:
+            if self._waiting_since is not None:
+                logger.warning("a node able to compute appeared after %.0f s; scanning", now - self._waiting_since)
+            self._waiting_since, self._waiting_for = None, ""
+            return
+        gpus = sum(n.get("Resources", {}).get("GPU", 0.0) for n in nodes.values())
+        cpus = sum(n.get("Resources", {}).get("CPU", 0.0) for n in nodes.values())
+        need = ("a GPU node (--device cuda)" if self.config.device == "cuda" else "a node with at least one CPU")
+        self._waiting_for = (f"waiting for {need}: the cluster has {len(nodes)} node(s), {cpus:g} CPU, {gpus:g} GPU; "
+                             f"giving up after {self.wait_for_gpus:g} s (--wait-for-gpus)")
+        if self._waiting_since is None:
+            self._waiting_since = now
+            logger.warning("%s", self._waiting_for)
+        elif now - self._waiting_since > self.wait_for_gpus:
+            raise ConfigError(f"no node able to compute joined within {self.wait_for_gpus:g} s (--wait-for-gpus): "
+                              f"{need} is needed and the cluster has {len(nodes)} node(s), {cpus:g} CPU, {gpus:g} "
+                              "GPU. Add such nodes (or let the autoscaler), raise --wait-for-gpus, or use --device auto")
+
+    def _drop(self, actor: _Actor, why: str) -> list[ModelOutcome]:
+        """Remove ``actor`` from the pool; its unfinished model (if any) is lost to the cluster."""
+        if actor in self.actors:
+            self.actors.remove(actor)
+        _kill(actor.handle)
+        lost = []
+        for job in [j for j in self.jobs.values() if j.actor is actor and not j.spectra_done]:
+            del self.jobs[job.model_id]
+            lost.append(ModelOutcome(job.model_id, error=ModelError("NodeDiedError", why, infrastructure=True)))
+        if lost or why:
+            logger.warning("dropped a spectrum worker: %s", why)
+        self._synced_at = -math.inf  # re-plan at the next wait
+        return lost
+
+    # -- the executor protocol -------------------------------------------------------------------------
+    def status(self) -> str:
+        return self._waiting_for
+
+    def free_slots(self) -> int:
+        idle = sum(a.info is not None and not a.busy for a in self.actors)
+        cap = self.max_in_flight or 2 * max(1, len(self.actors))
+        return max(0, min(idle, cap - len(self.jobs)))
+
+    def submit(self, model_id: str) -> None:
+        actor = next(a for a in self.actors if a.info is not None and not a.busy)
+        actor.busy = True
+        spectra_ref, output_ref = actor.handle.spectra.options(num_returns=2).remote(model_id)
+        fit_ref = self._fit.remote(output_ref, self.config, self.faults, self.fault_dir)
+        self.jobs[model_id] = _Job(model_id, actor, spectra_ref, fit_ref, time.monotonic())
+
+    def in_flight(self) -> Sequence[InFlight]:
+        return [InFlight(job.model_id, job.started, job.actor.where) for job in self.jobs.values()]
+
+    def abandon(self, model_id: str) -> None:
+        import ray
+
+        job = self.jobs.pop(model_id, None)
+        if job is None:
+            return
+        if job.spectra_done:
+            ray.cancel(job.fit_ref, force=True)
+        else:  # a running actor call cannot be cancelled: stop the actor; the next sync starts a new one
+            self._drop(job.actor, "")
+
+    def wait(self, timeout: float) -> Sequence[ModelOutcome]:
+        import ray
+
+        outcomes: list[ModelOutcome] = []
+        self._sync()
+        starting = {a.ready_ref: a for a in self.actors if a.info is None}
+        computing = {j.spectra_ref: j for j in self.jobs.values() if not j.spectra_done}
+        fitting = {j.fit_ref: j for j in self.jobs.values()}
+        refs = [*starting, *computing, *fitting]
+        if not refs:
+            time.sleep(min(timeout, POOL_SYNC_S))
+            return outcomes
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            if ref in starting:
+                outcomes += self._started(starting[ref])
+            elif ref in fitting:
+                outcomes += self._finished(fitting[ref])
+            elif ref in computing:  # eigenvalues done: the actor takes the next model while the fit runs
+                self._computed(computing[ref])
+        return outcomes
+
+    def _computed(self, job: _Job) -> None:
+        """The actor call of ``job`` ended: free the actor, or drop it if it died (the fit task reports why)."""
+        import ray
+
+        job.spectra_done = True
+        job.started = time.monotonic()  # the timeout covers each stage on its own
+        try:
+            ray.get(job.spectra_ref)
+        except Exception as exc:
+            error = classify(exc, node_alive=job.actor.node_id in self._alive)
+            if error.retry or error.infrastructure:  # the actor is gone: never give it another model
+                self._drop(job.actor, f"{error.error_class} on {job.actor.where}")
+                return
+        job.actor.busy = False
+
+    def _started(self, actor: _Actor) -> list[ModelOutcome]:
+        import ray
+
+        try:
+            actor.info = ray.get(actor.ready_ref)
+            return []
+        except Exception as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, ConfigError) or isinstance(exc, ConfigError):
+                raise ConfigError(str(cause or exc)) from None
+            return self._drop(actor, f"a spectrum worker on {actor.where} did not start: {_first_line(exc)}")
+
+    def _finished(self, job: _Job) -> list[ModelOutcome]:
+        import ray
+
+        if self.jobs.get(job.model_id) is not job:
+            return []
+        if not job.spectra_done:
+            self._computed(job)
+        del self.jobs[job.model_id]
+        try:
+            outcome: ModelOutcome = ray.get(job.fit_ref)
+            return [outcome]
+        except Exception as exc:  # every failure mode of a remote call ends as an outcome
+            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+            return [ModelOutcome(job.model_id, error=classify(exc, node_alive=job.actor.node_id in alive))]
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def run_ray(model_ids: Sequence[str], config: ScanConfig, options: RunOptions, *,  # noqa: C901, PLR0915
-            catalog_info: Mapping[str, Any] | None = None, progress: ScanProgress | None = None) -> ScanStats:
-    """Scan ``model_ids`` on Ray (an already initialised one, ``options.address``, or embedded local Ray).
-
-    Returns the run's counts; every model of ``model_ids`` ends with exactly one ``models/`` row.
-    """
+def _kill(handle: Any) -> None:
     import ray
 
-    started = time.monotonic()
-    store = open_store(config, options, catalog_info or {})
-    todo, resumed = models_to_do(model_ids, store, options.retry_failed)
-    progress = progress or ScanProgress(resumed + len(todo), resumed=resumed)
-    progress.total, progress.resumed = resumed + len(todo), resumed
-    if not todo:  # everything is committed: no cluster to start
-        progress.close()
-        stats = ScanStats("ray", resumed, resumed, 0, 0, time.monotonic() - started, 0)
-        store.finish_scan(stats.to_dict())
-        return stats
-    started_here = not ray.is_initialized()
-    if started_here:
-        if options.address:
-            ray.init(address=options.address, log_to_driver=False)
-        else:
-            # "local": always a new Ray of our own; never join a `ray start` cluster found on the machine
-            ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
-                     include_dashboard=False, log_to_driver=False)
     try:
-        resources = ray.cluster_resources()
-        plan = plan_workers(resources.get("CPU", 1), resources.get("GPU", 0), config.device, options.gpus_per_worker)
-        logger.info("ray: %s; %d spectrum worker(s) of %s CPU / %s GPU", resources, plan.workers, plan.num_cpus,
-                    plan.num_gpus)
-        worker_cls = ray.remote(_SpectrumWorker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
-                                                         max_restarts=-1, max_task_retries=0)
-        fit_task = ray.remote(_fit_and_commit).options(num_cpus=1, max_retries=3, retry_exceptions=list(TRANSIENT_IO))
-        idle = [worker_cls.remote(actor_config(config, plan), options.faults, options.fault_dir)
-                for _ in range(min(plan.workers, len(todo)))]
-        limit = options.max_in_flight or 2 * len(idle)
-        queue = [(model_id, 1) for model_id in reversed(todo)]
-        jobs: dict[Any, _Job] = {}  # final ref -> job
-        ok = failed = 0
+        ray.kill(handle, no_restart=True)
+    except Exception as exc:  # already dead, or its node is gone
+        logger.debug("ray.kill: %s", exc)
 
-        def fail(job: _Job, error_class: str, reason: str) -> None:
-            nonlocal failed
-            commit_failure(store, job.model_id, error_class, reason, job.attempts)
-            failed += 1
-            progress.finished(job.model_id, False, f"{error_class}: {reason}")
 
-        while queue or jobs:
-            while queue and idle and len(jobs) < limit:
-                model_id, attempts = queue.pop()
-                actor = idle.pop()
-                spectra_ref = actor.spectra.remote(model_id)
-                final_ref = fit_task.remote(spectra_ref, config, store, attempts, options.faults, options.fault_dir)
-                jobs[final_ref] = _Job(model_id, actor, spectra_ref, attempts, time.monotonic())
-                if attempts == 1:
-                    progress.submitted(model_id)
-            busy = {job.spectra_ref: job for job in jobs.values() if not job.spectra_done}
-            timeout = 1.0 if options.timeout_per_model else None
-            ready, _ = ray.wait([*busy, *jobs], num_returns=1, timeout=timeout)
-            for ref in ready:
-                if ref in busy:
-                    busy[ref].spectra_done = True
-                    idle.append(busy[ref].actor)
-                    continue
-                job = jobs.pop(ref)
-                if not job.spectra_done:  # its fit task depends on the actor call, so that call has ended
-                    job.spectra_done = True
-                    idle.append(job.actor)
-                try:
-                    status, reason = ray.get(ref)
-                except Exception as exc:  # every failure mode of a remote call ends as a row
-                    error_class, reason, retry = _error_of(exc)
-                    if retry and job.attempts < options.max_attempts:
-                        logger.warning("retrying %s (attempt %d): %s", job.model_id, job.attempts + 1, reason)
-                        queue.append((job.model_id, job.attempts + 1))
-                    else:
-                        fail(job, error_class, reason)
-                    continue
-                ok += status != Status.FAILED.value
-                failed += status == Status.FAILED.value
-                progress.finished(job.model_id, status != Status.FAILED.value, reason)
-            if options.timeout_per_model:
-                now = time.monotonic()
-                for ref, job in list(jobs.items()):
-                    if now - job.started <= options.timeout_per_model or ref in ready:
-                        continue
-                    del jobs[ref]
-                    if job.spectra_done:
-                        ray.cancel(ref, force=True)
-                    else:
-                        ray.kill(job.actor, no_restart=False)
-                        idle.append(job.actor)
-                    fail(job, "Timeout", f"no result within {options.timeout_per_model:g} s (--timeout-per-model); "
-                                         "its worker was stopped. Raise the timeout or exclude the model")
-        progress.close()
-        stats = ScanStats("ray", resumed + len(todo), resumed, ok, failed, time.monotonic() - started, plan.workers)
-        store.finish_scan(stats.to_dict())
-        return stats
-    finally:
-        if started_here:
-            ray.shutdown()
+def run_ray(model_ids: Sequence[str], config: ScanConfig, options: Any, *,
+            catalog_info: Mapping[str, Any] | None = None, stream: Any = None) -> Any:
+    """``scanner.runner.run_scan`` with a :class:`RayExecutor` built from ``options`` (a ``RunOptions``)."""
+    from scanner.runner import run_scan
+
+    executor = RayExecutor(config, address=options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus,
+                           gpus_per_worker=options.gpus_per_worker, wait_for_gpus=options.wait_for_gpus,
+                           max_in_flight=options.max_in_flight, faults=options.faults, fault_dir=options.fault_dir,
+                           logical_gpus=options.logical_gpus)
+    return run_scan(model_ids, config, options, executor, catalog_info=catalog_info, stream=stream)

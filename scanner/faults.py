@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 FAULTS_ENV = "ZOOSCAN_FAULTS"
 FAULT_DIR_ENV = "ZOOSCAN_FAULT_DIR"
+# Test hook: "1" lets spectrum actors that hold a logical GPU (``ray start --num-gpus 1`` on a CPU machine)
+# compute on the host even for ``--device cuda``, which is otherwise refused where torch sees no CUDA.
+LOGICAL_GPUS_ENV = "ZOOSCAN_LOGICAL_GPUS"
 FAULT_ACTIONS = ("raise", "kill", "kill_once", "hang", "slow")
 FAULT_STAGES = ("spectra", "fit")
 

@@ -2,7 +2,9 @@
 
 Pure bookkeeping plus one ``render`` step, so it is testable with a fake clock and a ``StringIO``:
 on a TTY one line is rewritten in place (``\\r``); elsewhere (CI logs, ``nohup``) a full line is written
-every ``log_every_s`` seconds and at the end. The durable progress of a scan is the number of committed
+every ``log_every_s`` seconds and at the end. Other lines (heartbeats, the interrupt line) go through
+:meth:`ScanProgress.note`, and on a TTY log records written to the same stream first erase the progress
+line, so warnings never end up glued to it. The durable progress of a scan is the number of committed
 ``models/`` files; this display only reflects the current run.
 """
 
@@ -105,6 +107,36 @@ class ScanProgress:
         self.failed = 0
         self.in_flight = 0
         self.last_failure = ""
+        self._closed = False
+        self._shown_line = False  # a TTY progress line is on screen, not yet ended by a newline
+        self._handlers: list[logging.Handler] = []
+        if self.is_tty and stream is not None:
+            self._handlers = [h for h in logging.getLogger().handlers
+                              if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is stream]
+            for handler in self._handlers:
+                handler.addFilter(self._erase_before_log)
+
+    def _erase_before_log(self, record: logging.LogRecord) -> bool:
+        """Logging filter: erase the progress line so that the record starts on a clean line."""
+        self._erase()
+        return True
+
+    def _erase(self) -> None:
+        if self._shown_line and self.stream is not None:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._shown_line = False
+
+    def note(self, line: str) -> None:
+        """Write a line of its own (heartbeat, interrupt), never glued to the progress line."""
+        logger.info("%s", line)
+        if self.stream is None:
+            return
+        self._erase()
+        self.stream.write(line + "\n")
+        self.stream.flush()
+        if self.is_tty:
+            self.render()
 
     def snapshot(self) -> ProgressSnapshot:
         return ProgressSnapshot(self.total, self.resumed, self.ok, self.failed, self.in_flight,
@@ -138,11 +170,17 @@ class ScanProgress:
             return
         if self.is_tty:
             self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
+            self._shown_line = not final
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
 
     def close(self) -> ProgressSnapshot:
-        """Show the final line and return the final counts."""
-        self.render(final=True)
+        """Show the final line (once) and return the final counts."""
+        for handler in self._handlers:
+            handler.removeFilter(self._erase_before_log)
+        self._handlers = []
+        if not self._closed:
+            self._closed = True
+            self.render(final=True)
         return self.snapshot()

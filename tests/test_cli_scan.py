@@ -19,9 +19,9 @@ def test_scan_serial_writes_rows_manifest_and_resumes(tmp_path, capsys):
     models = [write_mlp(tmp_path / "a.safetensors", 0), write_corrupt(tmp_path / "bad.safetensors")]
     argv = ["scan", "--models", *models, "--results", str(tmp_path / "res"), "--serial", "--no-randomize",
             "--seed", "3"]
-    assert main(argv) == 0
+    assert main(argv) == 3  # a model failed and --max-failed-fraction is 0
     out = capsys.readouterr().out
-    assert "1 ok, 1 failed, 0 already done" in out
+    assert "1 ok, 1 failed, 0 already done" in out and out.count("\n") == 1  # one summary line on stdout
     (scan_dir,) = (tmp_path / "res").iterdir()
     assert scan_dir.name.startswith("scan-")  # derived from options and models: a rerun finds it
     manifest = json.loads((scan_dir / "scan.json").read_text())
@@ -31,8 +31,9 @@ def test_scan_serial_writes_rows_manifest_and_resumes(tmp_path, capsys):
     assert manifest["stats"]["ok"] == 1 and manifest["stats"]["failed"] == 1 and manifest["finished_at"]
     rows = models_table(tmp_path / "res", scan_dir.name)
     assert rows[models[1]]["status"] == "failed"
-    assert main(argv) == 0
-    assert "0 ok, 0 failed, 2 already done" in capsys.readouterr().out
+    assert main(argv) == 3  # the failed row still counts on resume, and the summary says so
+    assert "0 ok, 0 failed (+1 failed earlier), 2 already done" in capsys.readouterr().out
+    assert main([*argv, "--max-failed-fraction", "0.5"]) == 0
 
 
 def test_scan_reads_a_catalog_and_an_explicit_scan_id(tmp_path, capsys):
@@ -58,6 +59,7 @@ def test_scan_help_has_examples(capsys):
         main(["scan", "--help"])
     text = capsys.readouterr().out
     assert "--timeout-per-model" in text and "examples:" in text and "--retry-failed" in text
+    assert "--wait-for-gpus" in text and "--max-failed-fraction" in text
 
 
 @pytest.mark.skipif(not RESNET20.exists(), reason="../shared/zoo is not beside the repository")

@@ -1,4 +1,4 @@
-"""The serial runner, resume and the pure pieces of scanner.distributed (no Ray started here)."""
+"""The scan driver with the serial executor, resume, and the pure pieces of the Ray executor (no Ray started)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from scanner import distributed
+from scanner import distributed, runner
 from scanner.config import ScanConfig
 from scanner.errors import ConfigError
+from scanner.executors import ModelError
+from scanner.faults import InjectedFault, inject_fault, parse_faults
 from scanner.records import Status
-from scanner.sources import canonical_id
-from scanner.store import ResultStore, model_key
+from scanner.store import ResultStore
 
 FAST = ScanConfig(randomize=False)
 
@@ -41,53 +42,57 @@ def models_table(results: Path, scan_id: str) -> dict[str, dict]:
 
 
 def test_parse_faults_reads_actions_and_stages():
-    faults = distributed.parse_faults("file:/a.safetensors=raise; file:/b.th=kill_once@fit;")
+    faults = parse_faults("file:/a.safetensors=raise; file:/b.th=kill_once@fit;")
     assert faults == {"file:/a.safetensors": "raise@spectra", "file:/b.th": "kill_once@fit"}
-    assert distributed.parse_faults("") == {} and distributed.parse_faults(None) == {}
+    assert parse_faults("") == {} and parse_faults(None) == {}
     for bad in ("file:/a=explode", "no-equals-sign", "file:/a=raise@nowhere"):
         with pytest.raises(ConfigError, match="ZOOSCAN_FAULTS"):
-            distributed.parse_faults(bad)
+            parse_faults(bad)
 
 
 def test_inject_fault_only_at_its_stage(tmp_path):
     faults = {"file:/m": "raise@fit"}
-    distributed.inject_fault("file:/m", faults, "spectra")  # other stage: nothing happens
-    distributed.inject_fault("file:/other", faults, "fit")
-    with pytest.raises(distributed.InjectedFault):
-        distributed.inject_fault("file:/m", faults, "fit")
+    inject_fault("file:/m", faults, "spectra")  # other stage: nothing happens
+    inject_fault("file:/other", faults, "fit")
+    with pytest.raises(InjectedFault):
+        inject_fault("file:/m", faults, "fit")
 
 
 @pytest.mark.parametrize(
     ("cpus", "gpus", "device", "expected"),
     [
-        (2, 0, "auto", (1, 1.0, 0.0)),  # one CPU left for the fit tasks (deadlock trap)
-        (1, 0, "auto", (1, 0.0, 0.0)),  # a one-CPU node: the actor holds no CPU
+        (2, 0, "auto", (1, 1.0, 0.0)),  # one CPU kept for the fit tasks (deadlock trap)
+        (1, 0, "auto", (1, 0.5, 0.0)),  # a one-CPU node: the actor holds half, the fits the other half
+        (0, 0, "auto", (0, 0.0, 0.0)),  # a 0-CPU head never computes
+        (0, 0, "cuda", (0, 0.0, 0.0)),
+        (4, 0, "cuda", (0, 0.0, 0.0)),  # a CPU node for --device cuda: nothing
         (16, 0, "cpu", (15, 1.0, 0.0)),
-        (16, 2, "auto", (2, 1.0, 1.0)),
+        (16, 2, "auto", (2, 7.5, 1.0)),  # GPU actors share the node's CPUs but the reserve
         (16, 2, "cpu", (15, 1.0, 0.0)),  # GPUs ignored when the CPU is asked for
-        (2, 2, "cuda", (2, 0.0, 1.0)),  # not enough CPUs for both actors and the fits: actors hold none
+        (2, 2, "cuda", (2, 0.5, 1.0)),
+        (8, 1, "auto", (1, 7.0, 1.0)),
     ],
 )
-def test_plan_workers_leaves_cpus_for_fit_tasks(cpus, gpus, device, expected):
-    plan = distributed.plan_workers(cpus, gpus, device)
-    assert (plan.workers, plan.num_cpus, plan.num_gpus) == expected
-    assert plan.workers * plan.num_cpus < cpus
+def test_node_share_keeps_cpus_for_fit_tasks(cpus, gpus, device, expected):
+    share = distributed.node_share(cpus, gpus, device)
+    assert (share.actors, share.cpus, share.gpus) == expected
+    assert share.actors * share.cpus <= cpus - min(distributed.FIT_RESERVE, cpus / 2) + 1e-9
+    if cpus >= 1:
+        assert cpus - share.actors * share.cpus >= distributed.FIT_CPUS  # a fit task always fits
 
 
-def test_plan_workers_fractional_gpus_and_cuda_without_gpu():
-    assert distributed.plan_workers(16, 1, "auto", gpus_per_worker=0.5).workers == 2
-    with pytest.raises(ConfigError, match="declares no GPU"):
-        distributed.plan_workers(8, 0, "cuda")
+def test_node_share_fractional_gpus():
+    assert distributed.node_share(16, 1, "auto", gpus_per_worker=0.5).actors == 2
 
 
 def test_serial_scan_writes_one_row_per_model_and_failures_as_rows(tmp_path):
     good = [write_mlp(tmp_path / f"m{i}.safetensors", seed=i) for i in range(2)]
     corrupt = write_corrupt(tmp_path / "corrupt.safetensors")
     raising = write_mlp(tmp_path / "raises.safetensors", seed=9)
-    options = distributed.RunOptions(results=str(tmp_path / "res"), scan_id="s1",
-                                     faults=distributed.parse_faults(f"{raising}=raise"))
-    stats = distributed.run_serial([*good, corrupt, raising, good[0]], FAST, options)
+    options = runner.RunOptions(results=str(tmp_path / "res"), scan_id="s1", faults=parse_faults(f"{raising}=raise"))
+    stats = runner.run_serial([*good, corrupt, raising, good[0]], FAST, options)
     assert (stats.total, stats.ok, stats.failed, stats.resumed) == (4, 2, 2, 0)  # the repeated id counts once
+    assert stats.exit_status == runner.EXIT_MODELS_FAILED
     rows = models_table(tmp_path / "res", "s1")
     assert {rows[m]["status"] for m in good} == {Status.OK.value}
     assert rows[corrupt]["status"] == "failed" and rows[corrupt]["reason"]
@@ -102,44 +107,49 @@ def test_serial_resume_skips_committed_models_and_retry_failed_redoes_failures(t
     ids = [write_mlp(tmp_path / f"m{i}.safetensors", seed=i) for i in range(3)]
     flaky = ids[1]
     results = str(tmp_path / "res")
-    first = distributed.RunOptions(results=results, scan_id="s", faults={flaky: "raise@spectra"})
-    assert distributed.run_serial(ids, FAST, first).failed == 1
+    first = runner.RunOptions(results=results, scan_id="s", faults={flaky: "raise@spectra"})
+    assert runner.run_serial(ids, FAST, first).failed == 1
     before = models_table(tmp_path / "res", "s")
-    again = distributed.run_serial(ids, FAST, distributed.RunOptions(results=results, scan_id="s"))
-    assert (again.resumed, again.ok, again.failed) == (3, 0, 0)
-    retried = distributed.run_serial(ids, FAST, distributed.RunOptions(results=results, scan_id="s", retry_failed=True))
-    assert (retried.resumed, retried.ok) == (2, 1)
+    again = runner.run_serial(ids, FAST, runner.RunOptions(results=results, scan_id="s"))
+    assert (again.resumed, again.ok, again.failed, again.failed_before) == (3, 0, 0, 1)
+    assert again.exit_status == runner.EXIT_MODELS_FAILED  # the earlier failure still counts
+    tolerant = runner.run_serial(ids, FAST, runner.RunOptions(results=results, scan_id="s", max_failed_fraction=0.5))
+    assert tolerant.exit_status == runner.EXIT_OK  # 1 of 3 failed, 50 % allowed
+    retried = runner.run_serial(ids, FAST, runner.RunOptions(results=results, scan_id="s", retry_failed=True))
+    assert (retried.resumed, retried.ok, retried.failed_before, retried.exit_status) == (2, 1, 0, runner.EXIT_OK)
     after = models_table(tmp_path / "res", "s")
     assert after[flaky]["status"] == "ok" and before[flaky]["status"] == "failed"
     assert after[ids[0]]["alpha_mean"] == before[ids[0]]["alpha_mean"]
 
 
-def test_models_to_do_uses_canonical_ids(tmp_path):
-    store = ResultStore(tmp_path, "s")
-    store.open_scan(FAST, {}, {})
+def test_resume_plan_uses_canonical_ids(tmp_path):
     path = tmp_path / "a.safetensors"
-    todo, resumed = distributed.models_to_do([f"file:{path}", f"file:{path}"], store, retry_failed=False)
-    assert todo == [canonical_id(f"file:{path}")] and resumed == 0
-    assert model_key(todo[0]).startswith("file_")
+    write_mlp(path, seed=0)
+    options = runner.RunOptions(results=str(tmp_path / "res"), scan_id="s")
+    stats = runner.run_serial([f"file:{path}", f"file:{path}"], FAST, options)
+    assert (stats.total, stats.ok) == (1, 1)
 
 
-def test_error_of_unwraps_task_errors_and_retries_dead_workers():
+def test_classify_sorts_model_errors_worker_deaths_and_cluster_faults():
     rex = pytest.importorskip("ray.exceptions")
     task_error = rex.RayTaskError("fn", "traceback", ValueError("bad weights"))
-    assert distributed._error_of(task_error) == ("ValueError", "bad weights", False)
-    died = rex.ActorDiedError()
-    error_class, _, retry = distributed._error_of(died)
-    assert error_class == "ActorDiedError" and retry
-    assert distributed._error_of(rex.WorkerCrashedError())[2]
-    oom = distributed._error_of(rex.OutOfMemoryError("Task was killed due to the node running low on memory."))
-    assert oom == ("OutOfMemoryError", "Task was killed due to the node running low on memory.", False)
+    assert distributed.classify(task_error) == ModelError("ValueError", "bad weights")
+    died = distributed.classify(rex.ActorDiedError())
+    assert died.error_class == "ActorDiedError" and died.retry and not died.infrastructure
+    node_gone = distributed.classify(rex.ActorDiedError(), node_alive=False)
+    assert node_gone.infrastructure and not node_gone.retry  # the node died: free retry, no attempt spent
+    assert distributed.classify(rex.WorkerCrashedError()).retry
+    assert distributed.classify(rex.NodeDiedError("node 1 died")).infrastructure
+    assert distributed.classify(rex.ObjectLostError("ab" * 14, "owner", "call site")).infrastructure
+    oom = distributed.classify(rex.OutOfMemoryError("Task was killed due to the node running low on memory."))
+    assert oom == ModelError("OutOfMemoryError", "Task was killed due to the node running low on memory.")
 
 
 def test_ray_runner_with_everything_committed_starts_no_cluster(tmp_path):
     ray = pytest.importorskip("ray")
     ids = [write_mlp(tmp_path / "m.safetensors", seed=0)]
-    options = distributed.RunOptions(results=str(tmp_path / "res"), scan_id="s")
-    distributed.run_serial(ids, FAST, options)
+    options = runner.RunOptions(results=str(tmp_path / "res"), scan_id="s")
+    runner.run_serial(ids, FAST, options)
     stats = distributed.run_ray(ids, FAST, options)
     assert (stats.resumed, stats.ok, stats.failed, stats.workers) == (1, 0, 0, 0)
     assert not ray.is_initialized()
@@ -154,23 +164,34 @@ def test_only_distributed_imports_ray():
     importers = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
                        if re.search(r"^\s*(import ray\b|from ray\b)", path.read_text(), flags=re.M))
     assert importers == ["distributed.py"]
-    code = "import sys, scanner.distributed, scanner.commands.scan; print('ray' in sys.modules)"
+    code = "import sys, scanner.runner, scanner.executors.serial, scanner.commands.scan; print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"  # ray is imported inside the Ray runner only
+    assert result.stdout.strip() == "False"  # --serial never touches Ray
+    code = "import sys, scanner.distributed; print('ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"  # ray is imported inside the Ray executor only
+
+
+def test_distributed_re_exports_nothing_it_does_not_define():
+    assert not hasattr(distributed, "__all__")
+    for name in ("RunOptions", "ScanStats", "run_serial", "parse_faults", "FAULTS_ENV", "InjectedFault"):
+        assert not hasattr(distributed, name), name
 
 
 @pytest.mark.parametrize("field", ["num_cpus", "max_in_flight", "timeout_per_model", "max_attempts"])
 def test_run_options_refuse_values_that_would_stall_the_scan(field):
     with pytest.raises(ConfigError, match=field):
-        distributed.RunOptions(results="r", scan_id="s", **{field: 0})
+        runner.RunOptions(results="r", scan_id="s", **{field: 0})
     with pytest.raises(ConfigError, match=field):
-        distributed.RunOptions(results="r", scan_id="s", **{field: -1})
+        runner.RunOptions(results="r", scan_id="s", **{field: -1})
 
 
 def test_actors_solve_as_many_layers_at_once_as_they_hold_cpus():
-    plan = distributed.plan_workers(8, 0, "auto")
-    assert distributed.actor_config(ScanConfig(), plan).threads == 1
-    assert distributed.actor_config(ScanConfig(threads=3), plan).threads == 3  # the user's choice stands
-    zero_cpu = distributed.plan_workers(1, 0, "auto")
-    assert zero_cpu.num_cpus == 0.0 and distributed.actor_config(ScanConfig(), zero_cpu).threads == 1
-    assert distributed.actor_config(ScanConfig(), plan).config_hash() == ScanConfig().config_hash()
+    share = distributed.node_share(8, 0, "auto")
+    assert distributed.actor_config(ScanConfig(), share).threads == 1
+    assert distributed.actor_config(ScanConfig(threads=3), share).threads == 3  # the user's choice stands
+    gpu_node = distributed.node_share(8, 1, "cuda")  # a GPU worker uses its node's CPUs for small layers
+    assert distributed.actor_config(ScanConfig(), gpu_node).threads == 7
+    half = distributed.node_share(1, 0, "auto")
+    assert half.cpus == 0.5 and distributed.actor_config(ScanConfig(), half).threads == 1
+    assert distributed.actor_config(ScanConfig(), share).config_hash() == ScanConfig().config_hash()

@@ -8,12 +8,13 @@ corrupt checkpoint.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from scanner import distributed
+from scanner import distributed, runner
 from scanner.config import ScanConfig
 from scanner.records import Status
 from tests.test_distributed import models_table, write_corrupt, write_mlp
@@ -32,6 +33,7 @@ def cluster():
     mp = pytest.MonkeyPatch()
     mp.setenv("RAY_AUTH_MODE", "disabled")
     mp.setenv("OMP_NUM_THREADS", "1")
+    mp.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="zr", dir="/tmp"))  # Cluster writes its address file there
     local = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     local.add_node(num_cpus=1)
     ray.init(address=local.address, log_to_driver=False)
@@ -55,7 +57,7 @@ def test_faults_end_as_exactly_one_row_per_model(cluster, tmp_path):
     faults = {raising: "raise@spectra", killed_once: "kill_once@spectra", resnets[1]: "kill_once@fit",
               fit_killed_once: "kill_once@fit", always_killed: "kill@spectra"}
     catalog = [*resnets, *mlps, corrupt]
-    options = distributed.RunOptions(results=str(tmp_path / "res"), scan_id="faults", faults=faults,
+    options = runner.RunOptions(results=str(tmp_path / "res"), scan_id="faults", faults=faults,
                                      fault_dir=str(tmp_path), max_attempts=2, max_in_flight=3)
     stats = distributed.run_ray(catalog, FAST, options)
 
@@ -79,8 +81,8 @@ def test_faults_end_as_exactly_one_row_per_model(cluster, tmp_path):
 
 def test_ray_and_serial_runs_give_the_same_rows(cluster, tmp_path):
     catalog = [f"file:{ZOO / 'resnet20-12fca82f.th'}", *(write_mlp(tmp_path / f"m{i}.safetensors", i) for i in range(2))]
-    distributed.run_ray(catalog, FAST, distributed.RunOptions(results=str(tmp_path / "r"), scan_id="s"))
-    distributed.run_serial(catalog, FAST, distributed.RunOptions(results=str(tmp_path / "q"), scan_id="s"))
+    distributed.run_ray(catalog, FAST, runner.RunOptions(results=str(tmp_path / "r"), scan_id="s"))
+    runner.run_serial(catalog, FAST, runner.RunOptions(results=str(tmp_path / "q"), scan_id="s"))
     by_ray, by_serial = models_table(tmp_path / "r", "s"), models_table(tmp_path / "q", "s")
     assert set(by_ray) == set(by_serial) == set(catalog)
     for model_id in catalog:
@@ -90,8 +92,8 @@ def test_ray_and_serial_runs_give_the_same_rows(cluster, tmp_path):
 
 def test_a_hanging_model_times_out_and_the_scan_goes_on(cluster, tmp_path):
     hang, after = (write_mlp(tmp_path / f"m{i}.safetensors", i) for i in range(2))
-    options = distributed.RunOptions(results=str(tmp_path / "res"), scan_id="t", faults={hang: "hang@spectra"},
-                                     timeout_per_model=15.0, max_in_flight=1)
+    options = runner.RunOptions(results=str(tmp_path / "res"), scan_id="t", faults={hang: "hang@spectra"},
+                                     timeout_per_model=40.0, max_in_flight=1)
     stats = distributed.run_ray([hang, after], FAST, options)
     rows = models_table(tmp_path / "res", "t")
     assert rows[hang]["error_class"] == "Timeout" and "--timeout-per-model" in rows[hang]["reason"]

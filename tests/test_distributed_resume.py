@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from scanner import distributed
+from scanner import runner
 from scanner.config import ScanConfig
 from tests.test_distributed import models_table, write_corrupt, write_mlp
 
@@ -40,7 +40,7 @@ def write_catalog(path: Path, model_ids: list[str]) -> Path:
 
 def scan_command(catalog: Path, results: Path) -> list[str]:
     return [sys.executable, "-m", "scanner", "scan", str(catalog), "--results", str(results), "--scan-id", "k",
-            "--no-randomize", "--num-cpus", "2"]
+            "--no-randomize", "--num-cpus", "2", "--max-failed-fraction", "0.2"]
 
 
 def stop_session(process: subprocess.Popen) -> None:
@@ -55,8 +55,8 @@ def test_killed_driver_resumes_to_the_uninterrupted_result(tmp_path):
     models += [write_mlp(tmp_path / f"m{i}.safetensors", seed=i) for i in range(5)]
     models.append(write_corrupt(tmp_path / "corrupt.safetensors"))
     catalog = write_catalog(tmp_path / "catalog.csv", models)
-    reference = distributed.run_serial(models, ScanConfig(randomize=False),
-                                       distributed.RunOptions(results=str(tmp_path / "ref"), scan_id="k"))
+    reference = runner.run_serial(models, ScanConfig(randomize=False),
+                                       runner.RunOptions(results=str(tmp_path / "ref"), scan_id="k"))
     assert (reference.ok, reference.failed) == (8, 1)
 
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",

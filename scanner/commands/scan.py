@@ -8,16 +8,18 @@ import sys
 from typing import Any
 
 EPILOG = """examples:
-  zooscan scan catalogs/cifar10_resnet.csv --results results            # embedded local Ray
+  zooscan scan catalogs/cifar10_resnet.csv --results results            # a local Ray of its own
   zooscan scan --models random:timm/resnet18 timm:resnet50.a1_in1k --results results --serial
-  zooscan scan timm_imagenet --results s3mount/results --address auto --device cuda --timeout-per-model 900
+  zooscan scan timm_imagenet --results results --address HEAD:6379 --device cuda --timeout-per-model 900
   zooscan scan timm_imagenet --results results --scan-id s-imagenet-1 --retry-failed   # resume, redo failures
 
-Rerunning the same command resumes: models whose models/ file exists are skipped. Without --scan-id the
-scan id is derived from the options and the model list, so an identical rerun finds the same folder.
-Failed models are rows (status failed, error_class, reason), not an error exit: query them with
-  zooscan query status --results results
-The exit status is 0 when the scan finished, 1 on a usage or setup error.
+Rerunning the same command resumes: models whose models/ row is committed are skipped. Without --scan-id the
+scan id is derived from the options and the model list, so an identical rerun finds the same folder. Only
+this process writes results (workers send them back), so cluster nodes need no shared filesystem.
+Failed models are rows (status failed, error_class, reason): query them with
+  zooscan query status_overview --results results
+Exit status: 0 when the scan finished with at most --max-failed-fraction of its models failed (default 0),
+3 when more failed, 130 after Ctrl-C (committed models stay; rerun to resume), 1 on a usage or setup error.
 """
 
 
@@ -61,14 +63,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", required=True, metavar="DIR", help="results root; the scan goes to DIR/<scan-id>/")
     parser.add_argument("--scan-id", metavar="ID", help="scan folder name (default: derived from options and models)")
     ray_group = parser.add_argument_group("execution")
-    ray_group.add_argument("--address", help="Ray cluster to join (auto, host:port, ray://…); default: embedded local Ray")
-    ray_group.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the embedded local Ray (default: all)")
-    ray_group.add_argument("--num-gpus", type=float, metavar="N", help="GPUs of the embedded local Ray (default: detected)")
+    ray_group.add_argument("--address", help="Ray cluster to join (auto, host:port, ray://…); default: a local Ray "
+                                             "of its own (never a 'ray start' cluster found on this machine)")
+    ray_group.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray (default: all)")
+    ray_group.add_argument("--num-gpus", type=float, metavar="N", help="GPUs of the local Ray (default: detected)")
     ray_group.add_argument("--max-in-flight", type=int, metavar="N",
                            help="models submitted and unfinished at most (default: 2 per spectrum worker)")
     ray_group.add_argument("--timeout-per-model", type=float, metavar="S",
-                           help="abandon a model after S seconds as failed and restart its worker (default: none)")
-    ray_group.add_argument("--serial", action="store_true", help="no Ray: one model after another in this process")
+                           help="abandon a model after S seconds as failed and stop its worker (default: none; "
+                                "with --serial each model then runs in a child process)")
+    ray_group.add_argument("--wait-for-gpus", type=float, metavar="S", default=600.0,
+                           help="wait up to S seconds for a node able to compute, e.g. the first GPU node of an "
+                                "autoscaling cluster with --device cuda (default 600)")
+    ray_group.add_argument("--stall-minutes", type=float, metavar="M", default=2.0,
+                           help="print a heartbeat naming the models in flight after M minutes without a "
+                                "finished model (default 2)")
+    ray_group.add_argument("--max-failed-fraction", type=float, metavar="F", default=0.0,
+                           help="exit 3 when more than this fraction of the scan's models failed (default 0)")
+    ray_group.add_argument("--serial", action="store_true", help="no Ray: one model after another on this machine")
     ray_group.add_argument("--retry-failed", action="store_true", help="also redo models an earlier run recorded as failed")
     add_config_arguments(parser)
     add_cache_arguments(parser)
@@ -83,10 +95,10 @@ def default_scan_id(config_hash: str, model_ids: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from scanner import distributed
+    from scanner import runner
     from scanner.catalog import load_catalog
     from scanner.errors import ScannerError
-    from scanner.progress import ScanProgress
+    from scanner.faults import FAULT_DIR_ENV, FAULTS_ENV, LOGICAL_GPUS_ENV, parse_faults
 
     try:
         config = config_from_args(args)
@@ -99,20 +111,27 @@ def run(args: argparse.Namespace) -> int:
             return 1
         catalog_info["n_models"] = len(model_ids)
         catalog_info["models_sha256"] = hashlib.sha256("\n".join(model_ids).encode()).hexdigest()
-        options = distributed.RunOptions(
+        options = runner.RunOptions(
             results=args.results, scan_id=args.scan_id or default_scan_id(config.config_hash(), model_ids),
             address=args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_in_flight=args.max_in_flight,
             timeout_per_model=args.timeout_per_model, retry_failed=args.retry_failed,
-            faults=distributed.parse_faults(os.environ.get(distributed.FAULTS_ENV)),
-            fault_dir=os.environ.get(distributed.FAULT_DIR_ENV, ""))
-        print(f"scan {options.scan_id}: {len(model_ids)} models -> {os.path.join(args.results, options.scan_id)}",
+            wait_for_gpus=args.wait_for_gpus, stall_s=60.0 * args.stall_minutes,
+            max_failed_fraction=args.max_failed_fraction, faults=parse_faults(os.environ.get(FAULTS_ENV)),
+            fault_dir=os.environ.get(FAULT_DIR_ENV, ""), logical_gpus=os.environ.get(LOGICAL_GPUS_ENV) == "1")
+        print(f"scan {options.scan_id}: {len(model_ids)} models -> {args.results.rstrip('/')}/{options.scan_id}",
               file=sys.stderr)
-        runner = distributed.run_serial if args.serial else distributed.run_ray
-        stats = runner(model_ids, config, options, catalog_info=catalog_info,
-                       progress=ScanProgress(len(model_ids), stream=sys.stderr))
+        if args.serial:
+            stats = runner.run_serial(model_ids, config, options, catalog_info=catalog_info, stream=sys.stderr)
+        else:
+            from scanner.distributed import run_ray
+
+            stats = run_ray(model_ids, config, options, catalog_info=catalog_info, stream=sys.stderr)
+    except runner.ScanInterrupted as stop:
+        print(stop.stats.summary_line(options.scan_id), flush=True)
+        sys.stderr.flush()
+        os._exit(runner.EXIT_INTERRUPTED)  # not sys.exit: a running eigensolve's threads would be waited for
     except ScannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"scan {options.scan_id} finished: {stats.ok} ok, {stats.failed} failed, {stats.resumed} already done, "
-          f"{stats.seconds:.1f} s ({stats.runner}, {stats.workers} worker(s))")
-    return 0
+    print(stats.summary_line(options.scan_id))
+    return stats.exit_status
