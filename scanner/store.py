@@ -33,7 +33,16 @@ from scanner.config import ScanConfig
 from scanner.errors import SchemaError, StoreError
 from scanner.records import LayerResult, ModelResult, Status
 from scanner.storage import Storage, open_storage, tmp_writer
-from scanner.storage_layout import TABLES, ScanFiles, compacted_keys, read_markers, scan_files
+from scanner.storage_layout import (
+    MARKER_COLUMNS,
+    TABLES,
+    Marker,
+    ScanFiles,
+    compacted_keys,
+    read_markers,
+    read_parquet,
+    scan_files,
+)
 
 if TYPE_CHECKING:
     from scanner.scan import LayerEigenvalues
@@ -239,6 +248,21 @@ class ResultStore:
         """Keys with a ``models/`` marker or a row in a compacted ``models`` file (committed, any status)."""
         files = self.files()
         return set(files.live_keys) | compacted_keys(self.storage, files)
+
+    def read_marker(self, model_id: str) -> Marker | None:
+        """The live ``models/`` commit row of ``model_id`` (one file read, no listing), None when absent.
+
+        For a read-back right after ``write_model``; an unreadable marker gives a Marker with ``error`` set.
+        """
+        path = self.path("models", self.key(model_id))
+        if not self.storage.exists(path):
+            return None
+        try:
+            rows = read_parquet(self.storage, path, MARKER_COLUMNS).to_pylist()
+            row = rows[0] if len(rows) == 1 else {}
+            return Marker(self.key(model_id), row["model_id"], row["config_hash"], row["status"])
+        except (OSError, KeyError, pa.ArrowException) as exc:
+            return Marker(self.key(model_id), error=f"{type(exc).__name__}: {exc}")
 
     def failed_keys(self) -> set[str]:
         """Keys whose commit row says "failed" or cannot be read (what ``--retry-failed`` redoes)."""

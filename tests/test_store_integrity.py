@@ -255,3 +255,13 @@ def test_unknown_or_malformed_schemes_are_errors_not_local_folders(tmp_path, mon
     with pytest.raises(StoreError, match="URI|results location"):
         ResultStore(text, "s1")
     assert not list(tmp_path.iterdir())
+
+
+def test_read_marker_reads_one_commit_row(tmp_path) -> None:
+    results = _open(tmp_path)
+    assert results.read_marker("timm:a") is None
+    key = _write(results, "timm:a")
+    marker = results.read_marker("timm:a")
+    assert (marker.model_id, marker.status, marker.error) == ("timm:a", "ok", "")
+    results.path("models", key).write_bytes(b"torn")
+    assert results.read_marker("timm:a").error
