@@ -337,7 +337,9 @@ SPECS: list[P] = [
 
 
 def _safe(name: str) -> str:
-    return name.replace(":", "_")
+    """A file name the scanner reads by suffix: no ':' (MHCnuggets allele names); ``.pth.tar`` (CHGNet) is a
+    torch zip pickle, written as ``.pth``."""
+    return name.replace(":", "_").removesuffix(".tar") if name.endswith(".pth.tar") else name.replace(":", "_")
 
 
 def _rows_for(spec: P, archive: Archive) -> list[tuple[M, list[str], list[str]]]:
