@@ -184,3 +184,15 @@ def test_zoo_with_compacted_files_reads_the_same(synthetic, tmp_path):
 
     model = after.models[0]
     assert set(read_eigenvalues(model)) == set(read_eigenvalues(before.model(model.model_id)))
+
+
+def test_phase_reason_never_says_more_survivors_than_outliers():
+    """The reason once read "4 of 2 outliers survive shuffling": the shuffled matrix can have more outliers
+    than W has spikes (issue 13)."""
+    from scanner.phases import PhaseFeatures, classify
+
+    base = {"n_evals": 100, "near_zero_fraction": 0.0, "spike_fraction": 0.02, "extent": 3.0, "gap": 1.0,
+            "bulk_ks": 0.01, "alpha": None}
+    more = classify(PhaseFeatures(**base, n_spikes=2, n_traps=4)).reason
+    assert "4 of 2" not in more and "shuffled matrix has 4 outliers, W has 2" in more
+    assert "3 of 4 outliers survive" in classify(PhaseFeatures(**base, n_spikes=4, n_traps=3)).reason
