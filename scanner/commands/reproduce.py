@@ -14,7 +14,8 @@ EPILOG = """examples:
   zooscan reproduce batch-size --device cuda --subset 50000 --epochs 100     # the paper's full setting (GPU)
 
 Checkpoints (safetensors) go to --zoo (default results/zoo_<model>), Parquet to --results/<scan-id>;
---out receives catalog.csv, runs.csv, phase_table.{csv,md}, paper_comparison.csv, PNG plots and report.html.
+--out (default results/batch_size_<model>) receives catalog.csv, runs.csv, phase_table.{csv,md},
+paper_comparison.csv, PNG plots and report.html.
 Finished runs and scanned models are skipped on a re-run (resume)."""
 
 
@@ -35,7 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoo", type=Path, default=None, help="checkpoint folder (default results/zoo_<model>)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results root for the Parquet scan")
     parser.add_argument("--scan-id", default=None, help="scan folder name (default batch_size_<model>)")
-    parser.add_argument("--out", type=Path, default=Path("experiments/batch_size"), help="tables, plots, report")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="tables, plots, report (default results/batch_size_<model>; the committed outputs of "
+                             "the repository's run are in experiments/batch_size/, pass --out there to replace them)")
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """--out, else ``results/batch_size_<model>``: a run never overwrites the committed experiments/ by default."""
+    return args.out if args.out is not None else Path("results") / f"batch_size_{args.model}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,11 +58,12 @@ def run(args: argparse.Namespace) -> int:
         test_subset=args.test_subset or None, data_source=args.data_source, data_dir=args.data_dir,
         threads=args.threads)
     zoo = args.zoo or Path("results") / f"zoo_{args.model}"
+    out = output_dir(args)
     rows = run_sweep(sweep, zoo)
-    catalog_csv, runs_csv = write_catalogs(rows, args.out)
+    catalog_csv, runs_csv = write_catalogs(rows, out)
     device = "cuda" if args.device.startswith("cuda") else "cpu"
     scan_dir = scan_rows(rows, args.results, args.scan_id or f"batch_size_{args.model}", ScanConfig(device=device))
-    paths = write_outputs(scan_dir, catalog_csv, runs_csv, args.out)
+    paths = write_outputs(scan_dir, catalog_csv, runs_csv, out)
     logger.warning("wrote %s", ", ".join(str(p) for p in paths.values()))
     print(Path(paths["markdown"]).read_text())
     return 0
