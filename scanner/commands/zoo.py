@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rank.add_argument("--results", required=True, help="results directory of a scan")
     rank.add_argument("--metric", default="alpha_hat", help="model-level metric (default alpha_hat)")
     rank.add_argument("--markdown", default=None, help="also write the tables to this Markdown file")
+    rank.add_argument("--scan-id", default=None, help="one scan (default: every scan, the last by name wins)")
     summary = sub.add_parser("summary", help="Markdown summary of a scan of the zoo: formats, layer kinds, phases")
     summary.add_argument("catalog", help="zoo catalog name or CSV path")
     summary.add_argument("--results", required=True, help="results directory")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.zoo_command == "rank":
         from scanner.zoo.rank import rank_command
 
-        return rank_command(rows, args.results, args.metric, args.markdown)
+        return rank_command(rows, args.results, args.metric, args.markdown, args.scan_id)
     if args.zoo_command == "summary":
         from pathlib import Path
 

@@ -76,13 +76,14 @@ def family_tau(ranked: list[Ranked]) -> float | None:
     return kendall_tau_b([r.scan_value for r in ranked], quality) if len(ranked) >= 2 else None
 
 
-def scan_values(results: str, metric: str) -> dict[str, float]:
-    """model_id -> the metric of its latest ok row over every scan under ``results``."""
+def scan_values(results: str, metric: str, scan_id: str | None = None) -> dict[str, float]:
+    """model_id -> the metric of its ok row in ``scan_id`` (default: the last scan id, in name order, that has
+    one, over every scan under ``results``)."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     from scanner.query import connect
 
-    con = connect(results)
+    con = connect(results, scan_id=scan_id)
     rows = con.execute(f"SELECT model_id, {metric} FROM models WHERE status = 'ok' AND {metric} IS NOT NULL "
                        "ORDER BY scan_id").fetchall()
     return {m: float(v) for m, v in rows}
@@ -103,9 +104,10 @@ def markdown(rankings: dict[tuple[str, str], list[Ranked]], metric: str) -> str:
     return "\n".join(lines)
 
 
-def rank_command(rows: list[ZooRow], results: str, metric: str, markdown_path: str | None) -> int:
+def rank_command(rows: list[ZooRow], results: str, metric: str, markdown_path: str | None,
+                 scan_id: str | None = None) -> int:
     """``zooscan zoo rank``: print the tables (and write them to ``markdown_path`` when given)."""
-    rankings = rank_families(rows, scan_values(results, metric))
+    rankings = rank_families(rows, scan_values(results, metric, scan_id))
     if not rankings:
         print("no scanned model of the catalog has a published metric yet")
         return 0

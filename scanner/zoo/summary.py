@@ -1,5 +1,6 @@
 """A Markdown summary of one scan of a zoo catalog: models ok/failed by format (with the failure reasons),
-layers per kind, and layer phases per family. Read from the results views (``scanner.query.connect``)."""
+layers per kind, and layer phases per family. Read from the results views (``scanner.query.connect``); models
+of the scan that are not rows of the catalog (renamed since) are left out."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def scan_summary(rows: list[ZooRow], results: str, scan_id: str) -> str:
     from scanner.query import connect
 
     con = connect(results, scan_id=scan_id)
-    models = {m: (s, r, e, n) for m, s, r, e, n in con.execute(
-        "SELECT model_id, status, reason, error_class, n_ok FROM models").fetchall()}
     by_id = {r.model_id: r for r in rows}
+    models = {m: (s, r, e, n) for m, s, r, e, n in con.execute(
+        "SELECT model_id, status, reason, error_class, n_ok FROM models").fetchall() if m in by_id}
     lines = [f"# Registry zoo scan `{scan_id}`", "",
              f"{len(models)} models scanned of {len(rows)} catalog rows; "
              f"{sum(v[0] == 'ok' for v in models.values())} ok.", "", "## Models by format", ""]
@@ -48,7 +49,8 @@ def scan_summary(rows: list[ZooRow], results: str, scan_id: str) -> str:
     lines += _table(["format", "models", "reason"],
                     [[f, n, r] for f, c in sorted(reasons.items()) for r, n in c.most_common(4)])
     lines += ["## Layers per kind (all ok models)", ""]
-    kinds = con.execute("SELECT kind, status, count(*) FROM layers GROUP BY ALL ORDER BY 1, 2").fetchall()
+    kinds = [k[1:] for k in con.execute("SELECT model_id, kind, status, count(*) FROM layers GROUP BY ALL "
+                                        "ORDER BY 2, 3").fetchall() if k[0] in by_id]
     per_kind: dict[str, Counter[str]] = defaultdict(Counter)
     for kind, status, count in kinds:
         per_kind[kind][status] += count
@@ -56,7 +58,8 @@ def scan_summary(rows: list[ZooRow], results: str, scan_id: str) -> str:
                     [[k, sum(c.values()), c["ok"], sum(v for s, v in c.items() if s != "ok")]
                      for k, c in sorted(per_kind.items())])
     lines += ["## Phases per family (ok layers)", ""]
-    phases = con.execute("SELECT model_id, phase, count(*) FROM layers WHERE status = 'ok' GROUP BY ALL").fetchall()
+    phases = [p for p in con.execute("SELECT model_id, phase, count(*) FROM layers WHERE status = 'ok' "
+                                     "GROUP BY ALL").fetchall() if p[0] in by_id]
     per_family: dict[str, Counter[str]] = defaultdict(Counter)
     names = sorted({p or "none" for _, p, _ in phases})
     for model_id, phase, count in phases:
