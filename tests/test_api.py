@@ -101,3 +101,24 @@ def test_a_failing_model_raises_instead_of_returning_an_empty_table(bad, error):
         scanner.analyze(bad)
     with pytest.raises(error):
         scanner.get_summary(bad)
+
+
+def test_file_source_honours_config_json_beside_the_weights(tmp_path):
+    """file: on a save_pretrained GPT-2 folder splits c_attn into q, k, v like hf: does (issue 13)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=300, n_positions=64)
+    torch.manual_seed(0)
+    gpt2 = transformers.GPT2LMHeadModel(config)
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    expected = scanner.describe(gpt2)
+    for model_id in (f"file:{tmp_path / 'gpt2'}", f"file:{tmp_path / 'gpt2' / 'model.safetensors'}"):
+        table = scanner.describe(model_id)
+        names = set(table.column("layer_name").to_pylist())
+        assert {"transformer.h.0.attn.c_attn.q", "transformer.h.0.attn.c_attn.k"} <= names, sorted(names)
+        kinds = {r["layer_name"]: r["kind"] for r in table.to_pylist()}
+        assert kinds["transformer.h.0.attn.c_attn.q"] == "conv1d_hf"
+        analysed = {r["layer_name"]: (r["n"], r["m"]) for r in table.to_pylist() if r["status"] == "analyse"}
+        assert analysed == {r["layer_name"]: (r["n"], r["m"]) for r in expected.to_pylist() if r["status"] == "analyse"}
+    (tmp_path / "gpt2" / "config.json").unlink()  # without it the fused matrix stays one linear layer
+    names = set(scanner.describe(f"file:{tmp_path / 'gpt2'}").column("layer_name").to_pylist())
+    assert "transformer.h.0.attn.c_attn.q" not in names
