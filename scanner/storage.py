@@ -156,13 +156,14 @@ class LocalStorage(Storage):
 
     def list_files(self, folder: PurePath) -> list[Entry]:
         found = []
+        base = Path(folder)
         try:
             with os.scandir(folder) as it:
                 for item in it:
                     try:
                         if item.is_file(follow_symlinks=False):
                             stat = item.stat()
-                            found.append(Entry(Path(folder) / item.name, stat.st_size, stat.st_mtime))
+                            found.append(Entry(base / item.name, stat.st_size, stat.st_mtime))
                     except FileNotFoundError:  # removed while listing
                         continue
         except (FileNotFoundError, NotADirectoryError):
@@ -183,6 +184,13 @@ class LocalStorage(Storage):
 
     def read_bytes(self, path: PurePath) -> bytes:
         return Path(path).read_bytes()
+
+    def read_tail(self, path: PurePath, size: int, count: int) -> bytes:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return os.pread(fd, min(count, size), max(0, size - count))
+        finally:
+            os.close(fd)
 
     def move(self, source: PurePath, target: PurePath) -> None:
         self.makedirs(target.parent)

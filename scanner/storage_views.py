@@ -71,8 +71,10 @@ def _source(con: duckdb.DuckDBPyConnection, storage: Storage, paths: Sequence[Pu
 def _readable(storage: Storage, entries: Sequence[Entry], skipped: list[str]) -> list[Entry]:
     if not storage.is_local:
         return list(entries)
-    good = [e for e in entries if tail_ok(storage, e)]
-    skipped.extend(str(e.path) for e in entries if e not in good)
+    good, bad = [], []
+    for entry in entries:
+        (good if tail_ok(storage, entry) else bad).append(entry)
+    skipped.extend(str(e.path) for e in bad)
     return good
 
 
