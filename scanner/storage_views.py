@@ -71,7 +71,8 @@ def _source(con: duckdb.DuckDBPyConnection, storage: Storage, paths: Sequence[Pu
 def _readable(storage: Storage, entries: Sequence[Entry], skipped: list[str]) -> list[Entry]:
     if not storage.is_local:
         return list(entries)
-    good, bad = [], []
+    good: list[Entry] = []
+    bad: list[Entry] = []
     for entry in entries:
         (good if tail_ok(storage, entry) else bad).append(entry)
     skipped.extend(str(e.path) for e in bad)
