@@ -1,15 +1,15 @@
 """Layer coverage of the registry zoo, side by side: matrices zooscan analyses vs weightwatcher 0.7.7, and the
 α agreement in reference mode where both read the network.
 
-Usage (from the repo root, after ``zooscan zoo fetch registry_zoo --all --zoo-dir zoo``):
-    .venv/bin/zooscan scan --models $(.venv/bin/zooscan zoo ids registry_zoo) --results results \\
-        --scan-id registry-zoo-reference --fit reference --no-randomize --max-failed-fraction 1
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_coverage.py run      # weightwatcher, one child per model
-    .venv/bin/python bench/bench_coverage.py report                      # bench/results/registry_coverage.md
+Usage (from the repo root, after ``zooscan zoo fetch registry_zoo --all --zoo-dir zoo`` and a scan of the whole
+zoo, ``zooscan scan --models $(zooscan zoo ids registry_zoo) --results results --scan-id registry-zoo-all``):
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_coverage.py run      # both tools, one child per model and tool
+    .venv/bin/python bench/bench_coverage.py report --scan-id registry-zoo-all   # bench/results/registry_coverage.md
 
-zooscan's side is read from the reference-mode scan (``fit="reference"``, no randomization: weightwatcher
-0.7.7's α). weightwatcher 0.7.7 reads a PyTorch module, a Keras model or a dict of tensors (its PYSTATEDICT
-path); for the registry files that means the torch pickles and safetensors files, loaded here as a dict of
+For every network weightwatcher can read, both tools run in fresh subprocesses on the same file: zooscan with
+``fit="reference"`` and no randomization (weightwatcher 0.7.7's α), weightwatcher with its default
+``analyze()``. For the other networks, zooscan's matrices come from the scan given to ``report``.
+weightwatcher 0.7.7 reads a PyTorch module, a Keras model or a dict of tensors (its PYSTATEDICT path); for the registry files that means the torch pickles and safetensors files, loaded here as a dict of
 tensors exactly as zooscan's ``file:`` source unwraps them (``weights_only=True``; nested under ``state_dict``,
 ``model``, ``module``, ``net`` or ``model_state_dict``). Its Keras path needs TensorFlow (not installed here)
 and it has no reader for the other formats; those rows say so. Each weightwatcher run is a fresh subprocess
@@ -62,23 +62,29 @@ def load_tensors(path: Path) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
 
 
-def child(path: str) -> None:
-    """Run weightwatcher 0.7.7's default analysis on one file; print one JSON line."""
+def child(path: str, tool: str) -> None:
+    """Analyse one file with one tool in reference mode; print one JSON line (α per layer, counts, seconds).
+
+    ww: weightwatcher 0.7.7 ``WeightWatcher(model=<dict of tensors>).analyze()``; zoo: zooscan
+    ``scan_model("file:<path>", ScanConfig(fit="reference", randomize=False))``."""
     import logging
 
     logging.disable(logging.WARNING)
-    from bench_vs_weightwatcher import layer_key
+    from bench_vs_weightwatcher import layer_key, run_zoo
 
     start = time.perf_counter()
     try:
-        import weightwatcher
+        if tool == "zoo":
+            out = run_zoo(f"file:{path}", "default")
+        else:
+            import weightwatcher
 
-        details = weightwatcher.WeightWatcher(model=load_tensors(Path(path))).analyze()
-        ok = details[details["status"] == "success"] if "status" in details else details
-        alphas = {layer_key(str(n)): (float(a) if a != -1 else None) for n, a in zip(ok["longname"], ok["alpha"],
-                                                                                     strict=True)}
-        out = {"n_rows": int(len(details)), "n_analysed": int(len(ok)), "alphas": alphas}
-    except Exception as exc:  # noqa: BLE001 - the reference tool's own failure is the result
+            details = weightwatcher.WeightWatcher(model=load_tensors(Path(path))).analyze()
+            ok = details[details["status"] == "success"] if "status" in details else details
+            alphas = {layer_key(str(n)): (float(a) if a != -1 else None)
+                      for n, a in zip(ok["longname"], ok["alpha"], strict=True)} if len(ok) else {}
+            out = {"n_rows": int(len(details)), "n_analysed": int(len(ok)), "alphas": alphas}
+    except Exception as exc:  # noqa: BLE001 - a tool's own failure is the result
         out = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
     out["seconds"] = time.perf_counter() - start
     print(json.dumps(out))
@@ -93,17 +99,19 @@ def run(timeout: float) -> None:
         if row.format not in WW_READS or row.model_id in done:
             continue
         path = row.model_id.removeprefix("file:")
-        try:
-            proc = subprocess.run([sys.executable, __file__, "child", path], capture_output=True, text=True,
-                                  timeout=timeout, env=env, check=False)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            result = json.loads(lines[-1]) if lines else {"error": f"exit {proc.returncode}: {proc.stderr[-160:]}"}
-        except subprocess.TimeoutExpired:
-            result = {"error": f"timeout after {timeout:.0f} s"}
-        result["model_id"] = row.model_id
+        result: dict[str, Any] = {"model_id": row.model_id}
+        for tool in ("zoo", "ww"):
+            try:
+                proc = subprocess.run([sys.executable, __file__, "child", path, "--tool", tool], capture_output=True,
+                                      text=True, timeout=timeout, env=env, check=False)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                result[tool] = (json.loads(lines[-1]) if lines else
+                                {"error": f"exit {proc.returncode}: {proc.stderr[-160:]}"})
+            except subprocess.TimeoutExpired:
+                result[tool] = {"error": f"timeout after {timeout:.0f} s"}
         with open(RAW, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(result) + "\n")
-        print(row.model_id, result.get("n_analysed", result.get("error")), flush=True)
+        print(row.model_id, *(result[t].get("n_analysed", result[t].get("error")) for t in ("zoo", "ww")), flush=True)
 
 
 def zoo_side(results: str, scan_id: str) -> dict[str, dict[str, Any]]:
@@ -129,7 +137,7 @@ def report(results: str, scan_id: str) -> None:
 
     rows = load_zoo_catalog("registry_zoo")
     zoo = zoo_side(results, scan_id)
-    ww = {r["model_id"]: r for r in map(json.loads, RAW.read_text().splitlines())} if RAW.exists() else {}
+    raw = {r["model_id"]: r for r in map(json.loads, RAW.read_text().splitlines())} if RAW.exists() else {}
     lines = ["# Registry zoo: layer coverage, zooscan vs weightwatcher 0.7.7", "",
              f"zooscan: scan `{scan_id}` (`--fit reference --no-randomize`: weightwatcher 0.7.7's α). "
              "weightwatcher: `WeightWatcher(model=<dict of tensors>).analyze()` in a fresh process per model "
@@ -140,7 +148,10 @@ def report(results: str, scan_id: str) -> None:
     table = []
     for row in rows:
         z = zoo.get(row.model_id, {"status": "not scanned", "n_matrices": 0, "alphas": {}, "reason": ""})
-        w = ww.get(row.model_id)
+        w = raw.get(row.model_id, {}).get("ww")
+        z_ref = raw.get(row.model_id, {}).get("zoo")
+        if z_ref and "n_analysed" in z_ref:  # the reference-mode α of the same child run
+            z = {"status": "ok", "n_matrices": z_ref["n_analysed"], "alphas": z_ref["alphas"], "reason": ""}
         counts = per_format.setdefault(row.format, [0, 0, 0, 0, 0])
         counts[0] += 1
         counts[1] += z["status"] == "ok"
@@ -180,14 +191,15 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("child")
     one.add_argument("path")
+    one.add_argument("--tool", choices=("ww", "zoo"), required=True)
     go = sub.add_parser("run")
     go.add_argument("--timeout", type=float, default=600.0)
     rep = sub.add_parser("report")
     rep.add_argument("--results", default="results")
-    rep.add_argument("--scan-id", default="registry-zoo-reference")
+    rep.add_argument("--scan-id", default="registry-zoo-all")
     args = parser.parse_args()
     if args.command == "child":
-        child(args.path)
+        child(args.path, args.tool)
     elif args.command == "run":
         run(args.timeout)
     else:
