@@ -38,6 +38,7 @@ from scanner.errors import ConfigError
 from scanner.executors import InFlight, ModelError, ModelOutcome
 from scanner.executors.serial import spectra_device
 from scanner.faults import inject_fault
+from scanner.prefetch import Prefetcher
 from scanner.scan import ModelSpectra, compute_spectra, finish_scan
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,21 @@ class _SpectrumWorker:
 
     def __init__(self, config: ScanConfig, faults: Mapping[str, str], fault_dir: str, logical_gpus: bool) -> None:
         self.config, self.faults, self.fault_dir, self.logical_gpus = config, dict(faults), fault_dir, logical_gpus
+        self._weights: Prefetcher | None = None
+
+    def weights(self) -> Prefetcher:
+        """This node's hub weights for this worker: prefetch of the next model, release after commit."""
+        if self._weights is None:
+            self._weights = Prefetcher.for_scan(self.config)
+        return self._weights
+
+    def ahead(self, model_ids: list[str]) -> None:
+        """Fetch the hub weights of the model(s) this worker gets next (runs beside ``spectra``)."""
+        self.weights().ahead(model_ids)
+
+    def release(self, model_id: str) -> None:
+        """The model is committed: its downloaded weights go (unless --keep-weights)."""
+        self.weights().done(model_id)
 
     def ready(self) -> WorkerInfo:
         """Check the node can do what was asked (CUDA for ``--device cuda``); raises ConfigError if not."""
@@ -144,6 +160,7 @@ class _SpectrumWorker:
         and the output, which only the fit task fetches."""
         set_torch_threads(self.config.layer_threads())
         inject_fault(model_id, self.faults, "spectra", self.fault_dir)
+        self.weights().claim(model_id)  # waits for its download if the prefetch has it under way
         spectra = compute_spectra(model_id, self.config)
         return True, WorkerOutput(spectra, socket.gethostname(), spectra_device(spectra))
 
@@ -195,6 +212,7 @@ class _Actor:
     ready_ref: Any
     info: WorkerInfo | None = None
     busy: bool = False
+    next_model: str = ""  # the model it is fetching weights for (scanner.prefetch)
 
 
 @dataclass
@@ -232,6 +250,7 @@ class RayExecutor:
     _alive: set[str] = field(default_factory=set)
     _fit: Any = None
     _worker_cls: Any = None
+    _computed_on: dict[str, _Actor] = field(default_factory=dict)  # model -> the worker holding its weights
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self, models: int) -> None:
@@ -291,6 +310,7 @@ class RayExecutor:
             for _ in range(share.actors - have):
                 handle = self._worker_cls.options(
                     num_cpus=share.cpus, num_gpus=share.gpus, max_restarts=0, max_task_retries=0,
+                    max_concurrency=2,  # ahead/release run beside a spectra call
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                 ).remote(actor_config(self.config, share), self.faults, self.fault_dir, self.logical_gpus)
                 self.actors.append(_Actor(handle, node_id, where, handle.ready.remote()))
@@ -341,14 +361,37 @@ class RayExecutor:
         return max(0, min(idle, cap - len(self.jobs)))
 
     def submit(self, model_id: str) -> None:
-        actor = next(a for a in self.actors if a.info is not None and not a.busy)
-        actor.busy = True
+        idle = [a for a in self.actors if a.info is not None and not a.busy]
+        actor = next((a for a in idle if a.next_model == model_id), idle[0])  # the one that fetched it, if idle
+        actor.busy, actor.next_model = True, ""
+        self._computed_on[model_id] = actor
         spectra_ref, output_ref = actor.handle.spectra.options(num_returns=2).remote(model_id)
         fit_ref = self._fit.remote(output_ref, self.config, self.faults, self.fault_dir)
         self.jobs[model_id] = _Job(model_id, actor, spectra_ref, fit_ref, time.monotonic())
 
     def in_flight(self) -> Sequence[InFlight]:
         return [InFlight(job.model_id, job.started, job.actor.where) for job in self.jobs.values()]
+
+    def upcoming(self, model_ids: Sequence[str]) -> None:
+        """Give each started worker one of the next models to fetch weights for (prefetch depth 1 per worker);
+        ``submit`` then prefers that worker for that model."""
+        if self.config.prefetch <= 0:
+            return
+        wanted = set(model_ids)
+        taken = {a.next_model for a in self.actors if a.next_model in wanted}
+        free = iter([m for m in model_ids if m not in taken])
+        for actor in self.actors:
+            if actor.info is None or (actor.next_model and actor.next_model in wanted):
+                continue
+            following = next(free, "")
+            if following != actor.next_model:
+                actor.next_model = following
+                actor.handle.ahead.remote([following] if following else [])
+
+    def committed(self, model_id: str) -> None:
+        actor = self._computed_on.pop(model_id, None)
+        if actor is not None and any(a is actor for a in self.actors):
+            actor.handle.release.remote(model_id)
 
     def abandon(self, model_id: str) -> None:
         import ray

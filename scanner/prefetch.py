@@ -28,7 +28,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scanner.cache import WeightCache, wait_for_room
+from scanner.cache import WeightCache, use, wait_for_room
+from scanner.config import ScanConfig
 from scanner.errors import ScannerError
 from scanner.sources import parse_model_id
 from scanner.sources.hub import HubRequest, weight_files
@@ -91,6 +92,11 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._run, name="zooscan-prefetch", daemon=True)
         if self.depth > 0:
             self._thread.start()
+
+    @classmethod
+    def for_scan(cls, config: ScanConfig) -> Prefetcher:
+        """A prefetcher over this process's weight cache as ``config`` sets it (``config.prefetch`` ahead)."""
+        return cls(use(config), depth=config.prefetch)
 
     def ahead(self, model_ids: Sequence[str]) -> None:
         """The models this worker scans next, in order; replaces the previous list. Models fetched ahead that

@@ -14,6 +14,7 @@ committed as failed with error_class "Timeout".
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -35,6 +36,7 @@ from scanner.store import ResultStore
 
 logger = logging.getLogger(__name__)
 
+UPCOMING = 64  # models of the queue's head the executor hears about (scanner.prefetch)
 EXIT_OK = 0
 EXIT_MODELS_FAILED = 3  # the scan finished, but more models failed than --max-failed-fraction allows
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
@@ -311,9 +313,12 @@ def _drive(todo: Sequence[str], config: ScanConfig, options: RunOptions, executo
             if book.attempts[model_id] == 1 and not book.infra.get(model_id):
                 progress.submitted(model_id)
             executor.submit(model_id)
+        executor.upcoming(list(itertools.islice(queue, UPCOMING)))  # hub weights are prefetched meanwhile
         for outcome in executor.wait(timeout=1.0):
             last_event = time.monotonic()
             _settle(outcome, options, store, progress, book, queue)
+            if outcome.model_id not in queue:  # committed (ok or failed): its downloaded weights may go
+                executor.committed(outcome.model_id)
         now = time.monotonic()
         if options.timeout_per_model:
             for job in executor.in_flight():
@@ -324,6 +329,7 @@ def _drive(todo: Sequence[str], config: ScanConfig, options: RunOptions, executo
                                        "(--timeout-per-model); its worker was stopped. Raise the timeout, or "
                                        "exclude the model")
                     _fail(job.model_id, error, store, progress, book)
+                    executor.committed(job.model_id)
         if now - max(last_event, last_beat) >= options.stall_s:
             last_beat = now
             progress.note(heartbeat_line(now - last_event, executor.in_flight(), executor.status(), now))

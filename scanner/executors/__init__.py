@@ -94,5 +94,11 @@ class Executor(Protocol):
     def status(self) -> str:
         """What the executor is waiting for, if anything ("" when it is simply working), for heartbeats."""
 
+    def upcoming(self, model_ids: Sequence[str]) -> None:
+        """The models the driver submits next, in order: a hint (their hub weights are fetched meanwhile)."""
+
+    def committed(self, model_id: str) -> None:
+        """The model's row is committed: its downloaded weights may go (``scanner.prefetch``)."""
+
     def close(self) -> None:
         """Release workers and the cluster connection (also after an error or Ctrl-C)."""

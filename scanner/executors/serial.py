@@ -23,9 +23,11 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from scanner.cache import use
 from scanner.config import ScanConfig
 from scanner.executors import InFlight, ModelError, ModelOutcome
 from scanner.faults import inject_fault
+from scanner.prefetch import Prefetcher
 from scanner.scan import ModelSpectra, PendingLayer, compute_spectra, finish_scan
 
 logger = logging.getLogger(__name__)
@@ -65,9 +67,19 @@ class SerialExecutor:
         self._results: queue.Queue[ModelOutcome] = queue.Queue()
         self._child: Any = None
         self._conn: Connection | None = None
+        self._weights: Prefetcher | None = None  # hub weights of the next models, in thread mode
 
     def start(self, models: int) -> None:
-        return None
+        if not self.killable:  # a child process fetches its own weights and releases them after each model
+            self._weights = Prefetcher.for_scan(self.config)
+
+    def upcoming(self, model_ids: Sequence[str]) -> None:
+        if self._weights is not None:
+            self._weights.ahead(model_ids)
+
+    def committed(self, model_id: str) -> None:
+        if self._weights is not None:
+            self._weights.done(model_id)
 
     def workers(self) -> int:
         return 1
@@ -86,9 +98,13 @@ class SerialExecutor:
         if self.killable:
             self._child_conn().send(model_id)
             return
-        thread = threading.Thread(target=lambda: self._results.put(
-            scan_one(model_id, self.config, self.faults, self.fault_dir)), name="zooscan-serial", daemon=True)
+        thread = threading.Thread(target=self._scan, args=(model_id,), name="zooscan-serial", daemon=True)
         thread.start()
+
+    def _scan(self, model_id: str) -> None:
+        if self._weights is not None:
+            self._weights.claim(model_id)  # waits for its download if the prefetch has it under way
+        self._results.put(scan_one(model_id, self.config, self.faults, self.fault_dir))
 
     def wait(self, timeout: float) -> Sequence[ModelOutcome]:
         if self._job is None:
@@ -131,6 +147,8 @@ class SerialExecutor:
     def close(self) -> None:
         self._stop_child()
         self._job = None
+        if self._weights is not None:
+            self._weights.close()
 
     # -- the child process ---------------------------------------------------------------------------
     def _child_conn(self) -> Connection:
@@ -166,3 +184,4 @@ def _child_main(conn: Connection, config: ScanConfig, faults: Mapping[str, str],
         except (EOFError, OSError):
             return
         conn.send(scan_one(model_id, config, faults, fault_dir, in_driver=False))
+        use(config).release(model_id)  # its downloaded weights go (unless --keep-weights)

