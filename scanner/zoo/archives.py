@@ -66,9 +66,9 @@ class Archive:
         tf, members = self._tar_members()
         if member not in members:
             raise self._missing(member)
-        handle = tf.extractfile(members[member])
-        assert handle is not None
-        yield handle
+        extracted = tf.extractfile(members[member])
+        assert extracted is not None
+        yield extracted
 
     def read(self, member: str) -> bytes:
         with self.open(member) as handle:
@@ -111,7 +111,7 @@ def _decompressed(path: Path, kind: str) -> IO[bytes]:
         magic = raw.read(6)
         raw.seek(0)
         if magic[:2] == b"\x1f\x8b":
-            stream: IO[bytes] = gzip.GzipFile(fileobj=raw)
+            stream: IO[bytes] = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
         elif magic[:3] == b"BZh":
             stream = bz2.BZ2File(raw)  # noqa: SIM115 (closed with raw)
         elif magic == b"\xfd7zXZ\x00":

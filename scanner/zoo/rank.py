@@ -63,7 +63,7 @@ def rank_families(rows: list[ZooRow], scan_values: dict[str, float]) -> dict[tup
     out: dict[tuple[str, str], list[Ranked]] = {}
     for key, members in sorted(groups.items()):
         by_scan = sorted(members, key=lambda r: scan_values[r.model_id])
-        by_pub = sorted(members, key=lambda r: -(r.metric_value or 0.0) if r.higher_is_better else r.metric_value)
+        by_pub = sorted(members, key=lambda r: -(r.metric_value or 0.0) if r.higher_is_better else (r.metric_value or 0.0))
         out[key] = [Ranked(r.family, r.dataset, r.model_id, scan_values[r.model_id], float(r.metric_value or 0.0),
                            r.metric, bool(r.higher_is_better), by_scan.index(r) + 1, by_pub.index(r) + 1)
                     for r in by_scan]
