@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 FIT_CPUS = 0.5  # CPUs of one fit task; every node keeps FIT_RESERVE of them free of actors
 FIT_RESERVE = 1.0  # at most: a 1-CPU node keeps half of its CPU
 POOL_SYNC_S = 2.0  # how often the pool compares itself with ray.nodes()
+RELEASE_WAIT_S = 10.0  # at close, how long the last release calls (weights of committed models) may take
 # Exceptions worth retrying inside the fit task; everything else is final.
 TRANSIENT_IO: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, InterruptedError, BlockingIOError)
 
@@ -251,6 +252,7 @@ class RayExecutor:
     _fit: Any = None
     _worker_cls: Any = None
     _computed_on: dict[str, _Actor] = field(default_factory=dict)  # model -> the worker holding its weights
+    _releases: list[Any] = field(default_factory=list)  # release calls not yet known to be done
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self, models: int) -> None:
@@ -277,6 +279,8 @@ class RayExecutor:
 
         if not ray.is_initialized():
             return
+        if self._releases:  # let the last committed models' weights go before the workers are stopped
+            ray.wait(self._releases, num_returns=len(self._releases), timeout=RELEASE_WAIT_S)
         for actor in self.actors:
             _kill(actor.handle)
         self.actors, self.jobs = [], {}
@@ -391,7 +395,7 @@ class RayExecutor:
     def committed(self, model_id: str) -> None:
         actor = self._computed_on.pop(model_id, None)
         if actor is not None and any(a is actor for a in self.actors):
-            actor.handle.release.remote(model_id)
+            self._releases = [*self._releases[-64:], actor.handle.release.remote(model_id)]
 
     def abandon(self, model_id: str) -> None:
         import ray

@@ -62,3 +62,23 @@ def test_scan_of_minilm_through_a_faulty_hub_equals_the_local_files(tmp_path: Pa
         assert sorted(got) == sorted(expected)
         for name, evals in expected.items():
             np.testing.assert_array_equal(got[name], evals)
+
+
+@pytest.mark.slow
+def test_ray_scan_prefetches_each_model_once_and_empties_the_cache(tmp_path: Path) -> None:
+    from tests.test_hub import small_repo
+
+    repos = [small_repo(tmp_path, f"org/r{i}", seed=i) for i in range(4)]
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    with FakeHub(repos, bandwidth=2e6) as server:  # ~0.4 s per model: downloads overlap the computing
+        run = zooscan("scan", "--models", *[f"hf:{r.repo_id}" for r in repos], "--num-cpus", "2", "--no-randomize",
+                      "--results", str(results), "--scan-id", "ray", "--cache-dir", str(cache),
+                      "--cache-max-gb", "0.01", endpoint=server.endpoint)
+        assert run.returncode == 0, run.stderr[-3000:]
+        downloads = [r[1] for r in server.requests if r[0] == "GET" and r[1].endswith(".safetensors")]
+    assert sorted(downloads) == sorted(f"/{r.repo_id}/resolve/{r.commit}/model.safetensors" for r in repos)
+    assert not list(cache.glob("models--*"))
+    from scanner.query import connect
+
+    statuses = connect(results, scan_id="ray").execute("select status from models").fetchall()
+    assert statuses == [("ok",)] * 4
