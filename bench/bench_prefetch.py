@@ -2,12 +2,12 @@
 
 A local hub server (tests/_hub_server.py, loopback only) serves ``--models`` synthetic repos (safetensors of
 BERT-base-shaped matrices, ``--layers`` of 768x768 and 768x3072 float32 each) through one token bucket of
-``--mbps`` MB/s, as one node's link. The scan loop is the serial worker's: for each model, ``compute_spectra``
-(download if not cached, then eigenvalues) and ``finish_scan`` (fits); with prefetch, ``scanner.prefetch``
-downloads the next ``--depth`` models meanwhile and each model's weights are released after it is done.
+``--mbps`` MB/s, as one node's link. Each mode is a real ``zooscan scan --serial`` (``runner.run_serial``: the
+driver and the serial executor, thread mode) from an empty ``--cache-dir``, with ``--prefetch 0`` and
+``--prefetch --depth``; the driver releases each model's weights after its commit.
 
-Idle fraction = time the worker spends waiting for weights (``seconds_load`` of every model: download, or
-waiting for the prefetch in flight, plus opening the file) / the loop's wall time.
+Idle fraction = time the spectrum worker spends waiting for weights (the ``seconds_load`` column of every
+model: its download, or the wait for the prefetch in flight, plus opening the file) / the scan's wall time.
 
     .venv/bin/python bench/bench_prefetch.py --out bench/results/prefetch.txt
 """
@@ -19,7 +19,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "0"  # huggingface_hub reads it at import; only the local server is contacted
@@ -49,38 +48,32 @@ def make_repos(folder: Path, models: int, layers: int) -> list:
     return repos
 
 
-def run(repos: list, mbps: float, prefetch: int, threads: int) -> dict:
-    from scanner import cache as weight_cache
+def run(repos: list, mbps: float, prefetch: int, threads: int, results: Path) -> dict:
+    """One ``zooscan scan --serial`` (the real driver and serial executor) of every repo from a fresh cache."""
+    from scanner import runner
     from scanner.config import ScanConfig
-    from scanner.prefetch import Prefetcher
-    from scanner.scan import compute_spectra, finish_scan
+    from scanner.query import connect
     from scanner.sources import hub
     from tests._hub_server import FakeHub
 
     ids = [f"hf:{repo.repo_id}" for repo in repos]
-    with tempfile.TemporaryDirectory() as cache_dir, FakeHub(repos, bandwidth=mbps * 1e6) as server:
+    scan_id = f"prefetch-{prefetch}"
+    with tempfile.TemporaryDirectory() as cache_dir, FakeHub(repos, bandwidth=mbps * 1e6) as server, \
+            open(os.devnull, "w") as quiet:
         os.environ["HF_ENDPOINT"] = server.endpoint
         hub.forget_probes()
         config = ScanConfig(randomize=True, threads=threads, cache_dir=cache_dir, prefetch=prefetch)
-        cache = weight_cache.use(config)
-        prefetcher = Prefetcher(cache, depth=prefetch)
-        loads, esds, evals = [], [], {}
-        started = time.monotonic()
-        for index, model_id in enumerate(ids):
-            prefetcher.ahead(ids[index + 1:])
-            prefetcher.claim(model_id)
-            spectra = compute_spectra(model_id, config)
-            assert spectra.status.value == "ok", spectra.reason
-            scan = finish_scan(spectra, config)
-            prefetcher.done(model_id)  # committed: weights released (deleted: not --keep-weights)
-            loads.append(spectra.seconds_load)
-            esds.append(spectra.seconds_esd)
-            evals[model_id] = np.concatenate([item.evals for item in scan.spectra])
-        wall = time.monotonic() - started
-        prefetcher.close()
+        options = runner.RunOptions(results=str(results), scan_id=scan_id)
+        stats = runner.run_serial(ids, config, options, stream=quiet)
         downloaded = sum(1 for r in server.requests if r[0] == "GET" and r[1].endswith(".safetensors"))
-    return {"wall": wall, "idle": sum(loads), "esd": sum(esds), "loads": loads, "evals": evals,
-            "downloads": downloaded, "prefetched": prefetcher.stats.fetched}
+        left = len(list(Path(cache_dir).glob("models--*")))
+    con = connect(results, scan_id=scan_id)
+    rows = con.execute("select model_id, status, seconds_load, seconds_total from models order by model_id").fetchall()
+    assert [r[1] for r in rows] == ["ok"] * len(ids), rows
+    spectra = con.execute("select model_id, layer_name, eigenvalues from spectra order by model_id, layer_name")
+    evals = {(m, n): np.asarray(e) for m, n, e in spectra.fetchall()}
+    return {"wall": stats.seconds, "idle": sum(r[2] for r in rows), "compute": sum(r[3] - r[2] for r in rows),
+            "loads": [r[2] for r in rows], "evals": evals, "downloads": downloaded, "left": left}
 
 
 def machine() -> str:
@@ -102,10 +95,11 @@ def main() -> None:
         repos = make_repos(Path(folder), args.models, args.layers)
         size = sum(len(f.data) for f in repos[0].files.values())
         load_before = os.getloadavg()
-        runs = {"without prefetch": run(repos, args.mbps, 0, args.threads),
-                "with prefetch": run(repos, args.mbps, args.depth, args.threads)}
+        runs = {"without prefetch": run(repos, args.mbps, 0, args.threads, Path(folder) / "results"),
+                "with prefetch": run(repos, args.mbps, args.depth, args.threads, Path(folder) / "results")}
         load_after = os.getloadavg()
-    same = all(np.array_equal(runs["with prefetch"]["evals"][m], e) for m, e in runs["without prefetch"]["evals"].items())
+    same = runs["with prefetch"]["evals"].keys() == runs["without prefetch"]["evals"].keys() and all(
+        np.array_equal(runs["with prefetch"]["evals"][k], e) for k, e in runs["without prefetch"]["evals"].items())
     lines = [
         "bench_prefetch: spectrum-worker idle time waiting for hub weights, with and without prefetch",
         f"machine: {machine()}",
@@ -116,14 +110,15 @@ def main() -> None:
         f"3072x768, the others 768x768), randomize on, threads={args.threads}; prefetch depth {args.depth}",
         f"expected download per model at that bandwidth: {size / (args.mbps * 1e6):.1f} s",
         "",
-        f"{'mode':18s} {'wall s':>8s} {'idle s':>8s} {'idle frac':>9s} {'eig s':>7s} {'GETs':>5s}  per-model wait s",
+        f"{'mode':18s} {'wall s':>8s} {'idle s':>8s} {'idle frac':>9s} {'busy s':>7s} {'GETs':>5s}  per-model wait s",
     ]
     for name, result in runs.items():
         lines.append(f"{name:18s} {result['wall']:8.1f} {result['idle']:8.1f} {result['idle'] / result['wall']:9.2f} "
-                     f"{result['esd']:7.1f} {result['downloads']:5d}  " + " ".join(f"{x:.1f}" for x in result['loads']))
+                     f"{result['compute']:7.1f} {result['downloads']:5d}  " + " ".join(f"{x:.1f}" for x in result['loads']))
     gain = runs["without prefetch"]["wall"] - runs["with prefetch"]["wall"]
     lines += ["", f"prefetch saved {gain:.1f} s of {runs['without prefetch']['wall']:.1f} s; eigenvalues identical in "
-              f"both modes: {same}; models prefetched: {runs['with prefetch']['prefetched']}"]
+              f"both modes: {same}; hub repos left in the cache after each scan: "
+              f"{runs['without prefetch']['left']} / {runs['with prefetch']['left']}"]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:
