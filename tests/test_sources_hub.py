@@ -89,8 +89,11 @@ def test_timm_pretrained_from_offline_cache_uses_meta_module_types(tmp_path: Pat
 
 @pytest.mark.usefixtures("hub_offline")
 def test_timm_errors_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="unreachable"):
+    with pytest.raises(SourceError, match="unreachable") as offline:
         open_source("timm:test_vit.r160_in1k", cache_dir=str(tmp_path))
+    message = str(offline.value)  # names the cache, the offline switch, --cache-dir and the local way out
+    assert str(tmp_path) in message and "HF_HUB_OFFLINE=1" in message and "--cache-dir" in message
+    assert "'timm:test_vit.r160_in1k?file=<path>'" in message
     with pytest.raises(SourceError, match="no architecture 'not_a_model'"):
         open_source("timm:not_a_model.tag")
     with pytest.raises(SourceError, match="no pretrained weights named"):
