@@ -96,3 +96,13 @@ def test_uncommitted_files_are_not_in_the_views(tmp_path) -> None:
     table = pq.read_table(results.path("layers", model_key("timm:a")))
     pq.write_table(table, results.path("layers", key))  # layers written, marker not (a crash in between)
     assert _count(tmp_path, "layers") == 9
+
+
+def test_layers_with_family_gives_the_relative_depth_of_each_layer(tmp_path) -> None:
+    _scan(tmp_path)
+    _scan(tmp_path, "s2")  # the same models in a second scan: depth is per scan and model
+    con = query.connect(tmp_path, threads=1, catalogs_dir=NO_CATALOGS)
+    rows = con.execute("SELECT scan_id, model_id, layer_index, depth, family FROM layers_with_family "
+                       "ORDER BY ALL").fetchall()
+    assert len(rows) == 2 * len(IDS) * 3
+    assert all(depth == (index + 0.5) / 3 and family == "timm" for _, _, index, depth, family in rows)
