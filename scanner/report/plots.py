@@ -49,6 +49,20 @@ EVAL_LABEL = "eigenvalue λ = σ² of W (weight units²)"
 DENSITY_LABEL = "density (1/λ)"
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def power_of_ten_label(value: float, _position: object = None) -> str:
+    """A log-axis tick label as plain text: "1", "10", "0.1", else "10⁻⁵" (Unicode superscripts: no mathtext
+    parsing, which was a third of an ESD plot's drawing time)."""
+    if value <= 0:
+        return ""
+    exponent = int(round(np.log10(value)))
+    if not np.isclose(value, 10.0 ** exponent, rtol=1e-6):
+        return f"{value:g}"
+    return {0: "1", 1: "10", -1: "0.1"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPT))
+
+
 def readable_log_ticks(axis: matplotlib.axis.Axis, lo: float, hi: float, max_labels: int = 6) -> None:
     """Major ticks on a log axis spanning [lo, hi] that never overlap: at most ``max_labels`` labels.
 
@@ -61,7 +75,7 @@ def readable_log_ticks(axis: matplotlib.axis.Axis, lo: float, hi: float, max_lab
         axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     else:
         axis.set_major_locator(matplotlib.ticker.LogLocator(base=10.0, numticks=max_labels))
-        axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(base=10.0))
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(power_of_ten_label))
     axis.set_minor_locator(matplotlib.ticker.LogLocator(base=10.0, subs=(2.0, 5.0), numticks=12)
                            if decades <= 6 else matplotlib.ticker.NullLocator())
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -81,7 +95,7 @@ def to_png(fig: Figure, dpi: int = 90, tight: bool = True, colors: int = 0) -> b
         fig.canvas.draw()
         rgba = fig.canvas.buffer_rgba()  # type: ignore[attr-defined]  # the Agg canvas (selected on import)
         image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), rgba).convert("RGB")
-        image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG")
+        image.quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG")
         plt.close(fig)
         return buffer.getvalue()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)

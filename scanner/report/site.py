@@ -49,6 +49,7 @@ th,td{border:1px solid #ddd;padding:2px 6px;text-align:left}th{background:#f3f3f
 MAX_FLAGS_LISTED = 50
 _NUMERIC = re.compile(r"^(<b>)?[-+0-9.,e /×R²n=]*(</b>)?$")
 MAX_GROUP_FIGURES = 24
+ESD_CHUNK = 8  # ESD plots per pool task
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ def draw_all(zoo: Zoo, plan: dict[str, list[dict[str, Any]]], figures: list[tupl
     """Draw the zoo figures and the planned ESD plots on ``jobs`` processes; returns the (model_id,
     layer_index) pairs whose ESD PNG exists."""
     tasks: list[tuple[Any, ...]] = list(figures)
-    tasks += [("esd", zoo.model(mid), rows, str(img_dir)) for mid, rows in plan.items()]
+    tasks += [("esd", zoo.model(mid), rows[i:i + ESD_CHUNK], str(img_dir))  # chunks: steady progress, balance
+              for mid, rows in plan.items() for i in range(0, len(rows), ESD_CHUNK)]
     sizes = [1 if t[0] == "figure" else len(t[2]) for t in tasks]
     total, done = sum(sizes), 0
     progress("plots", 0, total)
