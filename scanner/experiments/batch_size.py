@@ -76,7 +76,7 @@ def scan_rows(rows: Sequence[dict[str, Any]], results_root: Path, scan_id: str, 
                           device=config.device)
         logger.info("scanned %s: %s", row["model_id"], result.model.status.value)
     store.finish_scan({"models": len(rows), "failed": failed})
-    return store.scan_dir
+    return Path(store.scan_dir)  # a local folder: the experiment writes under results_root
 
 
 def compare_with_paper(table: Sequence[dict[str, Any]], layer: str = "fc1") -> list[dict[str, Any]]:
