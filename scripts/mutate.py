@@ -1,0 +1,498 @@
+"""Mutation testing of the modules whose numbers users query: does the test suite notice a plausible bug?
+
+Each mutant is one small edit of one source line, the kind of slip a review would miss:
+
+- comparison: ``<`` ↔ ``<=``, ``>`` ↔ ``>=``, ``<`` ↔ ``>``, ``==`` ↔ ``!=``, ``is`` ↔ ``is not``, ``in`` ↔ ``not in``
+- arithmetic: ``+`` ↔ ``-``, ``*`` ↔ ``/``, ``//`` → ``/``, ``**`` → ``*``, ``+=`` ↔ ``-=``
+- boolean: ``and`` ↔ ``or``, ``not x`` → ``x``, ``True`` ↔ ``False``
+- constant: an int ``k`` → ``k + 1``, a float ``x`` → ``2x`` (``0.0`` → ``1.0``)
+- call: ``min`` ↔ ``max``
+
+Strings, docstrings, annotations, ``raise``/logging statements and lines marked ``# pragma: no mutate`` are
+left alone. The mutants are applied in a temporary copy of the repository (``git archive HEAD``, or the
+working tree with ``--worktree``), never in the checkout, and the copy's ``scanner`` package is the one the
+tests import (checked before the run). For each mutant, the module's fast tests (``TESTS`` below) run in a
+forked child of a process that has already imported the heavy third-party libraries, with ``-x`` and a
+per-mutant timeout; a mutant is *killed* when a test fails or errors (or the run times out), *survived*
+when every test passes.
+
+Usage::
+
+    python scripts/mutate.py                          # every module in TESTS, report to bench/results/mutation.md
+    python scripts/mutate.py scanner/summary.py       # one module (results merged into the report)
+    python scripts/mutate.py --list scanner/phases.py # print the mutants, run nothing
+
+The report lists killed/total per module and every survivor with its diff. ``EQUIVALENT`` names mutants that
+cannot change any result (with the reason); they are reported separately and left out of the score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import difflib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tokenize
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT = REPO / "bench" / "results" / "mutation.md"
+RAW = REPO / "bench" / "results" / "mutation.json"
+
+# The fast tests that guard each module, broadest first (a killed mutant stops at its first failure).
+GOLDEN = "tests/test_golden_resnet20.py"
+TESTS: dict[str, list[str]] = {
+    "scanner/summary.py": ["tests/test_summary.py", GOLDEN],
+    "scanner/phases.py": ["tests/test_phases_boundaries.py", GOLDEN],
+    "scanner/spectra/esd.py": [GOLDEN, "tests/test_esd.py"],
+    "scanner/spectra/csn.py": [GOLDEN, "tests/test_powerlaw.py"],
+    "scanner/spectra/powerlaw.py": [GOLDEN, "tests/test_powerlaw.py"],
+    "scanner/spectra/mp.py": [GOLDEN, "tests/test_mp.py"],
+    "scanner/spectra/metrics.py": ["tests/test_metrics.py", GOLDEN],
+    "scanner/spectra/randomize.py": [GOLDEN, "tests/test_randomize.py"],
+    "scanner/spectra/layer.py": [GOLDEN, "tests/test_layer_analysis.py"],
+    "scanner/spectra/synthetic.py": ["tests/test_randomize.py", "tests/test_mp.py"],
+    "scanner/store.py": ["tests/test_schema_roundtrip.py", "tests/test_store.py"],
+}
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-m", "not ray and not gpu",
+               "--no-header", "-o", "addopts="]
+
+# Mutants that cannot change any observable result: (file, line text after stripping, mutation) -> reason.
+EQUIVALENT: dict[tuple[str, str, str], str] = {}
+
+_COMPARE_SWAPS = {
+    ast.Lt: [("<", "<="), ("<", ">")], ast.LtE: [("<=", "<"), ("<=", ">")],
+    ast.Gt: [(">", ">="), (">", "<")], ast.GtE: [(">=", ">"), (">=", "<")],
+    ast.Eq: [("==", "!=")], ast.NotEq: [("!=", "==")],
+    ast.Is: [("is", "is not")], ast.IsNot: [("is not", "is")],
+    ast.In: [("in", "not in")], ast.NotIn: [("not in", "in")],
+}
+_BINOP_SWAPS = {
+    ast.Add: [("+", "-")], ast.Sub: [("-", "+")], ast.Mult: [("*", "/")], ast.Div: [("/", "*")],
+    ast.FloorDiv: [("//", "/")], ast.Pow: [("**", "*")],
+}
+_AUG_SWAPS = {ast.Add: [("+=", "-=")], ast.Sub: [("-=", "+=")]}
+_BOOL_SWAPS = {ast.And: ("and", "or"), ast.Or: ("or", "and")}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One edit: bytes [start, end) of ``path`` replaced by ``new`` (``old`` is what was there)."""
+
+    path: str
+    line: int
+    start: int
+    end: int
+    old: str
+    new: str
+    kind: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}:{self.line} {self.kind} {self.old!r} -> {self.new!r}"
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str  # killed | survived | timeout | equivalent
+    seconds: float
+    detail: str = ""
+    diff: str = ""
+
+
+# -- finding mutants ---------------------------------------------------------------------------------------
+
+def _line_starts(source: bytes) -> list[int]:
+    starts, pos = [0], 0
+    for line in source.splitlines(keepends=True):
+        pos += len(line)
+        starts.append(pos)
+    return starts
+
+
+def _skipped_lines(source: bytes, tree: ast.AST) -> set[int]:
+    """Lines never mutated: docstrings, raise/log/assert statements, annotations, pragmas, TYPE_CHECKING."""
+    skip: set[int] = set()
+    text = source.decode()
+    for i, line in enumerate(text.splitlines(), start=1):
+        if "pragma: no mutate" in line:
+            skip.add(i)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            skip.update(range(body[0].lineno, (body[0].end_lineno or body[0].lineno) + 1))
+        if isinstance(node, ast.Raise | ast.Assert):
+            skip.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "logger":
+                skip.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skip.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return skip
+
+
+def _annotation_nodes(tree: ast.AST) -> set[int]:
+    ids: set[int] = set()
+    for node in ast.walk(tree):
+        annotations = []
+        if isinstance(node, ast.arg | ast.AnnAssign):
+            annotations.append(node.annotation)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations.append(node.returns)
+        for ann in annotations:
+            if ann is not None:
+                ids.update(id(sub) for sub in ast.walk(ann))
+    return ids
+
+
+def _fstring_nodes(tree: ast.AST) -> set[int]:
+    return {id(sub) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for sub in ast.walk(node)}
+
+
+def _tokens_between(source: bytes, starts: list[int], a: int, b: int) -> list[tuple[str, int, int]]:
+    """(token string, start byte, end byte) of the operator tokens in source[a:b]."""
+    segment = source[a:b].decode()
+    out = []
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(segment).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return out
+    seg_bytes = segment.encode()
+    seg_starts = _line_starts(seg_bytes)
+    for tok in tokens:
+        if tok.type in (tokenize.OP, tokenize.NAME):
+            (r0, c0), (r1, c1) = tok.start, tok.end
+            line0 = seg_bytes[seg_starts[r0 - 1]:seg_starts[r0]].decode(errors="replace")
+            line1 = seg_bytes[seg_starts[r1 - 1]:seg_starts[r1]].decode(errors="replace")
+            s = seg_starts[r0 - 1] + len(line0[:c0].encode())
+            e = seg_starts[r1 - 1] + len(line1[:c1].encode())
+            out.append((tok.string, a + s, a + e))
+    return out
+
+
+def _offset(starts: list[int], lineno: int, col: int) -> int:
+    return starts[lineno - 1] + col
+
+
+def _op_span(source: bytes, starts: list[int], left: ast.AST, right: ast.AST, op: str) -> tuple[int, int] | None:
+    a = _offset(starts, left.end_lineno, left.end_col_offset)  # type: ignore[attr-defined]
+    b = _offset(starts, right.lineno, right.col_offset)  # type: ignore[attr-defined]
+    toks = [t for t in _tokens_between(source, starts, a, b) if t[0] not in "()"]
+    words = op.split()
+    for i in range(len(toks) - len(words) + 1):
+        if [t[0] for t in toks[i:i + len(words)]] == words:
+            return toks[i][1], toks[i + len(words) - 1][2]
+    return None
+
+
+Edit = tuple[int, int, int, str, str]  # line, start byte, end byte, replacement, kind
+
+
+def _operator_edits(node: ast.AST, source: bytes, starts: list[int]) -> Iterator[Edit]:
+    """Swaps of the operator tokens of a comparison, arithmetic or boolean expression."""
+    pairs: list[tuple[ast.AST, ast.AST, list[tuple[str, str]], str]] = []
+    if isinstance(node, ast.Compare):
+        operands = [node.left, *node.comparators]
+        for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
+            pairs.append((left, right, _COMPARE_SWAPS.get(type(op), []), "compare"))
+    elif isinstance(node, ast.BinOp):
+        pairs.append((node.left, node.right, _BINOP_SWAPS.get(type(node.op), []), "arith"))
+    elif isinstance(node, ast.AugAssign):
+        pairs.append((node.target, node.value, _AUG_SWAPS.get(type(node.op), []), "arith"))
+    elif isinstance(node, ast.BoolOp):
+        for left, right in zip(node.values[:-1], node.values[1:], strict=True):
+            pairs.append((left, right, [_BOOL_SWAPS[type(node.op)]], "bool"))
+    for left, right, swaps, kind in pairs:
+        for old, new in swaps:
+            span = _op_span(source, starts, left, right, old)
+            if span:
+                yield node.lineno, span[0], span[1], new, kind  # type: ignore[attr-defined]
+
+
+def _value_edits(node: ast.AST, starts: list[int]) -> Iterator[Edit]:
+    """``not x`` -> ``x``, constants, and ``min`` <-> ``max``."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        yield (node.lineno, _offset(starts, node.lineno, node.col_offset),
+               _offset(starts, node.operand.lineno, node.operand.col_offset), "", "bool")
+    elif isinstance(node, ast.Constant) and not isinstance(node.value, str | bytes):
+        s = _offset(starts, node.lineno, node.col_offset)
+        e = _offset(starts, node.end_lineno, node.end_col_offset)  # type: ignore[arg-type]
+        value = node.value
+        if isinstance(value, bool):
+            yield node.lineno, s, e, str(not value), "constant"
+        elif isinstance(value, int):
+            yield node.lineno, s, e, str(value + 1), "constant"
+        elif isinstance(value, float):
+            yield node.lineno, s, e, repr(value * 2 if value else 1.0), "constant"
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max"):
+        s = _offset(starts, node.func.lineno, node.func.col_offset)
+        yield node.lineno, s, s + 3, "max" if node.func.id == "min" else "min", "call"
+
+
+def find_mutants(root: Path, rel: str) -> list[Mutant]:
+    source = (root / rel).read_bytes()
+    tree = ast.parse(source)
+    starts = _line_starts(source)
+    skip = _skipped_lines(source, tree)
+    excluded = _annotation_nodes(tree) | _fstring_nodes(tree)
+    unique: dict[tuple[int, int, str], Mutant] = {}
+    for node in ast.walk(tree):
+        if id(node) in excluded:
+            continue
+        for line, start, end, new, kind in [*_operator_edits(node, source, starts), *_value_edits(node, starts)]:
+            if line not in skip:
+                unique[(start, end, new)] = Mutant(rel, line, start, end, source[start:end].decode(), new, kind)
+    return sorted(unique.values(), key=lambda m: (m.start, m.new))
+
+
+def apply(source: bytes, mutant: Mutant) -> bytes:
+    return source[:mutant.start] + mutant.new.encode() + source[mutant.end:]
+
+
+def diff_of(source: bytes, mutant: Mutant) -> str:
+    before = source.decode().splitlines(keepends=True)
+    after = apply(source, mutant).decode().splitlines(keepends=True)
+    lines = difflib.unified_diff(before, after, f"a/{mutant.path}", f"b/{mutant.path}", n=0)
+    return "".join(line for line in lines if not line.startswith(("---", "+++")))
+
+
+# -- running -------------------------------------------------------------------------------------------------
+
+def make_copy(worktree: bool) -> Path:
+    """A throw-away copy of the repository: ``git archive HEAD`` (default) or the working tree's files."""
+    dest = Path(tempfile.mkdtemp(prefix="zooscan-mutate-"))
+    if worktree:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, check=True).stdout.split(b"\0")
+        for name in filter(None, listed):
+            src = REPO / name.decode()
+            if src.is_file():
+                (dest / name.decode()).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / name.decode())
+    else:
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
+    return dest
+
+
+def _preimport() -> None:
+    """Import the heavy third-party libraries once, in the parent, so each forked test run skips them."""
+    import numpy  # noqa: F401
+    import pyarrow  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import pytest  # noqa: F401
+    import scipy.linalg  # noqa: F401
+    import scipy.special  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    for optional in ("duckdb", "hypothesis", "torch", "safetensors"):
+        with contextlib.suppress(ImportError):
+            __import__(optional)
+
+
+def run_tests(root: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
+    """Run ``tests`` in a forked child with ``root`` as cwd and first on sys.path: (status, seconds, tail)."""
+    out = root / ".mutate-out.txt"
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 3
+        try:
+            os.chdir(root)
+            sys.path.insert(0, str(root))
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            import pytest
+
+            code = int(pytest.main([*PYTEST_ARGS, *tests]))
+        finally:
+            os._exit(code)
+    deadline = started + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - started, ""
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    code = os.waitstatus_to_exitcode(status)
+    tail = out.read_text(errors="replace").strip().splitlines()[-3:] if out.exists() else []
+    if code == 0:
+        return "survived", seconds, "\n".join(tail)
+    if code in (1, 3):  # test failed / internal error (an import failure of the mutated module)
+        return "killed", seconds, "\n".join(tail)
+    if code == 5:
+        raise SystemExit(f"no tests collected for {tests}: check TESTS in scripts/mutate.py")
+    return "killed", seconds, f"exit code {code}: " + "\n".join(tail)
+
+
+def check_copy_is_imported(root: Path) -> None:
+    probe = subprocess.run([sys.executable, "-c", "import scanner, sys; sys.stdout.write(scanner.__file__)"],
+                           cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    if not probe.stdout.startswith(str(root)):
+        raise SystemExit(f"the copy's scanner is not the one imported ({probe.stdout or probe.stderr}); aborting")
+
+
+def run_module(root: Path, rel: str, *, factor: float, limit: int | None, log: Path | None) -> list[Outcome]:
+    tests = [t for t in TESTS[rel] if (root / t.split("::")[0]).exists()]
+    path = root / rel
+    original = path.read_bytes()
+    mutants = find_mutants(root, rel)
+    if limit is not None and len(mutants) > limit:
+        step = len(mutants) / limit
+        mutants = [mutants[int(i * step)] for i in range(limit)]
+    status, base, tail = run_tests(root, tests, timeout=3600)
+    if status != "survived":
+        raise SystemExit(f"{rel}: the unmutated tests fail ({tail}); fix them before mutating")
+    timeout = max(30.0, factor * base)
+    print(f"{rel}: {len(mutants)} mutants, tests {tests}, baseline {base:.1f}s, timeout {timeout:.0f}s", flush=True)
+    outcomes = []
+    stripped = original.decode().splitlines()
+    try:
+        for i, mutant in enumerate(mutants, 1):
+            key = (rel, stripped[mutant.line - 1].strip(), f"{mutant.old} -> {mutant.new}")
+            diff = diff_of(original, mutant)
+            if key in EQUIVALENT:
+                outcomes.append(Outcome(mutant, "equivalent", 0.0, EQUIVALENT[key], diff))
+                continue
+            path.write_bytes(apply(original, mutant))
+            try:
+                status, seconds, tail = run_tests(root, tests, timeout)
+            finally:
+                path.write_bytes(original)
+            outcomes.append(Outcome(mutant, status, seconds, tail, diff))
+            line = f"  [{i}/{len(mutants)}] {status:8s} {seconds:5.1f}s {mutant.label}"
+            print(line, flush=True)
+            if log is not None:
+                with log.open("a") as handle:
+                    handle.write(line + "\n")
+    finally:
+        path.write_bytes(original)
+    return outcomes
+
+
+# -- report --------------------------------------------------------------------------------------------------
+
+def write_report(results: dict[str, list[dict]], meta: dict) -> None:
+    lines = [
+        "# Mutation testing",
+        "",
+        "Written by `python scripts/mutate.py` (operators, constants, comparisons and boundaries of one source "
+        "line per mutant, run against the module's fast tests in a throw-away copy of the repository; see the "
+        "script's docstring). Killed = a test failed, errored or timed out. Equivalent mutants (no observable "
+        "change, reason given) are left out of the score.",
+        "",
+        f"Source: {meta.get('source', '?')}; machine: {meta.get('machine', '?')}; last run {meta.get('when', '?')}.",
+        "",
+        "| module | killed | survived | equivalent | score (killed / non-equivalent) | tests |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    total_k = total_n = 0
+    for rel in sorted(results):
+        rows = results[rel]
+        killed = sum(r["status"] in ("killed", "timeout") for r in rows)
+        survived = sum(r["status"] == "survived" for r in rows)
+        equivalent = sum(r["status"] == "equivalent" for r in rows)
+        n = killed + survived
+        total_k, total_n = total_k + killed, total_n + n
+        score = f"{100 * killed / n:.1f} %" if n else "-"
+        sampled = " (sampled)" if meta.get("sampled", {}).get(rel) else ""
+        lines.append(f"| `{rel}`{sampled} | {killed} | {survived} | {equivalent} | {score} | "
+                     f"{', '.join(t.removeprefix('tests/') for t in TESTS.get(rel, []))} |")
+    if total_n:
+        lines.append(f"| **all** | {total_k} | {total_n - total_k} | | {100 * total_k / total_n:.1f} % | |")
+    for rel in sorted(results):
+        survivors = [r for r in results[rel] if r["status"] == "survived"]
+        equivalents = [r for r in results[rel] if r["status"] == "equivalent"]
+        if not survivors and not equivalents:
+            continue
+        lines += ["", f"## `{rel}`", ""]
+        if survivors:
+            lines.append(f"Survivors ({len(survivors)}):")
+            lines.append("")
+            lines.append("```diff")
+            for r in survivors:
+                lines.append(f"# line {r['mutant']['line']}: {r['mutant']['kind']}")
+                lines.append(r["diff"].rstrip())
+            lines.append("```")
+        if equivalents:
+            lines += ["", f"Equivalent ({len(equivalents)}):", ""]
+            for r in equivalents:
+                m = r["mutant"]
+                lines.append(f"- line {m['line']} `{m['old']}` → `{m['new']}`: {r['detail']}")
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"modules to mutate (default: {', '.join(TESTS)})")
+    parser.add_argument("--list", action="store_true", help="print the mutants and exit")
+    parser.add_argument("--worktree", action="store_true", help="copy the working tree instead of HEAD")
+    parser.add_argument("--timeout-factor", type=float, default=4.0, help="per-mutant timeout / baseline time")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many mutants per module (evenly spaced)")
+    parser.add_argument("--log", type=Path, default=None, help="append one line per mutant to this file")
+    args = parser.parse_args(argv)
+    modules = args.modules or list(TESTS)
+    unknown = [m for m in modules if m not in TESTS]
+    if unknown:
+        parser.error(f"no tests configured for {unknown}; add them to TESTS in scripts/mutate.py")
+    if args.list:
+        for rel in modules:
+            source = (REPO / rel).read_bytes()
+            found = find_mutants(REPO, rel)
+            print(f"{rel}: {len(found)} mutants")
+            for m in found:
+                print(f"  {m.label}\n    {diff_of(source, m).strip()}")
+        return 0
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    sys.dont_write_bytecode = True  # a mutant of the same size and mtime second must not reuse a stale .pyc
+    root = make_copy(args.worktree)
+    try:
+        check_copy_is_imported(root)
+        _preimport()
+        results: dict[str, list[dict]] = json.loads(RAW.read_text())["results"] if RAW.exists() else {}
+        meta = json.loads(RAW.read_text())["meta"] if RAW.exists() else {}
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        meta.update({"source": ("working tree at " if args.worktree else "HEAD ") + head.stdout.strip(),
+                     "machine": f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start",
+                     "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+        meta.setdefault("sampled", {})
+        for rel in modules:
+            outcomes = run_module(root, rel, factor=args.timeout_factor, limit=args.limit, log=args.log)
+            meta["sampled"][rel] = args.limit is not None and len(find_mutants(root, rel)) > args.limit
+            results[rel] = [{**asdict(o), "mutant": asdict(o.mutant)} for o in outcomes]
+            RAW.parent.mkdir(parents=True, exist_ok=True)
+            RAW.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+            write_report(results, meta)
+            killed = sum(o.status in ("killed", "timeout") for o in outcomes)
+            counted = sum(o.status != "equivalent" for o in outcomes)
+            print(f"{rel}: {killed}/{counted} killed", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
