@@ -18,6 +18,7 @@ CONV_MODES = ("pooled", "per_position")
 DEVICES = ("auto", "cpu", "cuda")
 # Options that change where or how fast a scan runs, never its results: left out of ``config_hash``.
 NOT_HASHED = ("device", "save_spectra", "threads", "cache_dir", "cache_max_gb", "keep_weights", "prefetch")
+NULL_MODELS = ("auto", "exact")
 
 
 def _require(ok: bool, name: str, allowed: str, value: object) -> None:
@@ -35,10 +36,16 @@ class ScanConfig:
         conv: "pooled" (eigenvalues of all kernel positions in one ESD, as the reference tool does) or
             "per_position" (one row per kernel position).
         min_evals: layers with fewer eigenvalues than this are skipped with a reason.
-        max_evals: layers with more eigenvalues than this are skipped (None: no limit).
+        max_evals: layers with more eigenvalues than this are skipped (None: no limit); checked from the declared
+            shape before the tensor is read.
+        max_layer_bytes: tensors whose declared size (elements × bytes per stored element) exceeds this are
+            skipped before anything is allocated (None: no limit; default 2 GiB).
         min_tail: smallest tail (number of eigenvalues ≥ xmin) the robust fit accepts.
         randomize: also compute the ESD of the element-shuffled matrix (correlation traps).
         seed: seed of every random choice (the shuffle); recorded with each result.
+        null: the randomization test's null model: "auto" (the closed-form Marchenko–Pastur null for layers
+            certified light-tailed, the exact shuffle for the others; no second eigensolve for most layers)
+            or "exact" (shuffle and solve every layer). See ``scanner.spectra.randomize``.
         device: "auto" (GPU when torch sees one), "cpu" or "cuda".
         save_spectra: write eigenvalues to ``spectra/`` for plots and refits.
         threads: CPU layers whose eigenvalues are computed at once, each with a one-thread BLAS; 0 (default)
@@ -53,9 +60,11 @@ class ScanConfig:
     conv: str = "pooled"
     min_evals: int = 10
     max_evals: int | None = None
+    max_layer_bytes: int | None = 2 << 30
     min_tail: int = 10
     randomize: bool = True
     seed: int = 0
+    null: str = "auto"
     device: str = "auto"
     save_spectra: bool = True
     threads: int = 0
@@ -68,6 +77,7 @@ class ScanConfig:
         _require(self.fit in FIT_MODES, "fit", f"one of {FIT_MODES}", self.fit)
         _require(self.conv in CONV_MODES, "conv", f"one of {CONV_MODES}", self.conv)
         _require(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
+        _require(self.null in NULL_MODELS, "null", f"one of {NULL_MODELS}", self.null)
         _require(isinstance(self.min_evals, int) and self.min_evals >= 1, "min_evals", "an int >= 1", self.min_evals)
         _require(
             self.max_evals is None or (isinstance(self.max_evals, int) and self.max_evals >= self.min_evals),
@@ -75,6 +85,8 @@ class ScanConfig:
             "None or an int >= min_evals",
             self.max_evals,
         )
+        _require(self.max_layer_bytes is None or (isinstance(self.max_layer_bytes, int) and self.max_layer_bytes > 0),
+                 "max_layer_bytes", "None or an int > 0", self.max_layer_bytes)
         _require(isinstance(self.min_tail, int) and self.min_tail >= 2, "min_tail", "an int >= 2", self.min_tail)
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", "an int >= 0", self.seed)
         _require(self.cache_max_gb is None or self.cache_max_gb > 0, "cache_max_gb", "None or a number > 0",

@@ -120,6 +120,8 @@ def _base_record(model_id: str, item: LayerMatrix | SkippedTensor, status: Statu
     return LayerResult(
         model_id=model_id, layer_index=item.index, layer_name=item.name, kind=item.kind,
         shape=tuple(item.shape), status=status, reason=reason, num_params=item.num_params,
+        dtype_stored=item.dtype_stored, dequantized=item.dequantized,
+        note=item.note if isinstance(item, LayerMatrix) else "",
     )
 
 
@@ -142,7 +144,7 @@ def layer_step_one(model_id: str, item: LayerMatrix | SkippedTensor, config: Sca
     started = time.perf_counter()
     try:
         eig = layer_eigenvalues(item.matrices, randomize=config.randomize, seed=config.seed, backend=backend,
-                                reference_scale=reference_scale(item, config.conv))
+                                reference_scale=reference_scale(item, config.conv), null=config.null)
     except SpectrumError as exc:
         return _base_record(model_id, item, Status.FAILED, str(exc))
     except Exception as exc:  # e.g. an eigensolver that did not converge, a GPU out of memory: this layer fails
@@ -229,6 +231,7 @@ def compute_spectra(model: Any, config: ScanConfig | None = None) -> ModelSpectr
     try:
         use_weight_cache(config)  # hub weights: --cache-dir, --cache-max-gb (scanner.cache)
         source = open_source(model)
+        source.max_layer_bytes, source.max_evals = config.max_layer_bytes, config.max_evals  # checked before reading
         load_seconds = time.perf_counter() - started
         with source:
             steps = ((item.matrices.nbytes if isinstance(item, LayerMatrix) else 0,
@@ -240,7 +243,7 @@ def compute_spectra(model: Any, config: ScanConfig | None = None) -> ModelSpectr
         outcome = {"status": Status.FAILED, "reason": str(exc), "error_class": type(exc).__name__}
     except Exception as exc:  # an unknown loader failure fails this model, not the scan
         logger.exception("unexpected error reading %s", model_id)
-        outcome = {"status": Status.FAILED, "reason": f"{type(exc).__name__}: {exc}",
+        outcome = {"status": Status.FAILED, "reason": f"{type(exc).__name__}: {exc or 'out of memory'}",
                    "error_class": type(exc).__name__}
     if not items and outcome.get("status") is None:
         outcome.update(status=Status.FAILED, reason="the model has no weight tensors to analyse",
@@ -280,12 +283,13 @@ def finish_scan(spectra: ModelSpectra, config: ScanConfig | None = None, *,
         layers.append(record)
         if on_layer is not None:
             on_layer(record)
+    failed = spectra.status is Status.OK and not any(layer.status is Status.OK for layer in layers)
     model = ModelResult(
         model_id=spectra.model_id,
         source=source_of(spectra.model_id),
-        status=spectra.status,
-        reason=spectra.reason,
-        error_class=spectra.error_class,
+        status=Status.FAILED if failed else spectra.status,
+        reason="no analysable layer" if failed else spectra.reason,
+        error_class="NoAnalysableLayer" if failed else spectra.error_class,
         digest=spectra.digest,
         num_params=spectra.num_params,
         summary=summarize_layers(layers),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scanner.errors import SpectrumError
-from scanner.spectra.esd import FLOAT32_FLOOR, eigenvalues
+from scanner.spectra.esd import FLOAT32_FLOOR, FLOAT32_MIN_WIDTH, eigenvalues
 
 
 def _svd_evals(w: np.ndarray) -> np.ndarray:
@@ -100,12 +100,22 @@ def test_float32_precision_is_accurate_above_its_floor(n, m):
 
 
 def test_float64_is_the_default_and_float32_loses_the_smallest_eigenvalues():
-    s = np.geomspace(1e-5, 1.0, 40)  # λ from 1e-10 to 1: float32 cannot resolve the bottom decades
-    q, _ = np.linalg.qr(np.random.default_rng(9).standard_normal((80, 40)))
+    s = np.geomspace(1e-5, 1.0, FLOAT32_MIN_WIDTH)  # λ from 1e-10 to 1: float32 cannot resolve the bottom decades
+    q, _ = np.linalg.qr(np.random.default_rng(9).standard_normal((2 * FLOAT32_MIN_WIDTH, FLOAT32_MIN_WIDTH)))
     w = q * s
     np.testing.assert_allclose(eigenvalues(w), np.sort(s**2), rtol=1e-6, atol=1e-15)
     low = eigenvalues(w, precision="float32")[:5]
     assert not np.allclose(low, np.sort(s**2)[:5], rtol=0.1, atol=0.0)
+
+
+def test_narrow_matrices_asked_in_float32_are_solved_in_float64():
+    """Below FLOAT32_MIN_WIDTH columns the batched float64 solve is cheaper than scipy's per-matrix float32
+    call, so a float32 request gets the (more accurate) float64 eigenvalues, even the smallest."""
+    s = np.geomspace(1e-5, 1.0, 40)
+    q, _ = np.linalg.qr(np.random.default_rng(9).standard_normal((80, 40)))
+    batch = np.stack([q * s, q * s])
+    np.testing.assert_allclose(eigenvalues(batch, precision="float32"), np.sort(np.tile(s**2, 2)),
+                               rtol=1e-6, atol=1e-15)
 
 
 def test_unknown_precision():

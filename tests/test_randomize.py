@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scanner.spectra.esd import eigenvalues
-from scanner.spectra.randomize import compare_with_randomized, esd_distance, randomization_test, shuffled
+from scanner.spectra.esd import as_matrix_batch, eigenvalues
+from scanner.spectra.randomize import (
+    analytic_null_eigenvalues,
+    compare_with_randomized,
+    esd_distance,
+    null_eigenvalues,
+    randomization_test,
+    shuffled,
+)
 from scanner.spectra.synthetic import spiked_covariance
 
 
@@ -102,3 +109,53 @@ def test_shuffle_stream_is_independent_of_data_drawn_from_the_same_seed():
     result = randomization_test(w, eigenvalues(w), seed=0)
     assert 0.8 < result.softrank < 1.25
     assert result.n_traps == 0
+
+
+def _with_entry(w, value):
+    w[3, 5] = value
+    return w
+
+
+def _exact_and_auto(w):
+    evals = eigenvalues(w)
+    return (randomization_test(w, evals, seed=0, null="exact"), randomization_test(w, evals, seed=0, null="auto"))
+
+
+def test_closed_form_null_is_used_for_light_tailed_entries_and_agrees_with_the_shuffle():
+    w = np.random.default_rng(5).standard_normal((1024, 512))
+    assert analytic_null_eigenvalues(as_matrix_batch(w)) is not None
+    exact, auto = _exact_and_auto(w)
+    assert exact.n_traps == auto.n_traps == 0
+    assert auto.lambda_max_rand == pytest.approx(exact.lambda_max_rand, rel=0.02)
+    assert abs(auto.rand_distance - exact.rand_distance) < 0.05
+    assert auto.lambda_max_rand != exact.lambda_max_rand  # really the closed form, not a shuffle
+
+
+def test_closed_form_null_places_a_large_mean_where_the_shuffle_finds_it():
+    w = np.random.default_rng(6).standard_normal((600, 300)) + 0.5
+    exact, auto = _exact_and_auto(w)
+    assert exact.n_traps == auto.n_traps == 1
+    assert auto.lambda_max_rand == pytest.approx(exact.lambda_max_rand, rel=0.01)
+
+
+@pytest.mark.parametrize("make", [
+    lambda rng: rng.standard_t(2.5, size=(1024, 256)),  # heavy-tailed entries: traps come from single entries
+    lambda rng: rng.standard_normal((600, 300)) + 0.035,  # a mean near its BBP transition (θ/σ²√NM ≈ 0.9)
+    lambda rng: _with_entry(rng.standard_normal((512, 512)), 40.0),  # one entry of 40σ: a trap on its own
+])
+def test_auto_null_falls_back_to_the_shuffle_when_not_certified(make):
+    w = make(np.random.default_rng(7))
+    assert analytic_null_eigenvalues(as_matrix_batch(w)) is None
+    exact, auto = _exact_and_auto(w)
+    assert auto == exact
+
+
+def test_null_model_option_is_validated_and_hashed():
+    from scanner.config import ScanConfig
+    from scanner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'null' option"):
+        ScanConfig(null="lanczos")
+    assert ScanConfig(null="exact").config_hash() != ScanConfig().config_hash()
+    with pytest.raises(ValueError, match="null model"):
+        null_eigenvalues(as_matrix_batch(np.eye(4)), 0, null="bogus")

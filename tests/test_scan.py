@@ -193,3 +193,43 @@ def test_narrow_layers_go_to_the_host_when_the_backend_is_torch():
     assert set(a) == set(b) == {"0", "1"}
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=1e-9, atol=1e-12 * a[name].max())
+
+
+def test_tied_layers_found_by_a_sampled_fingerprint_confirmed_by_the_values():
+    """In-memory modules fingerprint a strided sample of each tensor (the model digest is then the only full
+    pass over the weights): equal samples must still be confirmed by the values, and constant tensors are
+    never duplicates."""
+    import torch
+
+    from scanner.layers import FINGERPRINT_SAMPLE
+
+    torch.manual_seed(0)
+    rows = 4 * FINGERPRINT_SAMPLE // 64  # 64 columns: the sample takes every 4th entry
+    a, b, tied, const_a, const_b = (torch.nn.Linear(64, rows, bias=False) for _ in range(5))
+    with torch.no_grad():
+        b.weight.copy_(a.weight)
+        b.weight.view(-1)[1] += 1.0  # differs from a only off the sampled entries
+        tied.weight = a.weight
+        const_a.weight.fill_(0.5)
+        const_b.weight.fill_(0.5)
+    scan = scan_model(torch.nn.Sequential(a, b, tied, const_a, const_b), ScanConfig(randomize=False))
+    by_name = {layer.layer_name: layer for layer in scan.layers}
+    assert by_name["0"].status == by_name["1"].status == Status.OK
+    assert by_name["2"].status == Status.SKIPPED and "duplicate of 0.weight (tied weights" in by_name["2"].reason
+    assert by_name["3"].status != Status.SKIPPED and by_name["4"].status != Status.SKIPPED
+
+
+def test_default_null_is_auto_and_exact_reproduces_the_shuffle():
+    """ScanConfig() uses the certified closed-form null; on a light-tailed layer it gives the shuffle's
+    phase and trap count, with rand_distance within the tolerance of bench/results/null_validation.md."""
+    import torch
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 1024))
+    auto = scan_model(model, ScanConfig()).layers[0].spectrum
+    exact = scan_model(model, ScanConfig(null="exact")).layers[0].spectrum
+    assert ScanConfig().null == "auto"
+    assert auto.phase.phase == exact.phase.phase
+    assert auto.randomization.n_traps == exact.randomization.n_traps
+    assert abs(auto.randomization.rand_distance - exact.randomization.rand_distance) < 0.05
+    assert auto.randomization.lambda_max_rand != exact.randomization.lambda_max_rand

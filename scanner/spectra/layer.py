@@ -24,7 +24,7 @@ from scanner.spectra.esd import as_matrix_batch, batch_eigenvalues
 from scanner.spectra.metrics import FLOAT32_EPS, near_zero_tolerance, norm_metrics
 from scanner.spectra.mp import fit_marchenko_pastur
 from scanner.spectra.powerlaw import fit_power_law
-from scanner.spectra.randomize import compare_with_randomized, shuffled_eigenvalues
+from scanner.spectra.randomize import compare_with_randomized, null_eigenvalues
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,11 @@ def layer_eigenvalues(
     seed: int = 0,
     backend: str = "auto",
     reference_scale: float = 1.0,
+    null: str = "exact",
 ) -> LayerEigen:
-    """Step 1: eigenvalues of WᵀW (pooled over the batch) and, if ``randomize``, of the shuffled W.
+    """Step 1: eigenvalues of WᵀW (pooled over the batch) and, if ``randomize``, of its null model
+    (``null``: "exact" shuffles W and solves, "auto" uses the closed form where certified;
+    ``scanner.spectra.randomize.null_eigenvalues``).
 
     Raises:
         SpectrumError: NaN/Inf entries, an empty or non-numeric matrix.
@@ -71,7 +74,7 @@ def layer_eigenvalues(
     batch = as_matrix_batch(matrices)
     k, n, m = batch.shape
     evals = batch_eigenvalues(batch, backend=backend)
-    rand = shuffled_eigenvalues(batch, seed, backend=backend) if randomize else None
+    rand = null_eigenvalues(batch, seed, null=null, backend=backend) if randomize else None
     return LayerEigen(evals=evals, n=n, m=m, k=k, rand_evals=rand, seed=seed, reference_scale=reference_scale)
 
 
@@ -135,5 +138,6 @@ def analyse_matrices(
 ) -> AnalysedLayer:
     """Both steps for one layer given as a matrix (rows, cols) or a batch (k, rows, cols), pooled."""
     config = config or ScanConfig()
-    eig = layer_eigenvalues(matrices, randomize=config.randomize, seed=config.seed, backend=backend)
+    eig = layer_eigenvalues(matrices, randomize=config.randomize, seed=config.seed, backend=backend,
+                            null=config.null)
     return analyse_spectrum(eig, config, eps=eps)

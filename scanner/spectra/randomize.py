@@ -19,6 +19,25 @@ are a function of their own signs, and the "shuffle" would sort rows by sign (se
 The shuffled ESD is a sample of a null model, so it is computed in float32 (``esd.eigenvalues(...,
 precision="float32")``: half the time of float64) and read only above ``FLOAT32_FLOOR``·λ_max,rand, where
 float32 eigenvalues are accurate to better than 1 %; both ESDs are compared above the same floor.
+
+Null models (``ScanConfig.null``):
+
+- ``"exact"``: shuffle every matrix and take the full (float32) ESD of the shuffled copy — one more Gram
+  product and eigensolve per matrix, about as costly as the ESD of W itself on a CPU;
+- ``"auto"``: the closed-form null wherever it is certified, the exact one elsewhere
+  (:func:`analytic_null_eigenvalues`). A shuffled matrix has i.i.d. entries drawn from W's own entries, so
+  when no entry is large its ESD is the MP law of scale s = N·σ² (σ² the variance of the entries; Bai &
+  Silverstein 2010, Thm 3.6) plus at most one outlier, the rank-one mean μ·11ᵀ, at the BBP location
+  λ = (θ + Nσ²)(θ + Mσ²)/θ with θ = μ²NM when θ > σ²√(NM) (Benaych-Georges & Nadakuditi 2012, §3.1). The
+  certificate is that every centred entry a satisfies a² ≤ ``CERTIFY_RATIO``·σ²√(NM): a single entry acts as
+  a rank-one spike of squared size a², which only leaves the bulk above σ²√(NM) (same theorem), so with a
+  factor-4 margin no entry can make a trap. The mean is used only when it is clearly below or clearly
+  above its transition (θ/(σ²√(NM)) ≤ ``CERTIFY_RATIO`` or ≥ 1/``CERTIFY_RATIO``), where the limit is
+  accurate at these sizes. Layers failing either test (heavy-tailed entries: trained layers with outliers,
+  Pareto or Student-t weights; a mean near its transition) get the exact shuffle. The certified null is the
+  MP quantiles at plotting positions (i − ½)/M, their top replaced by the expected λ_max (the edge plus the
+  mean of the TW₁ law on the Tracy–Widom scale) or by the mean's outlier: a deterministic pseudo-sample that
+  :func:`compare_with_randomized` reads like a shuffled ESD. It costs one pass over the entries.
 """
 
 from __future__ import annotations
@@ -32,8 +51,13 @@ from scipy.spatial.distance import jensenshannon
 from scanner.records import RandomizationResult
 from scanner.spectra.esd import FLOAT32_FLOOR, as_matrix_batch, batch_eigenvalues
 from scanner.spectra.metrics import near_zero_tolerance
-from scanner.spectra.mp import fit_marchenko_pastur
+from scanner.spectra.mp import fit_marchenko_pastur, mp_edges, mp_quantile, tracy_widom_scale
 
+NULL_MODELS = ("exact", "auto")
+CERTIFY_RATIO = 0.25
+"""Largest a²/(σ²√(NM)) of a centred entry a for which the closed-form null is used (BBP threshold: 1)."""
+TW1_MEAN = -1.2065
+"""Mean of the Tracy–Widom TW₁ law (Tracy & Widom 1996): E[λ_max] ≈ λ⁺ + TW1_MEAN·t_TW."""
 HISTOGRAM_BINS = 64
 SHUFFLE_STREAM = 0x7A6F6F73  # "zoos": the shuffle's own random stream for a given seed (see above)
 
@@ -81,6 +105,51 @@ def shuffled_eigenvalues(batch: NDArray[np.floating], seed: int, *, backend: str
     """The pooled ESD (float32 solve, see the module docstring) of the shuffled copies of a validated,
     oriented batch (``esd.as_matrix_batch``)."""
     return batch_eigenvalues(shuffled(batch, seed), backend=backend, precision="float32")
+
+
+def analytic_null_eigenvalues(batch: NDArray[np.floating]) -> NDArray[np.float64] | None:
+    """The closed-form ESD of the shuffled copies of an oriented batch (k, N, M), pooled, or None when a
+    matrix of the batch is not certified light-tailed (see the module docstring for the law and the
+    certificate). One float64 pass over each matrix's entries; nothing is shuffled or solved."""
+    k, n, m = batch.shape
+    q = n / m
+    positions = (np.arange(m) + 0.5) / m
+    parts = []
+    for w in batch:
+        x = np.array(w, dtype=np.float64).ravel()  # one float64 copy of one matrix at a time
+        mean = float(x.mean())
+        x -= mean
+        var = float(np.dot(x, x)) / x.size
+        if not var > 0.0:
+            return None
+        largest = max(float(x.max()), -float(x.min()))
+        if largest * largest > CERTIFY_RATIO * var * np.sqrt(n * m):
+            return None
+        scale = n * var
+        null = mp_quantile(positions, q, scale)
+        theta = mean * mean * n * m
+        mean_ratio = theta / (var * np.sqrt(n * m))  # the mean leaves the bulk above 1 (BBP transition)
+        if CERTIFY_RATIO < mean_ratio < 1.0 / CERTIFY_RATIO:
+            return None  # near the transition the finite-size outlier is not where the limit puts it
+        if mean_ratio >= 1.0 / CERTIFY_RATIO:
+            null[-1] = (theta + n * var) * (theta + m * var) / theta
+        else:
+            null[-1] = mp_edges(q, scale)[1] + TW1_MEAN * tracy_widom_scale(n, m, scale)
+        parts.append(null)
+    return np.sort(np.concatenate(parts))
+
+
+def null_eigenvalues(batch: NDArray[np.floating], seed: int, *, null: str = "exact",
+                     backend: str = "auto") -> NDArray[np.float64]:
+    """The ESD of the null model of a validated, oriented batch: the certified closed form (``null="auto"``)
+    or the shuffled copies' ESD (``"exact"``, and ``"auto"`` where the certificate fails)."""
+    if null not in NULL_MODELS:
+        raise ValueError(f"the null model must be one of {NULL_MODELS}; got {null!r}")
+    if null == "auto":
+        closed = analytic_null_eigenvalues(batch)
+        if closed is not None:
+            return closed
+    return shuffled_eigenvalues(batch, seed, backend=backend)
 
 
 def esd_distance(evals_a: NDArray[np.float64], evals_b: NDArray[np.float64], floor: float = 0.0) -> float:
@@ -134,9 +203,11 @@ def compare_with_randomized(
 
 
 def randomization_test(
-    matrices: NDArray[np.floating], evals: NDArray[np.float64], *, seed: int = 0, backend: str = "auto"
+    matrices: NDArray[np.floating], evals: NDArray[np.float64], *, seed: int = 0, backend: str = "auto",
+    null: str = "exact",
 ) -> RandomizationResult:
-    """Shuffle ``matrices`` (seeded), compute their ESD and compare it with ``evals``, the ESD of ``matrices``."""
+    """The null model's ESD of ``matrices`` (shuffled with ``seed``, or closed-form, see ``null``) compared
+    with ``evals``, the ESD of ``matrices``."""
     batch = as_matrix_batch(matrices)
-    rand_evals = shuffled_eigenvalues(batch, seed, backend=backend)
+    rand_evals = null_eigenvalues(batch, seed, null=null, backend=backend)
     return compare_with_randomized(evals, rand_evals, n=batch.shape[1], m=batch.shape[2], seed=seed)
