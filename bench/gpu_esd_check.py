@@ -14,8 +14,11 @@ Measures, on ``--device``:
 3. Whole-model ESD for random-init timm models (resnet50, vit_base, vit_large; ``--quick``: resnet18,
    vit_tiny): every Linear weight (fused qkv split into q, k, v) and every Conv2d kernel position as one matrix,
    grouped by shape and batched; upload, Gram, eigvalsh and download timed, plus the one-layer-at-a-time loop.
-4. A projection for a 7B-parameter LLM from the measured per-shape times: 32 blocks × (4 × 4096² +
-   3 × 11008×4096) plus a 32000×4096 embedding and head (``--quick``: a scaled-down toy, labelled so).
+4. A 7B-class LLM, measured end to end without downloading anything: random float32 layers of Llama-7B
+   shapes — 32 blocks × (4 × 4096² + 3 × 11008×4096) plus a 32000×4096 embedding and head — are drawn on
+   the device one shape group at a time, and each goes through float64 Gram + eigvalsh + download of its
+   eigenvalues (timed; drawing excluded); also projected from the per-shape times for comparison
+   (``--quick``: a scaled-down toy, labelled so).
 5. The host-CPU alternative (numpy float64 Gram + eigvalsh) for small matrices, against the device per matrix.
 
 Writes ``gpu_esd_check.txt`` and ``gpu_esd_check.json`` to ``$OUT`` (default ./gpu_out).
@@ -43,6 +46,9 @@ FULL_MODELS = ("resnet50", "vit_base_patch16_224", "vit_large_patch16_224")
 QUICK_MODELS = ("resnet18", "vit_tiny_patch16_224")
 LLM_7B = {"blocks": 32, "hidden": 4096, "ffn": 11008, "vocab": 32000}
 LLM_TOY = {"blocks": 32, "hidden": 256, "ffn": 512, "vocab": 1024}  # --quick: exercises the code path only
+TINY_SWEEP = ((128, 128), (256, 128))  # --tiny: the CPU smoke test's sizes (tests/test_bench_gpu.py)
+TINY_MODELS = ("test_resnet", "test_vit")
+LLM_TINY = {"blocks": 2, "hidden": 128, "ffn": 256, "vocab": 512}
 HOST_SHAPES = ((256, 256), (512, 512), (768, 768), (1024, 1024))
 BATCH_BYTES = 2 << 30  # float64 bytes per batch (weights + Gram), so big shapes run a few at a time
 
@@ -178,11 +184,38 @@ def project_llm(spec: dict[str, int], device: torch.device, rate: float, cache: 
     return {"spec": spec, "projected_s": total, "shapes": rows}
 
 
-def host_alternative(device: torch.device, cache: dict) -> list[dict[str, float]]:
+def llm_full(spec: dict[str, int], device: torch.device, cap: int = 8) -> dict[str, object]:
+    """Measured ESD seconds of every matrix of a decoder LLM of ``spec``'s shapes, random float32 weights
+    drawn on ``device`` (not timed), in same-shape batches of at most ``cap``: float64 Gram, eigvalsh and the
+    download of the eigenvalues are timed. Nothing is downloaded or read from disk."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    timed_s, matrices, evals = 0.0, 0, 0
+    per_shape = []
+    for (n, m), count in llm_shapes(spec).items():
+        step = batch_size(n, m, cap)
+        shape_s = 0.0
+        for start in range(0, count, step):
+            k = min(step, count - start)
+            w = torch.randn(k, n, m, dtype=torch.float32, device=device, generator=generator) / np.sqrt(m)
+            sync(device)
+            started = time.perf_counter()
+            w64 = w.to(torch.float64)
+            values = torch.linalg.eigvalsh(w64.transpose(1, 2) @ w64).cpu().numpy()
+            sync(device)
+            shape_s += time.perf_counter() - started
+            evals += values.size
+            del w, w64
+        matrices += count
+        timed_s += shape_s
+        per_shape.append({"n": n, "m": m, "count": count, "seconds": shape_s})
+    return {"spec": spec, "measured_s": timed_s, "matrices": matrices, "eigenvalues": evals, "shapes": per_shape}
+
+
+def host_alternative(device: torch.device, cache: dict, shapes: tuple = HOST_SHAPES) -> list[dict[str, float]]:
     """Host numpy float64 Gram + eigvalsh per matrix vs the device, for small shapes."""
     rows = []
     cpu = torch.device("cpu")
-    for n, m in HOST_SHAPES:
+    for n, m in shapes:
         w = np.random.default_rng(0).standard_normal((n, m)).astype(np.float32)
 
         def host(w: np.ndarray = w) -> None:
@@ -217,6 +250,20 @@ def environment(device: torch.device) -> dict[str, object]:
     return info
 
 
+TARGETS = {"resnet50": 0.1, "vit_large_patch16_224": 0.3, "llm_7b": 30.0}
+
+
+def targets(result: dict) -> list[tuple[str, float, float]]:
+    """(what, seconds, limit) for each target this run measured: whole-model batched ESD of ResNet-50 and
+    ViT-L, and the measured 7B-class LLM (the toy of ``--quick`` is no target)."""
+    rows = [(f"{r['model']} full ESD (batched)", r["batched_s"], TARGETS[r["model"]])
+            for r in result["models"] if r["model"] in TARGETS]
+    full = result.get("llm_full")
+    if full and full["spec"] == LLM_7B:
+        rows.append(("7B-class LLM ESD (measured)", full["measured_s"], TARGETS["llm_7b"]))
+    return rows
+
+
 def render(result: dict) -> str:
     """The plain-text report."""
     lines = ["# gpu_esd_check", *(f"{k}: {v}" for k, v in result["environment"].items()),
@@ -239,6 +286,15 @@ def render(result: dict) -> str:
     lines += ["", f"## projection: {label} {llm['spec']}: {llm['projected_s']:.2f} s of ESD"]
     lines += [f"  {r['count']:>4} × {r['n']}×{r['m']}: {1e3 * r['per_matrix_s']:.2f} ms each "
               f"(eigvalsh {1e3 * r['eigh_s']:.2f} ms)" for r in llm["shapes"]]
+    full = result.get("llm_full")
+    if full:
+        lines += ["", f"## measured: {label}, {full['matrices']} random matrices drawn on the device, "
+                      f"{full['eigenvalues']:,} eigenvalues: {full['measured_s']:.2f} s of ESD (Gram + eigvalsh + "
+                      "download; drawing excluded)"]
+        lines += [f"  {r['count']:>4} × {r['n']}×{r['m']}: {r['seconds']:.2f} s" for r in full["shapes"]]
+    lines += ["", "## targets (issue 15; a GPU run only)"]
+    lines += [f"  {name}: {value:.3f} s (target ≤ {limit} s): {'met' if value <= limit else 'NOT met'}"
+              for name, value, limit in targets(result)]
     lines += ["", "## host CPU (numpy fp64 Gram + eigvalsh) vs device, per matrix",
               f"{'N':>6} {'M':>5} {'host ms':>9} {'device ms':>10} {'faster':>7}"]
     lines += [f"{r['n']:>6} {r['m']:>5} {1e3 * r['host_s']:>9.3f} {1e3 * r['device_s']:>10.3f} "
@@ -250,12 +306,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     parser.add_argument("--quick", action="store_true", help="small shapes and models (a CPU smoke run)")
+    parser.add_argument("--tiny", action="store_true", help="smaller still: the smoke test's sizes")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cpu" and args.quick:
+        torch.set_num_threads(1)  # a CPU smoke run: torch's own thread pool stalls on a loaded shared machine
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no GPU; run with --device cpu --quick to check the script")
-    sweep = QUICK_SWEEP if args.quick else FULL_SWEEP
+    args.quick = args.quick or args.tiny
+    sweep = TINY_SWEEP if args.tiny else QUICK_SWEEP if args.quick else FULL_SWEEP
+    models = TINY_MODELS if args.tiny else QUICK_MODELS if args.quick else FULL_MODELS
+    llm = LLM_TINY if args.tiny else LLM_TOY if args.quick else LLM_7B
     matmul_n = 1024 if args.quick else 8192
     rate = matmul_rate(device, matmul_n)
     rows = [shape_throughput(n, m, batch_size(n, m, 4 if args.quick else 16), device, rate) for n, m in sweep]
@@ -263,9 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "environment": environment(device), "fp64_flops": rate, "matmul_n": matmul_n,
         "accuracy": accuracy_check(device), "sweep": rows,
-        "models": [model_esd(arch, device) for arch in (QUICK_MODELS if args.quick else FULL_MODELS)],
-        "llm": project_llm(LLM_TOY if args.quick else LLM_7B, device, rate, cache),
-        "host": host_alternative(device, cache),
+        "models": [model_esd(arch, device) for arch in models],
+        "llm": project_llm(llm, device, rate, cache),
+        "llm_full": llm_full(llm, device),
+        "host": host_alternative(device, cache, TINY_SWEEP if args.tiny else HOST_SHAPES),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     text = render(result)

@@ -1,0 +1,277 @@
+"""zooscan's full analysis beside the eigensolver floor (and weightwatcher's default), on one CPU, one run.
+
+The floor of a model is the float64 Gram product + ``eigvalsh`` of every matrix zooscan analyses — nothing
+else: the matrices are formed, validated and oriented before the clock starts, and solved with the same
+threads zooscan uses (``scan.run_in_order``: ``threads`` layers at once, each with a one-thread BLAS).
+Everything zooscan adds (reading and hashing the weights, the fits, the randomization test) is overhead
+against it.
+
+Measurements, each in a fresh subprocess (one warm-up run, then the minimum of ``--inner`` timed runs):
+    floor         Gram + eigvalsh of the analysed matrices
+    full          ``scan_model(model, ScanConfig())``: robust fit, MP fit, randomization (null="auto")
+    full_exact    the same with ``null="exact"`` (every layer shuffled and solved: the method before)
+    ref           ``ScanConfig(fit="reference", randomize=False)``
+    ww            ``WeightWatcher(model).analyze()`` (weightwatcher 0.7.7's default mode), with ``--ww``
+Rounds (``--rounds``) interleave every (case, measurement); the report gives each round's ratio to that
+round's floor and the median over rounds, with the load average before each round.
+
+Cases: resnet50 and vit_base_patch16_224 (timm, random init, seed 0), bert_base (transformers
+``BertModel(BertConfig())``: a BERT-base-sized encoder, random init, seed 0), resnet56_cifar10 (the shared
+zoo's trained checkpoint, read from its file inside the timed region; the floor gets its matrices in memory).
+
+Usage (from the repo root):
+    OMP_NUM_THREADS=2 .venv/bin/python bench/bench_floor.py run --rounds 3 --ww --out bench/results/floor_cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT.parent / "shared" / "zoo"
+MEASURES = ("floor", "full", "full_exact", "ref", "ww")
+TARGET = 1.3
+
+
+def _seeded(factory: Callable[[], Any]) -> Callable[[], Any]:
+    def build() -> Any:
+        import torch
+
+        torch.manual_seed(0)
+        return factory().eval()
+
+    return build
+
+
+def _timm(arch: str) -> Callable[[], Any]:
+    def factory() -> Any:
+        import timm
+
+        return timm.create_model(arch, pretrained=False)
+
+    return _seeded(factory)
+
+
+def _bert() -> Any:
+    from transformers import BertConfig, BertModel
+
+    return BertModel(BertConfig())
+
+
+def _tiny() -> Any:
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3), torch.nn.Flatten(), torch.nn.Linear(96, 192),
+                               torch.nn.Linear(192, 64))
+
+
+CASES: dict[str, tuple[Callable[[], Any] | None, Path | None]] = {
+    "resnet50_random": (_timm("resnet50"), None),
+    "vit_base_patch16_224_random": (_timm("vit_base_patch16_224"), None),
+    "bert_base_random": (_seeded(_bert), None),
+    "resnet56_cifar10": (None, ZOO / "akamaster_resnet_cifar10" / "resnet56-4bfd9763.th"),
+    "tiny": (_seeded(_tiny), None),
+}
+
+
+def analysed_batches(target: Any, config: Any) -> list[Any]:
+    """The oriented float batches zooscan analyses for ``target`` (same layers, same size filters)."""
+    from scanner.layers import LayerMatrix, iter_layers
+    from scanner.scan import size_skip_reason
+    from scanner.sources import open_source
+    from scanner.spectra.esd import as_matrix_batch
+
+    batches = []
+    with open_source(target) as source:
+        for item in iter_layers(source, conv=config.conv):
+            if isinstance(item, LayerMatrix) and not size_skip_reason(item, config):
+                batches.append(as_matrix_batch(item.matrices.copy()))
+    return batches
+
+
+def floor_run(batches: list[Any], threads: int) -> int:
+    """Gram + eigvalsh of every batch, ``threads`` batches at once (one-thread BLAS each); returns the count."""
+    from functools import partial
+
+    from scanner.scan import run_in_order
+    from scanner.spectra.esd import gram_eigenvalues_numpy
+
+    steps = ((b.nbytes, partial(gram_eigenvalues_numpy, b)) for b in batches)
+    return sum(len(evals) for evals in run_in_order(steps, threads))
+
+
+def child(case: str, measure: str, inner: int) -> dict[str, Any]:
+    """One measurement in this process (see the module docstring)."""
+    import torch
+
+    from scanner.config import ScanConfig
+    from scanner.scan import scan_model
+
+    build, path = CASES[case]
+    module = build() if build is not None else None
+    target = module if module is not None else f"file:{path}"
+    config = ScanConfig()
+    threads = config.layer_threads()
+    info: dict[str, Any] = {}
+    if measure == "floor":
+        batches = analysed_batches(target, config)
+        info["matrices"] = sum(b.shape[0] for b in batches)
+        info["layers"] = len(batches)
+
+        def run() -> Any:
+            return floor_run(batches, threads)
+    elif measure == "ww":
+        import weightwatcher
+
+        ww_target = module if module is not None else torch.load(path, map_location="cpu",
+                                                                 weights_only=True)["state_dict"]
+
+        def run() -> Any:
+            return weightwatcher.WeightWatcher(model=ww_target).analyze()
+    else:
+        mode = {"full": ScanConfig(), "full_exact": ScanConfig(null="exact"),
+                "ref": ScanConfig(fit="reference", randomize=False)}[measure]
+
+        def run() -> Any:
+            return scan_model(target, mode)
+    run()  # warm-up: imports, LAPACK and page cache
+    seconds, cpu = [], []
+    for _ in range(max(1, inner)):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        out = run()
+        seconds.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    if measure in ("full", "full_exact", "ref"):
+        info["layers"] = sum(1 for layer in out.layers if layer.spectrum is not None)
+    return {"case": case, "measure": measure, "seconds": seconds, "best": min(seconds), "cpu": cpu,
+            "best_cpu": min(cpu), "threads": threads,
+            "torch_threads": torch.get_num_threads(), **info}
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> list[str]:
+    import numpy
+    import scipy
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return [f"- machine: {platform.node()} ({platform.platform()}), {os.cpu_count()} CPUs, {cpu}",
+            f"- python {platform.python_version()}, numpy {numpy.__version__}, scipy {scipy.__version__}",
+            f"- OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}",
+            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
+
+
+def run_child(case: str, measure: str, inner: int, timeout: float) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    command = [sys.executable, str(Path(__file__).resolve()), "child", case, measure, "--inner", str(inner)]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"case": case, "measure": measure, "error": f"timed out after {timeout:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"case": case, "measure": measure, "error": f"exit {done.returncode}: {done.stderr[-300:]}"}
+    return json.loads(lines[-1])
+
+
+def report(rows: list[dict[str, Any]], loads: list[str], header: list[str]) -> str:
+    """Markdown: per case, each measurement's median best time and its median ratio to the floor."""
+    out = ["# zooscan's full analysis vs the eigensolver floor (CPU)", "", *header,
+           f"- load average before each round: {'; '.join(loads)}", "",
+           "Seconds: the best of the timed runs in each fresh subprocess, median over rounds. Ratio: each "
+           "round's time / that round's floor, median over rounds. Floor = float64 Gram + eigvalsh of every "
+           f"analysed matrix, same threads. Target: full ≤ {TARGET}× the floor.", "",
+           "| case | matrices (layers) | floor s | full s (×floor) | full_exact s (×floor) | ref s (×floor) "
+           "| ww default s (×floor) | ww / ref | target met |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cpu_lines = ["", "CPU time (user + system of the process, all threads; robust to other jobs on the machine "
+                 "when both are CPU-bound), same statistics:", "",
+                 "| case | floor CPU s | full ×floor | full_exact ×floor | ref ×floor | ww default ×floor |",
+                 "|---|---|---|---|---|---|"]
+    for case in cases:
+        by = {m: [r for r in rows if r["case"] == case and r["measure"] == m and "best" in r] for m in MEASURES}
+        floors = by["floor"]
+        if not floors:
+            continue
+        cells = []
+        ratios: dict[str, float] = {}
+        for m in ("full", "full_exact", "ref", "ww"):
+            if not by[m]:
+                cells.append("—")
+                continue
+            pairs = [(r["best"], f["best"]) for r, f in zip(by[m], floors, strict=False)]
+            ratios[m] = statistics.median(a / b for a, b in pairs)
+            cells.append(f"{statistics.median(r['best'] for r in by[m]):.3f} ({ratios[m]:.2f}×)")
+        ww_vs_ref = (f"{ratios['ww'] / ratios['ref']:.1f}×" if "ww" in ratios and "ref" in ratios else "—")
+        cpu_ratios = {m: statistics.median(r["best_cpu"] / f["best_cpu"] for r, f in zip(by[m], floors, strict=False))
+                      for m in ("full", "full_exact", "ref", "ww") if by[m]}
+        cpu_lines.append(f"| {case} | {statistics.median(f['best_cpu'] for f in floors):.3f} | "
+                         + " | ".join(f"{cpu_ratios[m]:.2f}×" if m in cpu_ratios else "—"
+                                      for m in ("full", "full_exact", "ref", "ww")) + " |")
+        met = "yes" if ratios.get("full", 99) <= TARGET else "no"
+        floor = statistics.median(f["best"] for f in floors)
+        out.append(f"| {case} | {floors[0].get('matrices')} ({floors[0].get('layers')}) | {floor:.3f} | "
+                   + " | ".join(cells) + f" | {ww_vs_ref} | {met} |")
+    out += cpu_lines
+    errors = [r for r in rows if "error" in r]
+    if errors:
+        out += ["", "Errors:", *[f"- {r['case']} {r['measure']}: {r['error']}" for r in errors]]
+    out += ["", "Raw (seconds of every timed run):", "", "```",
+            *[json.dumps({k: v for k, v in r.items()}) for r in rows], "```"]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("child")
+    one.add_argument("case", choices=sorted(CASES))
+    one.add_argument("measure", choices=MEASURES)
+    one.add_argument("--inner", type=int, default=2)
+    many = sub.add_parser("run")
+    many.add_argument("--cases", nargs="+", default=[c for c in CASES if c != "tiny"], choices=sorted(CASES))
+    many.add_argument("--measures", nargs="+", default=["floor", "full", "full_exact", "ref"], choices=MEASURES)
+    many.add_argument("--ww", action="store_true", help="also time weightwatcher's default analyze()")
+    many.add_argument("--rounds", type=int, default=3)
+    many.add_argument("--inner", type=int, default=2)
+    many.add_argument("--timeout", type=float, default=900.0)
+    many.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "child":
+        print(json.dumps(child(args.case, args.measure, args.inner)))
+        return 0
+    measures = list(args.measures) + (["ww"] if args.ww and "ww" not in args.measures else [])
+    rows: list[dict[str, Any]] = []
+    loads = []
+    for round_index in range(args.rounds):
+        loads.append(load())
+        for case in args.cases:
+            for measure in measures:
+                row = run_child(case, measure, args.inner, args.timeout)
+                row["round"] = round_index
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    loads.append(f"after: {load()}")
+    text = report(rows, loads, machine())
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
