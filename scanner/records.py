@@ -161,7 +161,12 @@ class LayerSpectrum:
 
 @dataclass(frozen=True)
 class LayerResult:
-    """One row of ``layers/<model_key>.parquet``: a weight matrix (or pooled conv layer) of a model."""
+    """One row of ``layers/<model_key>.parquet``: a weight matrix (or pooled conv layer) of a model.
+
+    ``dtype_stored`` is how the file stored the values ("float32", "float16", "int8", ...; "" when not known),
+    ``dequantized`` whether the reader dequantised them (scale and zero point) before the analysis, and
+    ``note`` how the tensor was cut or what the reader assumed about its layout ("" when nothing was).
+    """
 
     model_id: str
     layer_index: int
@@ -175,6 +180,9 @@ class LayerResult:
     seconds_esd: float = 0.0
     seconds_fit: float = 0.0
     device: str = "cpu"
+    dtype_stored: str = ""
+    dequantized: bool = False
+    note: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import pyarrow as pa
 from scanner.errors import SchemaError
 from scanner.records import PHASE_ORDER, LayerResult, ModelResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: layers gained dtype_stored, dequantized, note
 
 Path = tuple[str, ...]
 _F64, _I32, _I64, _STR, _BOOL = pa.float64(), pa.int32(), pa.int64(), pa.string(), pa.bool_()
@@ -56,6 +56,9 @@ _LAYER_COLUMNS: list[tuple[str, pa.DataType, Path, str]] = [
     ("seconds_esd", _F64, ("seconds_esd",), "time spent computing eigenvalues (s)"),
     ("seconds_fit", _F64, ("seconds_fit",), "time spent fitting and classifying (s)"),
     ("device", _STR, ("device",), "device that computed the eigenvalues (cpu or cuda)"),
+    ("dtype_stored", _STR, ("dtype_stored",), "how the file stored the values: float32, float16, bfloat16, int8, uint8, ..."),
+    ("dequantized", _BOOL, ("dequantized",), "true when quantised values were dequantised (scale, zero point) before the analysis"),
+    ("note", _STR, ("note",), "how the tensor was cut (qkv, gates, groups) and what the reader assumed about the stored layout"),
     ("n", _I32, ("spectrum", "n"), "rows N of the oriented matrix W (N >= M)"),
     ("m", _I32, ("spectrum", "m"), "columns M of the oriented matrix W"),
     ("q", _F64, ("spectrum", "q"), "aspect ratio Q = N/M"),

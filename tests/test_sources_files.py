@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -149,11 +150,18 @@ def test_malicious_pickle_is_refused_and_its_code_never_runs(tmp_path: Path) -> 
     assert target.read_text() == "pwned"
 
 
-def test_a_pickled_module_is_refused(tmp_path: Path) -> None:
+def test_a_pickled_module_is_read_by_the_restricted_unpickler(tmp_path: Path) -> None:
+    """weights_only refuses a whole pickled nn.Module; the restricted unpickler reads its tensors without
+    importing torch.nn (the class becomes an inert placeholder that still names the module type)."""
     path = tmp_path / "whole_model.pt"
-    torch.save(torch.nn.Linear(3, 2), path)
-    with pytest.raises(UnsafeCheckpointError, match="never runs code"):
-        open_source(f"file:{path}")
+    module = torch.nn.Linear(12, 11)
+    torch.save(module, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    layers, skipped = _rows(f"file:{path}")
+    assert [m.name for m in layers] == ["weight"] and layers[0].kind == "linear"
+    np.testing.assert_array_equal(layers[0].matrices[0], module.weight.detach().numpy())
+    assert [s.name for s in skipped] == ["bias"]
 
 
 def _truncated(path: Path) -> None:
@@ -184,9 +192,9 @@ def test_damaged_files_raise_source_error(tmp_path: Path, suffix: str, damage: s
 
 
 def test_unknown_format_missing_file_and_empty_folder(tmp_path: Path) -> None:
-    (tmp_path / "model.onnx").write_bytes(b"\x08\x07")
-    with pytest.raises(SourceError, match="unknown checkpoint format '.onnx'"):
-        open_source(f"file:{tmp_path / 'model.onnx'}")
+    (tmp_path / "model.xyz").write_bytes(b"\x08\x07")
+    with pytest.raises(SourceError, match="unknown checkpoint format '.xyz'"):
+        open_source(f"file:{tmp_path / 'model.xyz'}")
     with pytest.raises(SourceError, match="no such file"):
         open_source(f"file:{tmp_path / 'absent.pt'}")
     with pytest.raises(SourceError, match="no weight files"):

@@ -60,6 +60,12 @@ class NamedTensor:
         family: canonical family (see ``FAMILIES``) when known, else None: kinds are then inferred from
             names and shapes by ``scanner.layers``.
         groups, gates, heads, is_buffer, derived: see ``ModuleInfo``.
+        dtype_stored: how the values were stored in the file ("float32", "float16", "int8", "uint8", ...) when
+            that differs from ``tensor.dtype`` or the reader knows it; None means ``tensor.dtype``.
+        dequantized: the values were stored quantised and the reader dequantised them (scale, zero point).
+        note: what the reader assumed or did to the layout ("stored [in, out] (Keras Dense), transposed").
+        skip_reason: non-empty when the reader refused to read the values (a declared size over a budget);
+            ``tensor`` is then a meta tensor of the declared shape, never allocated.
     """
 
     name: str
@@ -71,6 +77,10 @@ class NamedTensor:
     heads: int | None = None
     is_buffer: bool = False
     derived: bool = False
+    dtype_stored: str | None = None
+    dequantized: bool = False
+    note: str = ""
+    skip_reason: str = ""
 
     @classmethod
     def with_info(cls, name: str, tensor: torch.Tensor, info: ModuleInfo | None) -> NamedTensor:
@@ -96,10 +106,50 @@ def storage_key(tensor: torch.Tensor) -> tuple:
 
 
 def counts_as_param(item: NamedTensor) -> bool:
-    """Whether a tensor counts towards ``num_params``: floating point, not a buffer, a running statistic or derived."""
+    """Whether a tensor counts towards ``num_params``: floating point (or dequantised), not a buffer, a running
+    statistic or derived."""
     if item.is_buffer or item.derived or item.name.endswith(RUNNING_STAT_SUFFIXES):
         return False
     return bool(item.tensor.is_floating_point() or item.tensor.is_complex())
+
+
+DEFAULT_MAX_LAYER_BYTES = 2 << 30  # 2 GiB of stored values per tensor (ScanConfig.max_layer_bytes)
+
+
+def declared_size_reason(shape: tuple[int, ...], itemsize: int, *, max_bytes: int | None,
+                         max_evals: int | None = None) -> str:
+    """Why a tensor of a declared ``shape`` must not be read (checked before any allocation), or "".
+
+    ``numel × itemsize`` against ``max_bytes`` (the ``max_layer_bytes`` budget), and the eigenvalues the
+    tensor would give (min(rows, cols) × kernel positions, PyTorch layout) against ``max_evals``.
+    """
+    numel = 1
+    for d in shape:
+        numel *= d
+    if max_bytes is not None and numel * itemsize > max_bytes:
+        return (f"declared size {numel * itemsize} bytes ({'x'.join(map(str, shape))} x {itemsize} B) exceeds "
+                f"max_layer_bytes={max_bytes}; not read (raise --max-layer-bytes to analyse it)")
+    if max_evals is not None and len(shape) >= 2:
+        kernel = numel // max(1, shape[0] * shape[1]) if len(shape) > 2 else 1
+        evals = kernel * min(shape[0], shape[1])
+        if evals > max_evals:
+            return f"{evals} eigenvalues exceed max_evals={max_evals}; not read (raise max_evals to analyse it)"
+    return ""
+
+
+def check_shape(shape: object, what: str) -> tuple[int, ...]:
+    """A declared shape as a tuple of non-negative ints; raises ValueError naming ``what`` otherwise
+    (float, bool, negative or non-list dimensions)."""
+    if not isinstance(shape, (list, tuple)):
+        raise ValueError(f"{what}: shape {shape!r} is not a list of dimensions")
+    dims = []
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise ValueError(f"{what}: dimension {d!r} is not an integer")
+        if d < 0:
+            raise ValueError(f"{what}: negative dimension {d}")
+        dims.append(int(d))
+    return tuple(dims)
 
 
 def sha256_files(paths: list[str], chunk_bytes: int = 1 << 22) -> str:
@@ -121,6 +171,9 @@ class WeightSource(ABC):
     """
 
     model_id: str
+    # Budgets checked from declared shapes before a tensor is read (set by the scan from ScanConfig).
+    max_layer_bytes: int | None = DEFAULT_MAX_LAYER_BYTES
+    max_evals: int | None = None
     # True when every yielded tensor stays alive for the whole iteration (a model in memory, a mapped state
     # dict), so that storage addresses identify tied tensors; False for streamed formats, where a freed
     # buffer's address may be reused by the next tensor.

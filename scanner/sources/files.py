@@ -132,7 +132,10 @@ class FileSource(WeightSource):
 
 def _resolve_files(path: Path) -> list[Path]:
     """The checkpoint files to read, in order: one file, the shards of an index, or the folder's weights."""
-    if path.is_file():
+    if not path.is_dir():
+        from scanner.sources.formats import regular_file
+
+        regular_file(path)
         if path.suffix == ".safetensors" or path.suffix in TORCH_SUFFIXES:
             return [path]
         raise SourceError(f"{path}: unknown checkpoint format {path.suffix!r}; supported: {SUPPORTED}")
@@ -143,8 +146,7 @@ def _resolve_files(path: Path) -> list[Path]:
         found = sorted(path.glob(pattern))
         if found:
             return found
-    listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
-    raise SourceError(f"{path}: no weight files in this folder (found: {listing}); supported: {SUPPORTED}")
+    raise SourceError(f"{path}: no weight files in this folder; supported: {SUPPORTED}")
 
 
 def _shards_from_index(folder: Path, index: Path) -> list[Path]:
@@ -152,11 +154,11 @@ def _shards_from_index(folder: Path, index: Path) -> list[Path]:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"{index}: not a valid shard index (needs a 'weight_map' object): {exc}") from exc
-    shards = [folder / name for name in dict.fromkeys(weight_map.values())]
-    missing = [s.name for s in shards if not s.is_file()]
-    if missing:
-        raise SourceError(f"{folder}: shards named in {index.name} are missing: {missing}; download them again")
-    return shards
+    from scanner.sources.formats._common import inside
+
+    if not isinstance(weight_map, dict):
+        raise SourceError(f"{index}: 'weight_map' is not an object of tensor name -> shard file")
+    return [inside(folder, name, f"{index}") for name in dict.fromkeys(weight_map.values())]
 
 
 def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -182,8 +184,14 @@ def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
     return _tensors_of(obj, path)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_BLOCKED = re.compile(r"(?:GLOBAL|global)\s+([\w.]+)")
+
+
 def _unsafe_message(path: str, exc: Exception) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _ANSI.sub("", str(exc)).strip()
+    blocked = _BLOCKED.search(text)
+    first = f"blocked global {blocked.group(1)}" if blocked else (text.splitlines()[0] if text else type(exc).__name__)
     return (
         f"{path}: refused: this checkpoint is a pickle that needs code execution to load (torch.load with "
         f"weights_only=True failed: {first}). zooscan never runs code from checkpoints. To convert it, load it "
@@ -216,6 +224,41 @@ def _strip_module_prefix(tensors: dict[str, torch.Tensor], path: str) -> dict[st
     return tensors
 
 
-def open_file(ref, cache_dir: str | None = None) -> FileSource:  # noqa: ANN001, ARG001 (scanner.sources.ModelRef)
-    """Weights of ``file:<path>`` (``cache_dir`` is unused: local files are read in place)."""
-    return FileSource(str(resolve_data_path(ref.name)), model_id=ref.model_id)
+def open_file(ref, cache_dir: str | None = None) -> WeightSource:  # noqa: ANN001, ARG001 (scanner.sources.ModelRef)
+    """Weights of ``file:<path>`` (``cache_dir`` is unused: local files are read in place).
+
+    The format comes from ``scanner.sources.formats.READERS`` (magic bytes, then suffix); safetensors and torch
+    pickles are read here; a TorchScript archive, or a torch zip whose pickle needs classes, goes through the
+    restricted unpickler of ``scanner.sources.formats.torch_archive``."""
+    from scanner.sources import formats
+
+    path = resolve_data_path(ref.name)
+    if path.is_dir():
+        found = formats.folder_reader(path)
+        if found is not None:
+            return formats.open_with(found[0], found[1], ref.model_id)
+    elif path.exists():
+        reader = formats.reader_for(path)
+        if reader is not None:
+            return formats.open_with(reader, path, ref.model_id)
+        if zipfile.is_zipfile(path):
+            from scanner.sources.formats.torch_archive import is_torchscript, open_torch_archive
+
+            if is_torchscript(path):
+                return open_torch_archive(path, ref.model_id)
+            try:
+                return FileSource(str(path), model_id=ref.model_id, annotate=_config_annotator(path))
+            except UnsafeCheckpointError:  # config objects or numpy metadata: read without importing them
+                return open_torch_archive(path, ref.model_id)
+    return FileSource(str(path), model_id=ref.model_id, annotate=_config_annotator(path))
+
+
+def _config_annotator(path: Path) -> Annotator | None:
+    """Hints from a transformers ``config.json`` in the weights' folder, read as ``hf:`` reads them (GPT-2's
+    Conv1D layers, attention heads), so ``file:`` and ``hf:`` on the same files give the same layers."""
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "config.json").is_file():
+        return None
+    from scanner.sources.hf import hf_annotator, read_config
+
+    return hf_annotator(read_config(folder))
