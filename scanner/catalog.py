@@ -26,10 +26,10 @@ from pathlib import Path
 
 from scanner.errors import CatalogError, ModelIdError
 from scanner.paths import shared_dir
+from scanner.sources import SOURCE_PREFIXES as SOURCES  # the one table of sources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOGS_DIR = REPO_ROOT / "catalogs"
-SOURCES = ("timm", "hf", "file", "random")
 REQUIRED_COLUMNS = ("model_id", "family", "dataset")
 # Fetch and provenance columns a zoo catalog may add (read by ``scanner.zoo.catalog``, ignored here).
 ZOO_COLUMNS = ("registry", "package", "version", "member", "extractor", "files", "sha256", "licence", "task",

@@ -83,3 +83,23 @@ def test_importing_sources_and_layers_loads_no_framework() -> None:
     code = f"import sys, scanner.sources, scanner.layers; print([m for m in {heavy} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_sources_come_from_one_table_with_valid_examples() -> None:
+    from scanner import catalog, sources
+
+    assert catalog.SOURCES == sources.SOURCE_PREFIXES == tuple(s.prefix for s in sources.SOURCES)
+    for source in sources.SOURCES:
+        ref = parse_model_id(source.example)
+        assert ref.source == source.prefix
+        assert source.example in "\n".join(sources.VALID_FORMS)
+        module, _, function = source.opener.partition(":")
+        assert module.startswith("scanner.sources.") and function
+
+
+@pytest.mark.parametrize("alias", ["file:a/../a/x.safetensors", "file:a//x.safetensors", "file:./a/x.safetensors",
+                                   "file:a/./x.safetensors"])
+def test_file_aliases_canonicalise_to_one_id(alias: str) -> None:
+    """D9: aliases of one file passed the catalog duplicate check and became separate models."""
+    assert parse_model_id(alias).model_id == "file:a/x.safetensors"
+    assert parse_model_id(alias).key == parse_model_id("file:a/x.safetensors").key

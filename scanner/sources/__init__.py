@@ -5,12 +5,15 @@ Model ids carry their source (``docs``: DESIGN.md, "Conventions")::
     timm:resnet50.a1_in1k                   timm pretrained weights (arch.tag), from the Hugging Face cache
     timm:resnet50.a1_in1k?file=ckpt.pth     the same architecture, weights from a local file
     hf:sentence-transformers/all-MiniLM-L6-v2@<rev>   a Hugging Face repo (revision optional)
-    file:path/to/model.safetensors          a local checkpoint (.safetensors, shard folder, .pt/.pth/.th/.bin/.ckpt)
+    file:path/to/model.safetensors          a local weight file or folder, any format of scanner.sources.formats
+                                            (safetensors, torch, TorchScript, ONNX, TFLite, TF.js, Keras HDF5,
+                                            TF checkpoint, npz); the path is normalised (``a//b``, ``a/../a/b`` → ``a/b``)
     random:timm/resnet50?seed=1             random init, for coverage and throughput only (seed default 0)
     random:transformers/bert?hidden_size=64 random init from a transformers config (overrides in the query)
 
 An in-memory ``torch.nn.Module`` is accepted by ``open_source`` too (id ``module:<ClassName>``).
-Sources are looked up in a static table and imported lazily, so ``import scanner.sources`` stays light.
+Sources are registered in one table, ``SOURCES`` (prefix, name pattern, form, example, opener), and their
+modules are imported lazily, so ``import scanner.sources`` stays light; a new source is one row here.
 """
 
 from __future__ import annotations
@@ -30,25 +33,48 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelRef", "NamedTensor", "WeightSource", "open_source", "parse_model_id"]
 
-# source name -> "module:factory"; each factory takes (ModelRef, cache_dir) and returns a WeightSource.
-SOURCES: dict[str, str] = {
-    "file": "scanner.sources.files:open_file",
-    "hf": "scanner.sources.hf:open_hf",
-    "timm": "scanner.sources.timm:open_timm",
-    "random": "scanner.sources.synthetic:open_random",
-}
-
-VALID_FORMS = (
-    "timm:<arch>[.<tag>][?file=<path>]  e.g. timm:resnet50.a1_in1k",
-    "hf:<org>/<name>[@<revision>]       e.g. hf:sentence-transformers/all-MiniLM-L6-v2",
-    "file:<path>                        e.g. file:checkpoints/model.safetensors",
-    "random:timm/<arch>[?seed=N]        e.g. random:timm/resnet18",
-    "random:transformers/<model_type>[?seed=N&<config_key>=<value>...]  e.g. random:transformers/bert",
-)
-
 _TIMM_NAME = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)?$")
 _HF_NAME = re.compile(r"^(?P<repo>[\w.\-]+(/[\w.\-]+)?)(@(?P<rev>[\w.\-/]+))?$")
 _RANDOM_NAME = re.compile(r"^(timm|transformers)/[A-Za-z0-9_.\-]+$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One registered source of weights.
+
+    Attributes:
+        prefix: the id prefix before ":" ("timm", "hf", "file", "random").
+        syntax: how the rest of the id is parsed: "path" (taken whole, normalised), "revision"
+            (``name[@revision]``, matched by ``pattern``) or "query" (``name[?key=value&...]``, name matched by
+            ``pattern``).
+        pattern: what a valid name looks like (None for paths).
+        form: the id's form, for error messages.
+        example: a valid id.
+        opener: "module:function" taking (ModelRef, cache_dir=...) and returning a WeightSource.
+    """
+
+    prefix: str
+    syntax: str
+    pattern: re.Pattern[str] | None
+    form: str
+    example: str
+    opener: str
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("timm", "query", _TIMM_NAME, "timm:<arch>[.<tag>][?file=<path>]", "timm:resnet50.a1_in1k",
+           "scanner.sources.timm:open_timm"),
+    Source("hf", "revision", _HF_NAME, "hf:<org>/<name>[@<revision>]", "hf:sentence-transformers/all-MiniLM-L6-v2",
+           "scanner.sources.hf:open_hf"),
+    Source("file", "path", None, "file:<path>", "file:checkpoints/model.safetensors",
+           "scanner.sources.files:open_file"),
+    Source("random", "query", _RANDOM_NAME, "random:timm/<arch>[?seed=N] | random:transformers/<model_type>"
+           "[?seed=N&<config_key>=<value>...]", "random:timm/resnet18", "scanner.sources.synthetic:open_random"),
+)
+SOURCE_BY_PREFIX: dict[str, Source] = {s.prefix: s for s in SOURCES}
+SOURCE_PREFIXES: tuple[str, ...] = tuple(SOURCE_BY_PREFIX)
+VALID_FORMS = tuple(f"{s.form}  e.g. {s.example}" for s in SOURCES)
+
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._@=\-]+")
 
 
@@ -117,7 +143,7 @@ def parse_model_id(text: str) -> ModelRef:
     """
     text = text.strip()
     prefix, sep, rest = text.partition(":")
-    if not sep or prefix not in (*SOURCES, "module"):
+    if not sep or prefix not in (*SOURCE_PREFIXES, "module"):
         looks_like_path = "/" in text or os.sep in text or os.path.splitext(text)[1] or os.path.exists(text)
         hint = 'a bare path is not accepted: prefix it with "file:"' if looks_like_path else f"unknown prefix {prefix!r}"
         if prefix == "hf-hub":
@@ -125,16 +151,18 @@ def parse_model_id(text: str) -> ModelRef:
         raise _error(text, hint)
     if not rest:
         raise _error(text, f"nothing after {prefix + ':'!r}")
-    if prefix in ("file", "module"):
+    if prefix == "module":
         return ModelRef(prefix, rest)
-    if prefix == "hf":
-        match = _HF_NAME.match(rest)
+    source = SOURCE_BY_PREFIX[prefix]
+    if source.syntax == "path":
+        return ModelRef(prefix, os.path.normpath(rest))  # one id per file: "a//x" and "a/../a/x" are "a/x"
+    if source.syntax == "revision":
+        match = source.pattern.match(rest) if source.pattern else None
         if not match:
-            raise _error(text, "a Hugging Face id is <org>/<name>[@<revision>]")
-        return ModelRef("hf", match["repo"], match["rev"])
+            raise _error(text, f"a {prefix} id is {source.form}")
+        return ModelRef(prefix, match["repo"], match["rev"])
     name, _, query = rest.partition("?")
-    pattern = _TIMM_NAME if prefix == "timm" else _RANDOM_NAME
-    if not pattern.match(name):
+    if source.pattern is not None and not source.pattern.match(name):
         raise _error(text, f"{name!r} is not a valid {prefix} name")
     return ModelRef(prefix, name, None, _parse_options(text, query))
 
@@ -177,5 +205,5 @@ def open_source(model: str | ModelRef | torch.nn.Module, *, cache_dir: str | Non
         return ModuleSource(model)
     if model.source == "module":
         raise _error(model.model_id, "a module: id names an in-memory model; pass the torch.nn.Module object itself")
-    module_name, _, factory = SOURCES[model.source].partition(":")
+    module_name, _, factory = SOURCE_BY_PREFIX[model.source].opener.partition(":")
     return getattr(importlib.import_module(module_name), factory)(model, cache_dir=cache_dir)
