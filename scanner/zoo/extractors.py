@@ -91,6 +91,19 @@ def tar_member(row: ZooRow, open_member: OpenMember, folder: Path) -> None:
                 shutil.copyfileobj(src, dst, 1 << 20)
 
 
+def tfjs_manifest(row: ZooRow, open_member: OpenMember, folder: Path) -> None:
+    """A TF.js weights manifest without a model.json (face-api ships ``*-weights_manifest.json``, the bare
+    list of weight groups): ``files[0]`` is written as the model.json ``{"weightsManifest": <that list>}``
+    (sorted keys), the other members (the shards) are copied to the other files."""
+    with open_member(row.members[0]) as src:
+        manifest = json.load(src)
+    _out(folder, row.files[0]).write_text(json.dumps({"weightsManifest": manifest}, sort_keys=True),
+                                          encoding="utf-8")
+    for member, name in zip(row.members[1:], row.files[1:], strict=True):
+        with open_member(member) as src, open(_out(folder, name), "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
 _EXPORTS = re.compile(rb"exports=(?=[{\"])")
 
 
@@ -174,6 +187,7 @@ EXTRACTORS: dict[str, Extractor] = {
     "zip_parts": zip_parts,
     "tar_member": tar_member,
     "nsfwjs": nsfwjs,
+    "tfjs_manifest": tfjs_manifest,
 }
 
 
