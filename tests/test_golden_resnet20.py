@@ -72,14 +72,14 @@ def test_diff_within_tolerance_passes_and_new_or_missing_columns_are_reported_no
     golden = resnet20.read_golden()
     layers, _ = _perturbed(golden, "alpha", 0, 1 + 1e-9)
     for row in layers:
-        row["dtype_stored"] = "float32"
+        row["brand_new_column"] = "float32"
         del row["entropy"]
     model = {k: v for k, v in golden["model"].items() if k != "alpha_hat"}
     diff = resnet20.compare(golden, layers, model)
     assert not diff.failed, diff.message()
-    assert diff.new_columns == ["layers.dtype_stored"]
+    assert diff.new_columns == ["layers.brand_new_column"]
     assert diff.missing_columns == ["layers.entropy", "models.alpha_hat"]
-    assert "dtype_stored" in "\n".join(diff.notes())
+    assert "brand_new_column" in "\n".join(diff.notes())
 
 
 def test_diff_reports_type_and_null_changes_and_lost_rows():
