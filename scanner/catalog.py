@@ -25,10 +25,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from scanner.errors import CatalogError, ModelIdError
-from scanner.paths import shared_dir
+from scanner.paths import REPO_ROOT, shared_dir
 from scanner.sources import SOURCE_PREFIXES as SOURCES  # the one table of sources
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOGS_DIR = REPO_ROOT / "catalogs"
 REQUIRED_COLUMNS = ("model_id", "family", "dataset")
 # Fetch and provenance columns a zoo catalog may add (read by ``scanner.zoo.catalog``, ignored here).

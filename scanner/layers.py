@@ -52,13 +52,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scanner.config import CONV_MODES
 from scanner.errors import ConfigError
 from scanner.sources.base import RUNNING_STAT_SUFFIXES, NamedTensor, WeightSource, storage_key, tensor_bytes
 
 if TYPE_CHECKING:
     import torch
 
-CONV_MODES = ("pooled", "per_position")
 GATE_NAMES = {4: "ifgo", 3: "rzn"}
 RNN_KIND = {4: "lstm", 3: "gru", 1: "rnn"}
 

@@ -23,8 +23,7 @@ from numpy.typing import NDArray
 
 from scanner.errors import StoreError
 from scanner.records import MPFit, PowerLawFit
-
-TABLE_NAMES = ("models", "layers", "spectra")
+from scanner.storage import TMP_MARK
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class ScanTables:
 
 def read_folder(folder: Path) -> pa.Table | None:
     """All committed Parquet files of one table folder, concatenated (None when there are none)."""
-    files = sorted(p for p in Path(folder).glob("*.parquet") if ".tmp-" not in p.name)
+    files = sorted(p for p in Path(folder).glob("*.parquet") if TMP_MARK not in p.name)
     if not files:
         return None
     return pa.concat_tables([pq.read_table(p) for p in files], promote_options="default")

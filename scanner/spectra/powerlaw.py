@@ -41,13 +41,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from scanner.config import FIT_MODES
 from scanner.errors import ConfigError, FitError
 from scanner.records import PowerLawFit
 from scanner.spectra.csn import ks_argmin, ks_exact, tail_alphas
 
 logger = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("robust", "reference")
+METHODS: tuple[str, ...] = FIT_MODES  # one definition: scanner.config
 
 # weightwatcher 0.7.7 (constants.EVALS_THRESH, WW_powerlaw.SMALL_N_CUTOFF, WWFit.fit_powerlaw_smallN defaults).
 REFERENCE_EVALS_THRESH = 1e-5
