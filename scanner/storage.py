@@ -12,7 +12,8 @@ for object stores, so ``.name``, ``.parent`` and ``/`` work on both.
 
 Atomic writes: locally a file is written to ``<name>.tmp-<host>_<pid>_<uuid>`` in its final folder, fsynced
 and renamed (the writer is in the name, so cleanup can tell a dead writer's file from a live one's); on an
-object store a file is one PUT, which is atomic (a crashed upload leaves no object).
+object store a file is serialised in memory and uploaded in one write (one PUT, or one multipart upload
+completed at close), so a crashed upload leaves no object.
 """
 
 from __future__ import annotations
@@ -256,8 +257,16 @@ class ObjectStorage(Storage):
         return None
 
     def write_atomic(self, path: PurePath, write: Writer) -> None:
+        """Serialise into memory, then upload in one write: a failure while writing uploads nothing.
+
+        (Closing a ``pyarrow.fs`` output stream completes the upload, so writing straight into it would
+        publish half a file when ``write`` raised; pyarrow exposes no abort.)
+        """
+        buffer = pa.BufferOutputStream()
+        write(buffer)
+        data = buffer.getvalue()
         with self.arrow_fs.open_output_stream(self.arrow_path(path)) as stream:
-            write(stream)
+            stream.write(data)
 
     def create_exclusive(self, path: PurePath, data: bytes) -> bool:
         if self.exists(path):

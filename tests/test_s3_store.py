@@ -160,3 +160,16 @@ def test_cli_commands_take_an_s3_results_uri(s3_server, capsys) -> None:
                  "--format", "csv"]) == 0
     out = capsys.readouterr().out
     assert "8 file(s) checked, 0 bad" in out and "3 model(s) merged" in out and "\n6" in out
+
+
+def test_a_write_that_fails_midway_leaves_no_object(s3_server) -> None:
+    storage = open_storage(_uri(s3_server, "partial"))
+    target = storage.root / "s1" / "models" / "k.parquet"
+
+    def half_then_fail(handle) -> None:
+        handle.write(b"PAR1 half a file")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        storage.write_atomic(target, half_then_fail)
+    assert not storage.exists(target)  # closing the upload stream would have published the half file
