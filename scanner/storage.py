@@ -87,7 +87,7 @@ class Storage:
         except FileNotFoundError:
             raise
         except OSError as exc:
-            if "not found" in str(exc).lower() or "no such" in str(exc).lower():
+            if any(text in str(exc).lower() for text in ("not found", "no such", "does not exist")):
                 raise FileNotFoundError(str(path)) from exc
             raise
 
