@@ -120,8 +120,10 @@ def declared_size_reason(shape: tuple[int, ...], itemsize: int, *, max_bytes: in
                          max_evals: int | None = None) -> str:
     """Why a tensor of a declared ``shape`` must not be read (checked before any allocation), or "".
 
-    ``numel × itemsize`` against ``max_bytes`` (the ``max_layer_bytes`` budget), and the eigenvalues the
-    tensor would give (min(rows, cols) × kernel positions, PyTorch layout) against ``max_evals``.
+    ``numel × itemsize`` against ``max_bytes`` (the ``max_layer_bytes`` budget), and a lower bound of the
+    eigenvalues the tensor's largest matrix would give against ``max_evals``: min(rows, cols) / 4 for 2-D (a
+    fused or gate-stacked matrix is cut in up to four), min(kernel positions × min(out, in), experts × min(rows,
+    cols)) for 3-D, kernel positions × min(out, in) above (PyTorch layout). The exact check follows in the scan.
     """
     numel = 1
     for d in shape:
@@ -129,9 +131,13 @@ def declared_size_reason(shape: tuple[int, ...], itemsize: int, *, max_bytes: in
     if max_bytes is not None and numel * itemsize > max_bytes:
         return (f"declared size {numel * itemsize} bytes ({'x'.join(map(str, shape))} x {itemsize} B) exceeds "
                 f"max_layer_bytes={max_bytes}; not read (raise --max-layer-bytes to analyse it)")
-    if max_evals is not None and len(shape) >= 2:
-        kernel = numel // max(1, shape[0] * shape[1]) if len(shape) > 2 else 1
-        evals = kernel * min(shape[0], shape[1])
+    if max_evals is not None and len(shape) >= 2 and numel:
+        if len(shape) == 2:
+            evals = min(shape) // 4
+        else:
+            evals = numel // (shape[0] * shape[1]) * min(shape[0], shape[1])
+            if len(shape) == 3:
+                evals = min(evals, shape[0] * min(shape[1], shape[2]))
         if evals > max_evals:
             return f"{evals} eigenvalues exceed max_evals={max_evals}; not read (raise max_evals to analyse it)"
     return ""

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 from scanner.errors import SourceError, UnsafeCheckpointError
 from scanner.paths import resolve_data_path
-from scanner.sources.base import ModuleInfo, NamedTensor, WeightSource, sha256_files
-from scanner.sources.safetensors_reader import TensorEntry, read_header, read_tensor
+from scanner.sources.base import ModuleInfo, NamedTensor, WeightSource, declared_size_reason, sha256_files
+from scanner.sources.safetensors_reader import DTYPES, TensorEntry, read_header, read_tensor
 
 if TYPE_CHECKING:
     import torch
@@ -109,12 +109,27 @@ class FileSource(WeightSource):
     def _iter_tensors(self) -> Iterator[NamedTensor]:
         if self._is_torch:
             for name, tensor in self._state_dict.items():
-                yield NamedTensor.with_info(name, tensor, self._info(name, tuple(tensor.shape)))
+                info = self._info(name, tuple(tensor.shape))
+                reason = self._too_large(tuple(tensor.shape), tensor.element_size())
+                if reason:  # memory-mapped: the values are not touched, so nothing is allocated
+                    tensor = tensor.to("meta")
+                yield dataclasses.replace(NamedTensor.with_info(name, tensor, info), skip_reason=reason)
             return
         for file, entries in self._entries:
             with open(file, "rb") as handle:
                 for entry in entries:
+                    reason = self._too_large(entry.shape, DTYPES[entry.dtype][1])
+                    if reason:  # checked from the header, before a buffer is allocated
+                        import torch
+
+                        meta = torch.empty(entry.shape, dtype=getattr(torch, DTYPES[entry.dtype][0]), device="meta")
+                        yield dataclasses.replace(NamedTensor.with_info(entry.name, meta, self._info(
+                            entry.name, entry.shape)), skip_reason=reason)
+                        continue
                     yield self._read(handle, entry)
+
+    def _too_large(self, shape: tuple[int, ...], itemsize: int) -> str:
+        return declared_size_reason(shape, itemsize, max_bytes=self.max_layer_bytes, max_evals=self.max_evals)
 
     def _read(self, handle, entry: TensorEntry) -> NamedTensor:  # noqa: ANN001
         return NamedTensor.with_info(entry.name, read_tensor(handle, entry), self._info(entry.name, entry.shape))

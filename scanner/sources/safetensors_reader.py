@@ -67,21 +67,38 @@ def read_header(path: str) -> list[TensorEntry]:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(path, f"header is not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise _fail(path, "header JSON is nested too deeply") from exc
     if not isinstance(header, dict):
         raise _fail(path, "header is not a JSON object")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict):
+        raise _fail(path, f"__metadata__ is a {type(metadata).__name__}, not an object")
     start = 8 + n
-    entries = [_entry(path, name, spec, start, size) for name, spec in header.items()]
-    return sorted(entries, key=lambda e: (e.begin, e.name))
+    entries = sorted((_entry(path, name, spec, start, size) for name, spec in header.items()),
+                     key=lambda e: (e.begin, e.end, e.name))
+    for before, after in zip(entries, entries[1:], strict=False):
+        if after.begin < before.end:
+            raise _fail(path, f"tensors {before.name!r} and {after.name!r} have overlapping data_offsets")
+    return entries
 
 
 def _entry(path: str, name: str, spec: Any, start: int, size: int) -> TensorEntry:
+    from scanner.sources.base import check_shape
+
+    if not isinstance(spec, dict) or not {"dtype", "shape", "data_offsets"} <= set(spec):
+        raise _fail(path, f"malformed header entry for {name!r} (needs dtype, shape and data_offsets)")
+    dtype, offsets = spec["dtype"], spec["data_offsets"]
     try:
-        dtype, shape, (begin, end) = spec["dtype"], tuple(int(d) for d in spec["shape"]), spec["data_offsets"]
-    except (TypeError, KeyError, ValueError) as exc:
-        raise _fail(path, f"malformed header entry for {name!r}") from exc
-    if dtype not in DTYPES:
-        raise _fail(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+        shape = check_shape(spec["shape"], f"tensor {name!r}")
+    except ValueError as exc:
+        raise _fail(path, str(exc)) from exc
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(
+            isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets):
+        raise _fail(path, f"tensor {name!r}: data_offsets {str(offsets)[:60]} is not two non-negative integers")
+    begin, end = offsets
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise _fail(path, f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}")
     expected = math.prod(shape) * DTYPES[dtype][1]
     if end - begin != expected or begin < 0:
         raise _fail(path, f"tensor {name!r}: offsets [{begin}, {end}) do not hold {shape} of {dtype}")
