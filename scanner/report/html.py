@@ -1,4 +1,5 @@
-"""A self-contained HTML report of one scan: plots inline as base64 PNG, and the key tables.
+"""A self-contained one-page HTML report of one small scan (the batch-size experiment's report): plots inline as
+base64 PNG, and the key tables. The zoo report of ``zooscan report`` is ``scanner.report.site``.
 
 Sections (each an ``<section id=…>``): ``summary`` (scan manifest), ``models`` (per-model aggregates),
 ``phase-counts`` (layers per phase and model), ``batch-size`` (phase versus batch size, when experiment
@@ -175,7 +176,9 @@ def render_report(tables: ScanTables, title: str = "", max_esd_models: int = 12)
     sections = [summary_section(tables), models_section(models), phase_counts_section(tables, models),
                 batch_size_section(tables), alpha_depth_section(tables, models), alpha_accuracy_section(models_table),
                 spectra_section(tables, models, max_esd_models),
-                _section("layers", "Layers", html_table(tables.layers.to_pylist(), LAYER_COLUMNS))]
+                _section("layers", "Layers (analysed and failed; skipped tensors left out)",
+                         html_table([r for r in tables.layers.to_pylist() if r["status"] != "skipped"],
+                                    LAYER_COLUMNS))]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
 
