@@ -115,7 +115,10 @@ class LocalCluster:
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                    f"{mounts} && exec {subprocess.list2cmdline(cmd)}"]
         with open(log, "wb") as out:
-            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=ray_env(self.root),
+            # a dead node is noticed within ~3 s instead of Ray's default ~15-30 s health check
+            env = {**ray_env(self.root), "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+                   "RAY_health_check_failure_threshold": "3"}
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                        cwd=self.root, start_new_session=True)
         node = RayNode(name, process, temp_dir, log)
         self.nodes.append(node)
@@ -125,7 +128,7 @@ class LocalCluster:
         self.port = free_port()
         node = self._start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
                                     f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus:g}"])
-        self.wait_nodes(1)
+        self.wait_started(node)
         return node
 
     def add_node(self, num_cpus: float = 1, num_gpus: float = 0, resources: dict[str, float] | None = None,
@@ -134,11 +137,21 @@ class LocalCluster:
         index = len(self.nodes)
         args = [f"--address={self.address}", f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus:g}",
                 f"--resources={json.dumps({f'node{index}': 1, **(resources or {})})}"]
-        expected = self.alive_count() + 1
         node = self._start(f"node{index}", args, private_dirs)
         if wait:
-            self.wait_nodes(expected)
+            self.wait_started(node)
         return node
+
+    def wait_started(self, node: RayNode, timeout: float = 120.0) -> None:
+        """Wait for ``ray start`` to report the node up (its raylet registered with the head)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "Ray runtime started" in node.log.read_text(errors="replace"):
+                return
+            if node.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"node {node.name} did not start in {timeout:g} s:\n{node.log.read_text()[-2000:]}")
 
     def alive_count(self) -> int:
         """Alive nodes according to the GCS (asked by a short-lived subprocess: the test process stays Ray-free)."""
@@ -146,8 +159,8 @@ class LocalCluster:
                 "print(sum(n['Alive'] for n in ray.nodes()))")
         result = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True,
                                 env=ray_env(self.root), timeout=120, check=False)
-        lines = result.stdout.strip().splitlines()
-        return int(lines[-1]) if result.returncode == 0 and lines else 0
+        counts = [line for line in result.stdout.splitlines() if line.strip().isdigit()]
+        return int(counts[-1]) if result.returncode == 0 and counts else 0
 
     def wait_nodes(self, count: int, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

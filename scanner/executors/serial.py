@@ -11,6 +11,7 @@ at once (the eigensolver's threads are never waited for):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -25,12 +26,15 @@ from typing import Any
 
 from scanner.cache import use
 from scanner.config import ScanConfig
+from scanner.errors import ScannerError
 from scanner.executors import InFlight, ModelError, ModelOutcome
 from scanner.faults import inject_fault
 from scanner.prefetch import Prefetcher
 from scanner.scan import ModelSpectra, PendingLayer, compute_spectra, finish_scan
 
 logger = logging.getLogger(__name__)
+
+CHILD_START_S = 300.0  # a fresh interpreter importing numpy/scipy/torch on a loaded machine
 
 
 def spectra_device(spectra: ModelSpectra) -> str:
@@ -72,6 +76,8 @@ class SerialExecutor:
     def start(self, models: int) -> None:
         if not self.killable:  # a child process fetches its own weights and releases them after each model
             self._weights = Prefetcher.for_scan(self.config)
+        else:
+            self._child_conn()  # start-up (imports) is not counted in the first model's timeout
 
     def upcoming(self, model_ids: Sequence[str]) -> None:
         if self._weights is not None:
@@ -94,10 +100,12 @@ class SerialExecutor:
         return [self._job] if self._job is not None else []
 
     def submit(self, model_id: str) -> None:
-        self._job = InFlight(model_id, time.monotonic(), "child process" if self.killable else "")
         if self.killable:
-            self._child_conn().send(model_id)
+            conn = self._child_conn()  # a fresh child after a timeout: its start-up is not the model's time
+            self._job = InFlight(model_id, time.monotonic(), "child process")
+            conn.send(model_id)
             return
+        self._job = InFlight(model_id, time.monotonic(), "")
         thread = threading.Thread(target=self._scan, args=(model_id,), name="zooscan-serial", daemon=True)
         thread.start()
 
@@ -161,6 +169,9 @@ class SerialExecutor:
             self._child.start()
             child.close()
             self._conn = parent
+            if not parent.poll(CHILD_START_S) or parent.recv() != "ready":
+                self._stop_child()
+                raise ScannerError(f"the scanning child process did not start within {CHILD_START_S:g} s")
         assert self._conn is not None
         return self._conn
 
@@ -178,6 +189,14 @@ class SerialExecutor:
 def _child_main(conn: Connection, config: ScanConfig, faults: Mapping[str, str], fault_dir: str) -> None:
     """Serve model ids until the pipe closes; Ctrl-C is the parent's to handle (it kills this process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import scanner.scan  # noqa: F401 - the imports a first model would pay, before the clock starts
+    import scanner.sources.safetensors_reader  # noqa: F401
+    import scanner.spectra.layer  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # readers import torch lazily; seconds on a loaded machine
+        import torch  # noqa: F401
+
+    conn.send("ready")
     while True:
         try:
             model_id = conn.recv()
