@@ -219,3 +219,12 @@ def test_a_model_with_no_analysable_layer_is_failed(tmp_path: Path) -> None:
     scan = scan_model(f"file:{path}", ScanConfig(randomize=False))
     assert scan.model.status is Status.FAILED and scan.model.reason == "no analysable layer"
     assert len(scan.layers) == 3 and all(layer.status is Status.SKIPPED for layer in scan.layers)
+
+
+def test_cli_analyze_takes_max_layer_bytes(tmp_path: Path) -> None:
+    path = fw.write_onnx(fw.reference_weights(), tmp_path / "n.onnx")
+    done = subprocess.run([sys.executable, "-m", "scanner", "analyze", f"file:{path}", "--no-randomize",
+                           "--max-layer-bytes", "5000", "--show-skipped", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "exceeds max_layer_bytes=5000" in done.stdout

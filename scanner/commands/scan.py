@@ -43,6 +43,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where eigenvalues are computed: auto (GPU if present), cpu or cuda")
+    parser.add_argument("--max-layer-bytes", type=int, default=2 << 30, metavar="B",
+                        help="skip tensors whose declared size exceeds B bytes, before reading them (default 2 GiB)")
+    parser.add_argument("--max-evals", type=int, default=None, metavar="N",
+                        help="skip layers with more than N eigenvalues (checked from the shape first; default none)")
     parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="CPU layers solved at once per model (default 0: $OMP_NUM_THREADS, else all CPUs; "
                              "does not change results)")
@@ -53,7 +57,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from scanner.config import ScanConfig
 
     return ScanConfig(fit=args.fit, conv=args.conv, randomize=args.randomize, seed=args.seed, device=args.device,
-                      threads=args.threads, **cache_options(args))
+                      threads=args.threads, max_layer_bytes=args.max_layer_bytes, max_evals=args.max_evals,
+                      **cache_options(args))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
