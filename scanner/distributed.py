@@ -122,12 +122,10 @@ class _SpectrumWorker:
 
     def __init__(self, config: ScanConfig, faults: Mapping[str, str], fault_dir: str, logical_gpus: bool) -> None:
         self.config, self.faults, self.fault_dir, self.logical_gpus = config, dict(faults), fault_dir, logical_gpus
-        self._weights: Prefetcher | None = None
+        self._weights = Prefetcher.for_scan(config)  # created here: ahead/release may run beside spectra
 
     def weights(self) -> Prefetcher:
         """This node's hub weights for this worker: prefetch of the next model, release after commit."""
-        if self._weights is None:
-            self._weights = Prefetcher.for_scan(self.config)
         return self._weights
 
     def ahead(self, model_ids: list[str]) -> None:
