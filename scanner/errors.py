@@ -27,10 +27,6 @@ class UnsafeCheckpointError(SourceError):
     """A checkpoint needs arbitrary code execution (a full pickle) to load, and was refused."""
 
 
-class LayerError(ScannerError):
-    """A weight tensor cannot be turned into a matrix (bad shape, dtype or values)."""
-
-
 class SpectrumError(ScannerError):
     """An eigenvalue computation failed or received unusable input (NaN/Inf, empty)."""
 

@@ -16,7 +16,7 @@ import torch
 
 from scanner.experiments.data import ArrayDataset, load_dataset
 from scanner.experiments.models import dataset_for
-from scanner.experiments.train import TrainConfig, train_run, write_catalog
+from scanner.experiments.train import TrainConfig, train_run
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,3 @@ def collect_rows(zoo_dir: Path, tags: list[str] | None = None) -> list[dict[str,
         row["model_id"] = f"file:{path.with_suffix('.safetensors').resolve()}"  # valid wherever the zoo moves
         rows.append(row)
     return sorted(rows, key=lambda r: (r["family"], -int(r["batch_size"]), int(r["seed"])))
-
-
-def write_sweep_catalog(zoo_dir: Path, path: Path) -> Path:
-    """Write ``catalog.csv`` for all finished runs in ``zoo_dir``."""
-    return write_catalog(collect_rows(zoo_dir), path)

@@ -181,9 +181,3 @@ def write_catalog(rows: list[dict[str, object]], path: Path) -> Path:
     return path
 
 
-def read_catalog(path: Path) -> list[dict[str, str]]:
-    """Rows of a catalog CSV written by ``write_catalog`` (values as strings)."""
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-

@@ -18,7 +18,6 @@ modules are imported lazily, so ``import scanner.sources`` stays light; a new so
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import re
@@ -75,8 +74,6 @@ SOURCE_BY_PREFIX: dict[str, Source] = {s.prefix: s for s in SOURCES}
 SOURCE_PREFIXES: tuple[str, ...] = tuple(SOURCE_BY_PREFIX)
 VALID_FORMS = tuple(f"{s.form}  e.g. {s.example}" for s in SOURCES)
 
-_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._@=\-]+")
-
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -103,18 +100,6 @@ class ModelRef:
         if self.options:
             text += "?" + "&".join(f"{k}={v}" for k, v in self.options)
         return text
-
-    @property
-    def key(self) -> str:
-        """A filesystem-safe unique key ("hf__org__name@rev"); file paths are shortened and hashed."""
-        if self.source == "file":
-            digest = hashlib.sha1(os.path.abspath(self.name).encode()).hexdigest()[:12]
-            base = _UNSAFE_KEY_CHARS.sub("_", os.path.basename(os.path.normpath(self.name)))[:80]
-            return f"file__{base}__{digest}"
-        key = _UNSAFE_KEY_CHARS.sub("__", self.model_id.replace(":", "__", 1).replace("/", "__"))
-        if len(key) > 150:
-            key = key[:120] + "__" + hashlib.sha1(self.model_id.encode()).hexdigest()[:12]
-        return key
 
 
 def _error(text: str, why: str) -> ModelIdError:

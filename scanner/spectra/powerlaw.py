@@ -54,7 +54,6 @@ METHODS: tuple[str, ...] = FIT_MODES  # one definition: scanner.config
 REFERENCE_EVALS_THRESH = 1e-5
 REFERENCE_SMALL_N = 20
 REFERENCE_SMALL_N_MIN_TAIL = 8
-REFERENCE_SMALL_N_TAIL_BONUS = 0.868
 REFERENCE_SMALL_N_FLAT = 1e-12
 
 # Reliability rules (robust and reference modes).
@@ -86,9 +85,10 @@ def fit_power_law(
     keep λ > 1e-5 (absolute, ``EVALS_THRESH``); every sorted eigenvalue but the last is a candidate
     xmin, duplicates included, no minimum tail; plain MLE; D as above; first argmin. With fewer than 20
     kept eigenvalues weightwatcher 0.7.7 switches to its small-N branch: bias-corrected
-    α = 1 + (n−1)/Σ ln(λ/xmin), tails of ≥ 8 points, xmin = argmin of D − 0.868/√n (whole sample if no
-    tail qualifies). ``min_tail`` and ``max_fingers`` only feed the reliability flag there. Reported σ is
-    always (α−1)/√n (weightwatcher reports a negative σ in its small-N fallback).
+    α = 1 + (n−1)/Σ ln(λ/xmin), tails of ≥ 8 points, xmin = first argmin of D (the branch ranks by
+    D − 0.868/√n, but weightwatcher's fit then takes the argmin of D; whole sample if no tail qualifies).
+    In reference mode ``min_tail`` only feeds the reliability flag and ``max_fingers`` is not used. Reported
+    σ is always (α−1)/√n (weightwatcher reports a negative σ in its small-N fallback).
 
     ``method="robust"`` (zooscan default; each choice and its source):
 
