@@ -24,17 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import duckdb  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow  # noqa: E402
+import duckdb
+import numpy as np
+import pyarrow
 
-from scanner.catalog import CatalogEntry, write_catalog  # noqa: E402
-from scanner.compact import compact_scan, describe  # noqa: E402
-from scanner.config import ScanConfig  # noqa: E402
-from scanner.query import _JOINED_VIEWS as JOINED_VIEWS  # noqa: E402
-from scanner.query import connect, list_queries, run_query  # noqa: E402
-from scanner.store import ResultStore  # noqa: E402
-from tests._factories import make_model  # noqa: E402
+from scanner.catalog import CatalogEntry, write_catalog
+from scanner.compact import compact_scan, describe
+from scanner.config import ScanConfig
+from scanner.query import _JOINED_VIEWS as JOINED_VIEWS
+from scanner.query import connect, list_queries, run_query
+from scanner.store import ResultStore
+from tests._factories import make_model
 
 FAMILIES = 10
 

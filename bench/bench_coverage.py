@@ -84,7 +84,7 @@ def child(path: str, tool: str) -> None:
             alphas = {layer_key(str(n)): (float(a) if a != -1 else None)
                       for n, a in zip(ok["longname"], ok["alpha"], strict=True)} if len(ok) else {}
             out = {"n_rows": int(len(details)), "n_analysed": int(len(ok)), "alphas": alphas}
-    except Exception as exc:  # noqa: BLE001 - a tool's own failure is the result
+    except Exception as exc:
         out = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
     out["seconds"] = time.perf_counter() - start
     print(json.dumps(out))

@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import scipy  # noqa: E402
+import numpy as np
+import scipy
 
-from scanner.spectra.powerlaw import fit_power_law  # noqa: E402
+from scanner.spectra.powerlaw import fit_power_law
 
 SIZES = (500, 1000, 2000, 4096, 10000)
 OUT = Path(__file__).resolve().parent / "results" / "powerlaw_fit.txt"

@@ -53,7 +53,7 @@ def _lapacke_2stage() -> Callable[[np.ndarray], np.ndarray] | None:
             double_p = ctypes.POINTER(ctypes.c_double)
             func.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_type, double_p, int_type, double_p]
 
-            def solve(x: np.ndarray, func=func) -> np.ndarray:  # noqa: ANN001
+            def solve(x: np.ndarray, func=func) -> np.ndarray:
                 a = np.array(x, dtype=np.float64, order="C", copy=True)
                 n = a.shape[0]
                 w = np.empty(n)

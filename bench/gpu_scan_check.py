@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scanner import scan as scan_module  # noqa: E402 - after the path set-up above
-from scanner.config import ScanConfig  # noqa: E402
-from scanner.scan import ModelSpectra, PendingLayer, compute_spectra, finish_scan  # noqa: E402
+from scanner import scan as scan_module
+from scanner.config import ScanConfig
+from scanner.scan import ModelSpectra, PendingLayer, compute_spectra, finish_scan
 
 ROUTES = {"hybrid": scan_module.DEVICE_MIN_WIDTH, "device": 0}  # narrowest layer width solved on the device
 

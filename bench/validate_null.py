@@ -55,7 +55,7 @@ def _config(run: str) -> Any:
     return ScanConfig(null="auto" if run == "auto" else "exact", seed=1 if run == "before_s1" else 0)
 
 
-def _with_width(run: str):  # noqa: ANN202
+def _with_width(run: str):
     from scanner.spectra import esd
 
     esd.FLOAT32_MIN_WIDTH = 0 if run.startswith("before") else 256

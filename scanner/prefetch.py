@@ -57,7 +57,7 @@ def hub_request(model_id: str) -> HubRequest | None:
     return None
 
 
-def open_headers(path) -> int:  # noqa: ANN001 (a Path)
+def open_headers(path) -> int:
     """Read the JSON header of every safetensors file of a fetched model; returns the tensors listed."""
     count = 0
     for file in weight_files(path):

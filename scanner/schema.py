@@ -215,7 +215,7 @@ def layer_row(result: LayerResult, *, scan_id: str, model_key: str, config_hash:
     return {name: row[name] for name in LAYERS.names}
 
 
-def model_row(  # noqa: PLR0913 - the context columns are explicit on purpose
+def model_row(
     result: ModelResult,
     *,
     scan_id: str,
@@ -237,7 +237,7 @@ def model_row(  # noqa: PLR0913 - the context columns are explicit on purpose
     return {name: row[name] for name in MODELS.names}
 
 
-def spectra_row(  # noqa: PLR0913 - the context columns are explicit on purpose
+def spectra_row(
     layer_index: int,
     layer_name: str,
     eigenvalues: Sequence[float],

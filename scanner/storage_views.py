@@ -79,7 +79,7 @@ def _readable(storage: Storage, entries: Sequence[Entry], skipped: list[str]) ->
     return good
 
 
-def _scan_selects(con: duckdb.DuckDBPyConnection, storage: Storage, number: int, name: str,  # noqa: PLR0913
+def _scan_selects(con: duckdb.DuckDBPyConnection, storage: Storage, number: int, name: str,
                   legacy: bool, homogeneous: bool, skipped: list[str]) -> dict[str, list[str]]:
     """Register one scan's datasets as ``_s<number>_…``; per table, its SELECTs."""
     files = scan_files(storage, storage.root / name)

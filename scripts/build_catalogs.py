@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scanner.catalog import CATALOGS_DIR, CatalogEntry, family_of, shared_dir, write_catalog  # noqa: E402
+from scanner.catalog import CATALOGS_DIR, CatalogEntry, family_of, shared_dir, write_catalog
 
 TIMM_COMMIT = "aa4b5850c1543fa488abf260f18390eda46cf85d"
 AKAMASTER_COMMIT = "d5489e8995e81e91ce6b1d69dcc98ad579b0b153"

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scanner.zoo.archives import Archive  # noqa: E402
-from scanner.zoo.catalog import ZooRow, write_zoo_catalog  # noqa: E402
-from scanner.zoo.clients import Clients, download  # noqa: E402
-from scanner.zoo.extractors import extractor_for  # noqa: E402
-from scanner.zoo.fetch import sha256_file  # noqa: E402
+from scanner.zoo.archives import Archive
+from scanner.zoo.catalog import ZooRow, write_zoo_catalog
+from scanner.zoo.clients import Clients, download
+from scanner.zoo.extractors import extractor_for
+from scanner.zoo.fetch import sha256_file
 
 
 @dataclass

@@ -294,11 +294,11 @@ def make_copy(worktree: bool) -> Path:
 def _preimport() -> None:
     """Import the heavy third-party libraries once, in the parent, so each forked test run skips them."""
     import numpy  # noqa: F401
-    import pyarrow  # noqa: F401
+    import pyarrow
     import pyarrow.parquet  # noqa: F401
     import pytest  # noqa: F401
-    import scipy.linalg  # noqa: F401
-    import scipy.special  # noqa: F401
+    import scipy.linalg
+    import scipy.special
     import scipy.stats  # noqa: F401
 
     for optional in ("duckdb", "hypothesis", "torch", "safetensors"):

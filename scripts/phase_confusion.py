@@ -99,7 +99,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             handle.write(output)
-    print(output)  # noqa: T201 - a script's report
+    print(output)
 
 
 if __name__ == "__main__":

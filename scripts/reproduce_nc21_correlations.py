@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import duckdb  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.csv as pacsv  # noqa: E402
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
-from scanner.catalog import family_of, shared_dir  # noqa: E402
-from scanner.query import run_query  # noqa: E402
+from scanner.catalog import family_of, shared_dir
+from scanner.query import run_query
 
 CSV = shared_dir() / "tables" / "ww_trends_osmr_metrics_joined_pytorchcv_accuracy.csv"
 SUFFIX = ("_cifar100", "_cifar10", "_svhn", "_cub")

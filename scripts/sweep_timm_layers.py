@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scanner.layers import LayerMatrix, iter_layers  # noqa: E402
-from scanner.sources import open_source  # noqa: E402
+from scanner.layers import LayerMatrix, iter_layers
+from scanner.sources import open_source
 
 FIELDS = ["arch", "params", "n_layers", "n_skipped", "kinds", "skip_reasons", "seconds", "error"]
 

@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_timm_layers import FIELDS, _alarm, _Timeout, census  # noqa: E402
+from sweep_timm_layers import FIELDS, _alarm, _Timeout, census
 
-from scanner.sources import parse_model_id  # noqa: E402
+from scanner.sources import parse_model_id
 
 TINY = "hidden_size=64&num_hidden_layers=2&num_attention_heads=4&intermediate_size=128&vocab_size=1000"
 MODEL_TYPES = [

@@ -26,7 +26,7 @@ from scanner.scan import LayerEigenvalues
 KINDS = ("linear", "conv2d", "embedding")
 
 
-def make_layer(  # noqa: PLR0913 - a test factory with explicit switches
+def make_layer(
     model_id: str,
     index: int,
     rng: np.random.Generator,

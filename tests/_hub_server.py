@@ -162,13 +162,13 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:  # noqa: C901 (one c
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
+        def log_message(self, format: str, *args: object) -> None:
             return
 
-        def do_HEAD(self) -> None:  # noqa: N802 (stdlib name)
+        def do_HEAD(self) -> None:
             self.answer("HEAD")
 
-        def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        def do_GET(self) -> None:
             self.answer("GET")
 
         def answer(self, method: str) -> None:

@@ -15,7 +15,7 @@ from scanner.records import Phase
 from scanner.spectra.layer import analyse_matrices
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import phase_confusion  # noqa: E402
+import phase_confusion
 
 SHAPES = [(1024, 512), (2048, 512), (512, 256), (512, 128), (256, 256)]
 

@@ -15,14 +15,14 @@ import pytest
 
 pytest.importorskip("moto.server", reason="needs the test extra (moto[server])")
 
-import pyarrow.fs as pafs  # noqa: E402
+import pyarrow.fs as pafs
 
-from scanner import compact, query, storage_lock  # noqa: E402
-from scanner.config import ScanConfig  # noqa: E402
-from scanner.errors import StoreError  # noqa: E402
-from scanner.storage import ObjectStorage, open_storage  # noqa: E402
-from scanner.store import ResultStore, verify  # noqa: E402
-from tests._factories import failed_model, make_model  # noqa: E402
+from scanner import compact, query, storage_lock
+from scanner.config import ScanConfig
+from scanner.errors import StoreError
+from scanner.storage import ObjectStorage, open_storage
+from scanner.store import ResultStore, verify
+from tests._factories import failed_model, make_model
 
 IDS = ["timm:a", "timm:b", "file:/zoo/broken.pt"]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -31,6 +31,7 @@ from scanner.executors import InFlight, ModelError, ModelOutcome
 from scanner.faults import inject_fault
 from scanner.prefetch import Prefetcher
 from scanner.scan import ModelSpectra, PendingLayer, compute_spectra, finish_scan
+from scanner.sources.hub import hub_outage
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def scan_one(model_id: str, config: ScanConfig, faults: Mapping[str, str], fault
     try:
         inject_fault(model_id, faults, "spectra", fault_dir, serial=in_driver)
         spectra = compute_spectra(model_id, config)
+        if hub_outage(spectra.error_class):  # the hub failed, not the model: retried, not counted as an attempt
+            return ModelOutcome(model_id, error=ModelError(spectra.error_class, spectra.reason, infrastructure=True))
         inject_fault(model_id, faults, "fit", fault_dir, serial=in_driver)
         return ModelOutcome(model_id, scan=finish_scan(spectra, config), host=socket.gethostname(),
                             device=spectra_device(spectra))
@@ -189,8 +192,8 @@ class SerialExecutor:
 def _child_main(conn: Connection, config: ScanConfig, faults: Mapping[str, str], fault_dir: str) -> None:
     """Serve model ids until the pipe closes; Ctrl-C is the parent's to handle (it kills this process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import scanner.scan  # noqa: F401 - the imports a first model would pay, before the clock starts
-    import scanner.sources.safetensors_reader  # noqa: F401
+    import scanner.scan
+    import scanner.sources.safetensors_reader
     import scanner.spectra.layer  # noqa: F401
 
     with contextlib.suppress(ImportError):  # readers import torch lazily; seconds on a loaded machine

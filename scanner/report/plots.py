@@ -18,15 +18,15 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pyarrow as pa
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from numpy.typing import NDArray
 
-from scanner.records import PHASE_ORDER, MPFit, PowerLawFit  # noqa: E402
-from scanner.spectra.mp import mp_density  # noqa: E402
+from scanner.records import PHASE_ORDER, MPFit, PowerLawFit
+from scanner.spectra.mp import mp_density
 
 PHASE_COLORS: dict[str, str] = {
     "random_like": "#4c72b0",

@@ -131,7 +131,7 @@ class FileSource(WeightSource):
     def _too_large(self, shape: tuple[int, ...], itemsize: int) -> str:
         return declared_size_reason(shape, itemsize, max_bytes=self.max_layer_bytes, max_evals=self.max_evals)
 
-    def _read(self, handle, entry: TensorEntry) -> NamedTensor:  # noqa: ANN001
+    def _read(self, handle, entry: TensorEntry) -> NamedTensor:
         return NamedTensor.with_info(entry.name, read_tensor(handle, entry), self._info(entry.name, entry.shape))
 
     def digest(self) -> str:
@@ -239,7 +239,7 @@ def _strip_module_prefix(tensors: dict[str, torch.Tensor], path: str) -> dict[st
     return tensors
 
 
-def open_file(ref, cache_dir: str | None = None) -> WeightSource:  # noqa: ANN001, ARG001 (scanner.sources.ModelRef)
+def open_file(ref, cache_dir: str | None = None) -> WeightSource:
     """Weights of ``file:<path>`` (``cache_dir`` is unused: local files are read in place).
 
     The format comes from ``scanner.sources.formats.READERS`` (magic bytes, then suffix); safetensors and torch

@@ -75,7 +75,7 @@ def read_config(folder: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def open_hf(ref, cache_dir: str | None = None) -> FileSource:  # noqa: ANN001 (scanner.sources.ModelRef)
+def open_hf(ref, cache_dir: str | None = None) -> FileSource:
     """Weights of ``hf:<org/name>[@revision]`` from the hub cache (see the module docstring)."""
     folder = snapshot_folder(ref.name, ref.revision, cache_dir, ref.model_id)
     return FileSource(folder, model_id=ref.model_id, annotate=hf_annotator(read_config(folder)))

@@ -107,7 +107,7 @@ def _entry(path: str, name: str, spec: Any, start: int, size: int) -> TensorEntr
     return TensorEntry(name, dtype, shape, start + begin, start + end)
 
 
-def read_tensor(handle, entry: TensorEntry) -> torch.Tensor:  # noqa: ANN001 (a binary file object)
+def read_tensor(handle, entry: TensorEntry) -> torch.Tensor:
     """Read one tensor into a fresh CPU buffer (little-endian, as the format stores it)."""
     import torch
 

@@ -32,7 +32,7 @@ def _parse_value(text: str) -> int | float | bool | str:
     return text
 
 
-def open_random(ref, cache_dir: str | None = None) -> ModuleSource:  # noqa: ANN001, ARG001 (ModelRef; cache unused)
+def open_random(ref, cache_dir: str | None = None) -> ModuleSource:
     """Build the randomly initialised model named by ``ref`` ("timm/<arch>" or "transformers/<model_type>")."""
     import torch
 
@@ -53,7 +53,7 @@ def open_random(ref, cache_dir: str | None = None) -> ModuleSource:  # noqa: ANN
     return ModuleSource(model, model_id=ref.model_id, heads=heads)
 
 
-def _timm_model(arch: str, model_id: str):  # noqa: ANN202
+def _timm_model(arch: str, model_id: str):
     import timm
 
     if not timm.is_model(arch):
@@ -64,7 +64,7 @@ def _timm_model(arch: str, model_id: str):  # noqa: ANN202
         raise SourceError(f"{model_id}: timm.create_model({arch!r}) failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _transformers_model(model_type: str, overrides: dict, model_id: str):  # noqa: ANN202
+def _transformers_model(model_type: str, overrides: dict, model_id: str):
     from transformers import AutoConfig, AutoModel
 
     try:

@@ -81,7 +81,7 @@ def pretrained_file(name: str, cache_dir: str | None, model_id: str) -> str:
     return str(path)
 
 
-def open_timm(ref, cache_dir: str | None = None) -> FileSource:  # noqa: ANN001 (scanner.sources.ModelRef)
+def open_timm(ref, cache_dir: str | None = None) -> FileSource:
     """Weights of ``timm:<arch>[.<tag>][?file=<path>]`` (see the module docstring)."""
     import timm
 

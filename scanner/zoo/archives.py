@@ -113,7 +113,7 @@ def _decompressed(path: Path, kind: str) -> IO[bytes]:
         if magic[:2] == b"\x1f\x8b":
             stream: IO[bytes] = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
         elif magic[:3] == b"BZh":
-            stream = bz2.BZ2File(raw)  # noqa: SIM115 (closed with raw)
+            stream = bz2.BZ2File(raw)
         elif magic == b"\xfd7zXZ\x00":
             stream = lzma.LZMAFile(raw)  # noqa: SIM115 (closed with raw)
         else:

@@ -75,7 +75,7 @@ class _Tensors:
         if buffer.Offset():
             offset, length = int(buffer.Offset()), int(buffer.Size())
         else:
-            offset = buffer._tab.Vector(buffer._tab.Offset(4))  # noqa: SLF001 (start of the inline data vector)
+            offset = buffer._tab.Vector(buffer._tab.Offset(4))
             length = buffer.DataLength()
         if length != nbytes:
             raise SourceError(f"{self.path}: tensor {name!r} declares {shape} of {dtype} ({nbytes} bytes) but its "
