@@ -4,10 +4,12 @@ A catalog is a CSV under ``catalogs/`` with the columns of ``CatalogEntry`` (``m
 and ``dataset`` required; the rest may be empty). Cells are plain numbers (``1014.45``, never
 ``"1,014.45"``); an empty cell is a missing value. ``catalogs/README.md`` names the source of every number.
 
-Model ids carry their source (DESIGN.md) and are checked by ``scanner.sources.parse_model_id``:
-``timm:<name>``, ``hf:<org/name>[@rev]``, ``file:<path>``, ``random:<source>/<name>``. A relative ``file:`` path is resolved against the shared data folder:
-``$ZOOSCAN_SHARED`` when set, else ``../shared`` beside the repository root (where CI has it), so the
-ids in committed catalogs do not depend on the working directory. See ``resolve_file_path``.
+Model ids carry their source (docs/decisions.md, "Model ids") and are checked by
+``scanner.sources.parse_model_id``: ``timm:<name>``, ``hf:<org/name>[@rev]``, ``file:<path>``,
+``random:<source>/<name>``. A relative ``file:`` path resolves against the current directory first, then the
+shared data folder (``$ZOOSCAN_SHARED`` when set, else ``../shared`` beside the repository root), as
+``scanner.paths.resolve_data_path`` does for the file source, so the ids in committed catalogs do not depend on
+the machine.
 
 Families group models for correlations. ``family_of`` derives one from a model name by a documented
 rule (see its docstring); catalogs store the result so that SQL can group by it.

@@ -28,7 +28,8 @@ def _require(ok: bool, name: str, allowed: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """How layers are analysed. Every field is recorded in ``scan.json`` and hashed into ``config_hash``.
+    """How layers are analysed. Every field is recorded in ``scan.json``; those that can change results are
+    hashed into ``config_hash`` (the ones in ``NOT_HASHED`` only change where or how fast a scan runs).
 
     Attributes:
         fit: "robust" (zooscan's power-law fit: minimum tail, finger handling, reliability flag) or

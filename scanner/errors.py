@@ -1,7 +1,8 @@
 """Exception classes of zooscan.
 
-Raise the most specific class inside a layer of the stack. Only ``scanner.scan`` (per layer) and
-``scanner.distributed`` (per model) turn exceptions into status rows. Every message names the fix.
+Raise the most specific class inside a layer of the stack. Only ``scanner.scan`` (per layer, and per model
+for a model it cannot open) and the scan driver ``scanner.runner.run_scan`` (per model, for errors an
+executor reports) turn exceptions into status rows. Every message names the fix.
 """
 
 from __future__ import annotations

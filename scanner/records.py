@@ -69,13 +69,13 @@ class PowerLawFit:
 class MPFit:
     """Marchenko–Pastur fit of the ESD bulk.
 
-    For X = WᵀW with W (N×M, N ≥ M) of i.i.d. entries of variance σ²/… the bulk of λ lies in
-    [λ⁻, λ⁺] with λ^± = s²(1 ± 1/√Q)² where Q = N/M and s² is the fitted scale (raw λ units,
-    s² = N·σ² for entry variance σ²). The Tracy–Widom-corrected edge adds one TW scale:
-    λ⁺_TW = λ⁺ + s²·Q^(−1/2)... see ``scanner.spectra.mp`` for the exact formula.
+    For X = WᵀW with W (N×M, N ≥ M) of i.i.d. entries of variance σ², the bulk of λ lies in
+    [λ⁻, λ⁺] with λ^± = s·(1 ± 1/√Q)², where Q = N/M and s = N·σ² is the fitted scale (raw λ units, the
+    mean eigenvalue of the bulk). Spikes lie above λ⁺_TW = λ⁺ + 3.3·t_TW + 0.02·λ⁺, with t_TW the
+    Tracy–Widom scale (``scanner.spectra.mp`` gives t_TW and the calibration of both margins).
 
     Attributes:
-        scale: fitted s² (raw λ units), the MP mean of the bulk.
+        scale: fitted s = N·σ² (raw λ units), the MP mean of the bulk.
         lambda_minus, lambda_plus: bulk edges (raw units).
         lambda_plus_tw: the edge plus the Tracy–Widom margin; spikes are λ above it.
         n_spikes: number of eigenvalues above ``lambda_plus_tw``.

@@ -5,9 +5,10 @@ lr 0.01, momentum 0.9, learning rate ×0.95 after every epoch; MLP3 (SETOL §6) 
 constant rate. The number of epochs is fixed for every batch size, so a small batch takes proportionally
 more (and noisier) steps — the mechanism the paper credits for the heavier tails.
 
-Loss: ``"ce"`` (cross-entropy on logits; our default, it trains in the few epochs a CPU allows) or
-``"mse"`` (mean squared error between the softmax output and one-hot labels, averaged over the batch and
-the 10 classes, as Keras' ``loss='mse'`` in the authors' script).
+Loss: ``"ce"`` (cross-entropy on logits; ``TrainConfig``'s default, it trains in the few epochs a CPU
+allows) or ``"mse"`` (mean squared error between the softmax output and one-hot labels, averaged over the
+batch and the 10 classes, as Keras' ``loss='mse'`` in the authors' script; the default of
+``zooscan reproduce --loss``, which reproduces the paper).
 """
 
 from __future__ import annotations
