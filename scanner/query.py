@@ -39,6 +39,7 @@ from scanner import schema
 from scanner import storage_views as scan_views
 from scanner.errors import QueryError, StoreError
 from scanner.storage import open_storage
+from scanner.storage_verify import check_root
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +90,10 @@ def connect(
         threads: DuckDB worker threads (default: DuckDB's choice).
 
     Raises:
-        StoreError: ``results_root`` (or the named scan) does not exist.
+        StoreError: ``results_root`` (or the named scan) does not exist, is a file, or is a scan folder.
     """
     storage = open_storage(results_root)
-    if storage.is_local and not storage.is_dir(storage.root):
-        raise StoreError(f"results folder {storage} does not exist; pass the --results folder a scan wrote into")
+    check_root(storage, str(storage))
     scans = storage.list_dirs(storage.root)
     if scan_id is not None and scan_id not in scans:
         raise StoreError(f"no scan {scan_id!r} under {storage}; scans there: {scans or 'none'}")

@@ -95,11 +95,15 @@ def _key_function(manifest: dict[str, Any]) -> Any:
     return model_key if int(manifest.get("key_scheme", 1)) >= 2 else legacy_model_key
 
 
-def _check_root(storage: Storage, root: str) -> None:
+def check_root(storage: Storage, root: str) -> None:
+    """Refuse a results root that is missing, a file, or a scan folder itself (its parent is the root)."""
     if storage.is_local and not storage.is_dir(storage.root):
         if os.path.exists(root):
             raise StoreError(f"{root} is a file; pass the results root, the folder holding <scan_id>/ folders")
         raise StoreError(f"results folder {root} does not exist; pass the --results folder a scan wrote into")
+    if storage.exists(storage.root / "scan.json"):
+        raise StoreError(f"{root} is a scan folder; pass its parent as the results root and "
+                         f"--scan-id {storage.root.name}")
 
 
 def verify(root: str | os.PathLike[str] | Storage, *, scan_id: str | None = None, repair: bool = False) -> VerifyReport:
@@ -110,7 +114,7 @@ def verify(root: str | os.PathLike[str] | Storage, *, scan_id: str | None = None
             is being written.
     """
     storage = open_storage(root)
-    _check_root(storage, os.fspath(root) if not isinstance(root, Storage) else str(root))
+    check_root(storage, os.fspath(root) if not isinstance(root, Storage) else str(root))
     scans = storage.list_dirs(storage.root)
     if scan_id is not None:
         if scan_id not in scans:

@@ -7,10 +7,12 @@ import logging
 import shutil
 
 import pyarrow.parquet as pq
+import pytest
 
 from scanner import query
 from scanner.cli import main
 from scanner.config import ScanConfig
+from scanner.errors import StoreError
 from scanner.store import ResultStore, model_key
 from tests._factories import make_model
 
@@ -106,3 +108,11 @@ def test_layers_with_family_gives_the_relative_depth_of_each_layer(tmp_path) -> 
                        "ORDER BY ALL").fetchall()
     assert len(rows) == 2 * len(IDS) * 3
     assert all(depth == (index + 0.5) / 3 and family == "timm" for _, _, index, depth, family in rows)
+
+
+def test_a_scan_folder_given_as_the_results_root_is_refused(tmp_path, capsys) -> None:
+    _scan(tmp_path)
+    assert main(["verify", "--results", str(tmp_path / "s1")]) == 2  # before: "0 file(s) checked, 0 bad", exit 0
+    assert "--scan-id s1" in capsys.readouterr().err
+    with pytest.raises(StoreError, match="is a scan folder"):
+        query.connect(tmp_path / "s1", catalogs_dir=NO_CATALOGS)
