@@ -40,6 +40,7 @@ from scanner.executors.serial import spectra_device
 from scanner.faults import inject_fault
 from scanner.prefetch import Prefetcher
 from scanner.scan import ModelSpectra, compute_spectra, finish_scan
+from scanner.sources.hub import hub_outage
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,9 @@ class _SpectrumWorker:
 def _fit(output: WorkerOutput, config: ScanConfig, faults: Mapping[str, str], fault_dir: str) -> ModelOutcome:
     """The CPU task: fits and phases of one model, returned to the driver as a record (it writes the files)."""
     set_torch_threads(1)
+    spectra = output.spectra
+    if hub_outage(spectra.error_class):  # the hub failed, not the model: retried, not counted as an attempt
+        return ModelOutcome(spectra.model_id, error=ModelError(spectra.error_class, spectra.reason, infrastructure=True))
     inject_fault(output.spectra.model_id, faults, "fit", fault_dir)
     scan = finish_scan(output.spectra, config)
     return ModelOutcome(output.spectra.model_id, scan=scan, host=output.host, device=output.device)

@@ -7,7 +7,7 @@ give numbers and calibrated on the seeded generators of ``scanner.spectra.synthe
 (tests/test_phases.py prints the confusion matrix):
 
 - the Tracy–Widom-corrected MP edge λ⁺_TW decides what is a spike (``scanner.spectra.mp``);
-- spike fractions follow the MiniAlexNet batch-size study (research/papers.md §1.4): 0 % random-like,
+- spike fractions follow the MiniAlexNet batch-size study (docs/decisions.md, "Phase thresholds"): 0 % random-like,
   1–2.5 % bleeding-out / bulk+spikes, 5–13 % bulk-decay, "MP cannot fit" heavy-tailed;
 - extents follow the ICML 2019 poster: bulk+spikes reach ~3× the edge, bulk-decay a shoulder to ~2–3×,
   heavy-tailed 8× and beyond (the poster's ~20+ in units where the edge is ~2–4);

@@ -19,7 +19,7 @@ from scanner.errors import SourceError
 from scanner.scan import compute_spectra, finish_scan
 from scanner.sources import hub
 from scanner.sources.hf import hf_request
-from scanner.sources.hub import HubRetry
+from scanner.sources.hub import HubRetry, HubUnavailableError
 from tests._fixtures_sources import make_hub_cache, minilm_safetensors
 from tests._hub_server import FakeHub, Fault, HubRepo
 
@@ -101,7 +101,7 @@ def test_a_hub_that_keeps_failing_ends_in_one_clear_line(online, tmp_path: Path)
     with FakeHub([small_repo(tmp_path, "org/m")]) as server:
         cache = online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=FAST))
         server.add_fault(Fault("GET", r"^/api/models/", status=503, times=100))
-        with pytest.raises(SourceError) as info:
+        with pytest.raises(HubUnavailableError) as info:
             cache.fetch(hf_request("org/m", None), "hf:org/m")
         assert len(server.hits("GET", r"^/api/models/")) == FAST.tries
     message = str(info.value)

@@ -4,6 +4,7 @@ and the downloaded weights are gone after the scan unless --keep-weights."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from tests._fixtures_sources import minilm_safetensors
 from tests._hub_server import FakeHub, Fault
-from tests.test_hub import MINILM, minilm_repo
+from tests.test_hub import MINILM, minilm_repo, online  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +83,23 @@ def test_ray_scan_prefetches_each_model_once_and_empties_the_cache(tmp_path: Pat
 
     statuses = connect(results, scan_id="ray").execute("select status from models").fetchall()
     assert statuses == [("ok",)] * 4
+
+
+def test_a_hub_outage_is_retried_by_the_driver_without_spending_an_attempt(online, tmp_path: Path) -> None:  # noqa: F811
+    from scanner import runner
+    from scanner.cache import CacheSettings
+    from scanner.config import ScanConfig
+    from scanner.query import connect
+    from scanner.sources.hub import HubRetry
+    from tests.test_hub import small_repo
+
+    with FakeHub([small_repo(tmp_path, "org/flaky")]) as server:
+        online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=HubRetry(tries=2, backoff_s=0.05)))
+        server.add_fault(Fault("GET", r"^/api/models/", status=503, times=2))  # the worker's two tries fail
+        config = ScanConfig(randomize=False, threads=1, cache_dir=str(tmp_path / "cache"))
+        stats = runner.run_serial(["hf:org/flaky"], config, runner.RunOptions(str(tmp_path / "r"), "s"),
+                                  stream=io.StringIO())
+        assert [r[2] for r in server.hits("GET", r"^/api/models/")] == [503, 503, 200]
+    assert (stats.ok, stats.failed, stats.infra_retries) == (1, 0, 1)
+    rows = connect(tmp_path / "r", scan_id="s").execute("select status, attempts from models").fetchall()
+    assert rows == [("ok", 1)]

@@ -3,7 +3,7 @@
 The paper trains MiniAlexNet on CIFAR-10 at batch sizes 500 … 2 (all else fixed) and reads the phase of
 FC1 (4096→384, Q ≈ 10.7) and FC2 (384→192, Q = 2): larger batches leave FC1 Random-like, smaller batches
 push it through Bleeding-out, Bulk+Spikes and Bulk-decay to Heavy-Tailed (ISR notebooks,
-``AlexNet-Generalization-Gap``; research/papers.md §1.4). ``PAPER_FC1_PHASES`` holds those labels.
+``AlexNet-Generalization-Gap``; docs/decisions.md, "Phase thresholds"). ``PAPER_FC1_PHASES`` holds those labels.
 
 Steps: ``sweep.run_sweep`` trains the checkpoints (a zoo folder, git-ignored), ``scan_rows`` runs the normal
 pipeline (``scanner.scan.scan_model`` → ``scanner.store.ResultStore``) over them, and ``write_outputs``
@@ -111,7 +111,7 @@ def write_outputs(scan_dir: Path, catalog_csv: Path, runs_csv: Path, out_dir: Pa
         md += ["\n## FC1 against the paper (JMLR 2021 / ISR notebooks)\n", markdown_table(comparison)]
     else:
         md += ["\nThe paper's phase labels (bs 500 … 2) are for MiniAlexNet's FC1; for MLP3 on MNIST, SETOL §6 "
-               "reports α of FC1 falling as the batch size shrinks (research/papers.md §1.4).\n"]
+               "reports α of FC1 falling as the batch size shrinks (docs/decisions.md, \"Phase thresholds\").\n"]
     paths["markdown"] = out_dir / "phase_table.md"
     paths["markdown"].write_text("\n".join(md), encoding="utf-8")
     sizes = sorted({r["batch_size"] for r in table}, reverse=True)

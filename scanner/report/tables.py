@@ -1,7 +1,7 @@
 """Read one scan folder into Arrow tables and derive the tables the report shows.
 
 A scan folder is ``<results>/<scan_id>/`` with ``scan.json`` and ``{models,layers,spectra}/*.parquet``
-(DESIGN.md, "Results on disk"). Files with ``.tmp-`` in their name (interrupted writes) are ignored.
+(docs/decisions.md, "Results on disk"). Files with ``.tmp-`` in their name (interrupted writes) are ignored.
 The per-layer fit records (``PowerLawFit``, ``MPFit``) are rebuilt from the flat ``layers`` columns so the
 plots draw exactly what the scan fitted.
 """

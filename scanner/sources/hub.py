@@ -43,6 +43,17 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 PROBE_TTL_S = 60.0
 
 
+class HubUnavailableError(SourceError):
+    """The hub did not serve a model after every retry (408/429/5xx, dropped or refused connections, no
+    answer to the probe): the hub's fault, not the model's, so a scan retries it later without counting it
+    as one of the model's attempts."""
+
+
+def hub_outage(error_class: str) -> bool:
+    """True for the error class of ``HubUnavailableError`` (as a failed model's ``error_class`` carries it)."""
+    return error_class == HubUnavailableError.__name__
+
+
 @dataclass(frozen=True)
 class HubRetry:
     """How hard zooscan tries the hub: attempts per call, backoff (seconds, doubling, capped), probe timeout."""
@@ -123,7 +134,7 @@ def probe(model_id: str, retry: HubRetry) -> None:
     """Fail fast when the hub does not answer: one HEAD of ``endpoint()`` within ``probe_timeout_s``.
 
     Raises:
-        SourceError: no HTTP answer (DNS, refused, timeout); the message names HF_HUB_OFFLINE and the cache.
+        HubUnavailableError: no HTTP answer (DNS, refused, timeout); the message names HF_HUB_OFFLINE.
     """
     url = endpoint()
     now = time.monotonic()
@@ -133,7 +144,7 @@ def probe(model_id: str, retry: HubRetry) -> None:
             seen = (now, _answers(url, retry.probe_timeout_s))
             _PROBE.results[url] = seen
     if seen[1]:
-        raise SourceError(f"{model_id}: the Hugging Face hub at {url} is unreachable ({seen[1]}); set "
+        raise HubUnavailableError(f"{model_id}: the Hugging Face hub at {url} is unreachable ({seen[1]}); set "
                           "HF_HUB_OFFLINE=1 to scan from the local cache only, fix the network or HF_ENDPOINT, or "
                           "fill the cache elsewhere and point --cache-dir at it")
 
@@ -203,8 +214,8 @@ def retrying(call: Callable[[], T], model_id: str, what: str, retry: HubRetry,
     """``call()`` with up to ``retry.tries`` attempts on transient hub errors (see the module docstring).
 
     Raises:
-        SourceError: after the last attempt (one line: what, how often, the last answer, what to do), or at
-            once for an error that is not transient (unknown repo, revision or file, gated repo, 401/403).
+        HubUnavailableError: after the last attempt (one line: what, how often, the last answer, what to do).
+        Exception: at once, an error that is not transient (unknown repo, revision or file, gated repo, 401/403).
     """
     started = time.monotonic()
     wait = retry.backoff_s
@@ -223,7 +234,7 @@ def retrying(call: Callable[[], T], model_id: str, what: str, retry: HubRetry,
                        if status == 429 else "the hub or the network failed: rerun later (committed models are "
                        "skipped)")
                 last = " ".join(str(exc).split())[:160]
-                raise SourceError(f"{model_id}: {what} failed {retry.tries} times in "
+                raise HubUnavailableError(f"{model_id}: {what} failed {retry.tries} times in "
                                   f"{time.monotonic() - started:.0f} s, last {answer} ({last}); {fix}") from exc
             delay = min(retry.max_backoff_s, retry_after if retry_after is not None else wait)
             logger.warning("%s: %s: %s, retry %d/%d in %.1f s", model_id, what, answer, attempt, retry.tries - 1,

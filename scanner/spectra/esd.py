@@ -1,13 +1,13 @@
 """Empirical spectral density (ESD): the eigenvalues of WᵀW for one matrix or a batch of matrices.
 
-Convention (DESIGN.md): W is oriented so that N ≥ M (rows ≥ columns; transposed otherwise), and the ESD is
+Convention (docs/decisions.md, "Matrices and the ESD"): W is oriented so that N ≥ M (rows ≥ columns; transposed otherwise), and the ESD is
 the M eigenvalues λ_i = s_i² of the M×M Gram matrix X = WᵀW, in the raw scale of W (no 1/N factor, no
 rescaling). A batch (k, rows, cols) — e.g. the kernel positions of a convolution — is pooled into one ESD of
 k·M eigenvalues, as the reference tool (weightwatcher) does.
 
 Method: form X in float64 and take ``eigvalsh``. Its absolute error is about eps64·λ_max, so every
 eigenvalue above ~1e-12·λ_max is accurate; this was measured 10× faster than ``svdvals`` on an H100 and
-1.2–7× faster on the host CPU (research/ray_duckdb.md §1.1). The ESD of W is always computed in float64:
+1.2–7× faster on the host CPU (docs/decisions.md, "Matrices and the ESD"). The ESD of W is always computed in float64:
 a float32 Gram matrix has an absolute error of about eps32·λ_max (eps32 ≈ 1.2e-7) and so loses every
 eigenvalue below ~1e-5·λ_max. ``precision="float32"`` exists for one caller only, the ESD of the
 element-shuffled null model (``scanner.spectra.randomize``), which is compared on a log-λ histogram above

@@ -33,7 +33,7 @@ class LayerEigen:
     pooled ESD of their element-shuffled copies (shuffled with ``seed``).
 
     ``reference_scale`` is the factor the reference tool applies to this layer's eigenvalues before its
-    fit (0.5 for a pooled Conv2d: it multiplies each kernel slice by √(1/2); ww_anchor.md §1.5). Only
+    fit (0.5 for a pooled Conv2d: it multiplies each kernel slice by √(1/2); docs/decisions.md, "Metric definitions"). Only
     ``fit="reference"`` uses it, to reproduce the tool's absolute 1e-5 eigenvalue cut exactly; all
     reported values stay in raw units.
     """

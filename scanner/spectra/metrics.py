@@ -1,7 +1,7 @@
 """Scale metrics of one ESD, each defined once here (raw λ units; logarithms base 10 as in the papers).
 
 Definitions (Martin & Mahoney JMLR 2021; Martin, Peng & Mahoney, Nat. Commun. 2021; weightwatcher 0.7.7
-column names, ww_anchor.md §1.2):
+column names, docs/decisions.md "Metric definitions"):
 
 - log_norm          = log10 Σλ            (= log10 ‖W‖_F², squared Frobenius norm)
 - log_spectral_norm = log10 λ_max         (= log10 ‖W‖₂², squared spectral norm)

@@ -13,7 +13,7 @@ fluctuates on the Tracy–Widom scale (Johnstone 2001, Ann. Stat. 29, Thm 1.1, i
 Spikes are eigenvalues above λ⁺_TW = λ⁺ + c·t_TW + δ·λ⁺, where c = 3.3 is about the 99.9 % quantile of the
 TW₁ law and δ = 0.02 absorbs the error of the fitted scale (calibrated so that Gaussian matrices from 64 to
 2048 columns and Q from 1 to 16 show no spikes; see tests/test_mp.py). The reference tool instead adds
-√(Q^(−1/2)·λ⁺^(2/3)·M^(−2/3)) (ww_anchor.md §1.7), which is not a multiple of the TW scale.
+√(Q^(−1/2)·λ⁺^(2/3)·M^(−2/3)) (docs/decisions.md, "Marchenko–Pastur edge"), which is not a multiple of the TW scale.
 
 The fit (ours, replacing the reference tool's 1–2 s KDE grid search with a closed-form quantile fit):
 the k largest eigenvalues are set aside as candidate spikes, and the remaining M−k sorted eigenvalues are

@@ -60,7 +60,7 @@ REFERENCE_SMALL_N_FLAT = 1e-12
 ALPHA_MAX_RELIABLE = 8.0  # WW README: "no α should exceed 8"; above it the tail is not heavy-tailed
 KS_CRITICAL_COEFFICIENT = 1.949  # asymptotic Kolmogorov critical value at the 0.1 % level: D > 1.949/√n
 KS_GROSS = 0.1  # ... but a long tail is flagged only for a gross misfit (the KS test rejects any real ESD there)
-MIN_EVALS_RELIABLE = 50  # WW README: "need at least 50 eigenvalues"; research/papers.md §4 item 6
+MIN_EVALS_RELIABLE = 50  # WW README: "need at least 50 eigenvalues"; docs/decisions.md, "Power-law fit"
 FINGER_P_VALUE = 1e-4  # per finger count tested; ≤ 1e-3 family-wise over max_fingers = 10
 FINGER_MAX_RISE = 5.0  # removing fingers may raise α by at most 5 σ_α: more means the tail itself gets heavier
 
@@ -97,7 +97,7 @@ def fit_power_law(
     - candidates: distinct eigenvalues (ties belong to one tail, as ``powerlaw.Fit`` takes unique xmins),
       not the largest, with a tail of at least ``min_tail`` points (WW's default min_evals is 8–10;
       CSN fits of a handful of points are noise).
-    - fingers (WW issues #102/#229; research/papers.md §4 item 4): k top eigenvalues count as fingers
+    - fingers (WW issues #102/#229; docs/decisions.md, "Power-law fit"): k top eigenvalues count as fingers
       when (1) the gap below them is improbable for a power law — by Rényi's representation the scaled
       log-spacings j·ln(λ_(j)/λ_(j+1)) of the tail are i.i.d. exponential, and the k-th must not exceed the
       mean of those below it so much that p = exp(−T_k/mean) < 1e-4 (≤ 1e-3 false alarms over ten k;
@@ -106,7 +106,7 @@ def fit_power_law(
       move the MLE by a few σ, whereas a bigger rise means the top of the tail is genuinely heavier than
       its lower part (a Student-t layer's ESD rises 8–13 σ; measured) and removing it would drive α up.
       Only then is the refit reported (``alpha_raw`` keeps the first fit). WW's ``clip_xmax`` instead
-      accepts any α drop > 1, which turns a Gaussian's 15.9 into a "heavy-tailed" 4.6 (ww_anchor.md §2.4).
+      accepts any α drop > 1, which turns a Gaussian's 15.9 into a "heavy-tailed" 4.6 (docs/decisions.md, "Power-law fit").
       The ``min_tail`` floor already stops a bunch of fewer than ``min_tail`` fingers from being fitted as
       the whole tail, the way #102's spuriously large α arise.
     - reliability: ``reliable=False`` with a reason when α > 8 (WW README: random-like, not heavy-tailed;

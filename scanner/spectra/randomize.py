@@ -8,7 +8,7 @@ JMLR 2021 §5; weightwatcher ``randomize``). So:
 - ``rand_distance`` measures how far the ESD is from that of its own randomized version: the Jensen–Shannon
   distance (base 2, in [0, 1]) between the two ESDs as histograms of log10 λ on a common grid of 64 bins.
   (The reference tool compares the two sorted eigenvalue vectors normalised to sum 1 — a scree-profile
-  distance, ww_anchor.md §1.8 — which is not a distance between densities.)
+  distance, docs/decisions.md "Randomization test" — which is not a distance between densities.)
 
 Each matrix of a batch is shuffled on its own, with ``numpy.random.default_rng([seed, SHUFFLE_STREAM])``;
 the seed is recorded. The second word keeps the shuffle's random stream apart from ``default_rng(seed)``:

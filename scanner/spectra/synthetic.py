@@ -90,7 +90,7 @@ def bulk_decay(n: int, m: int, seed: int) -> SyntheticMatrix:
 
 
 def pareto_entries(n: int, m: int, mu: float, seed: int) -> NDArray[np.float64]:
-    """i.i.d. symmetric classical Pareto entries: sign·(Pareto(μ) + 1), x_m = 1 (ww_anchor.md §3.4 recipe)."""
+    """i.i.d. symmetric classical Pareto entries: sign·(Pareto(μ) + 1), x_m = 1 (docs/decisions.md, "Synthetic heavy-tailed matrices")."""
     rng = np.random.default_rng(seed)
     sign = rng.choice([-1.0, 1.0], size=(n, m))
     return sign * (rng.pareto(mu, size=(n, m)) + 1.0)
