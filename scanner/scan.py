@@ -164,7 +164,7 @@ def layer_backend(item: LayerMatrix | SkippedTensor, backend: str) -> str:
     """Where one layer's eigenvalues are computed: layers narrower than ``DEVICE_MIN_WIDTH`` (the smaller
     side of its matrices) go to the host (numpy, on the scan's threads) even when the model's backend is
     torch, because a device eigensolve of a small matrix is latency-bound: on an H100, float64 Gram +
-    ``eigvalsh`` took 2 ms at 256² and 11 ms at 1024² (research/ww_anchor.md §3.2), while one host core
+    ``eigvalsh`` took 2 ms at 256² and 11 ms at 1024² (docs/decisions.md, "Matrices and the ESD"), while one host core
     here takes 2 ms at 256² and 80 ms at 1024² — so below 512 the host's cores, in parallel, win.
     Not yet measured on a GPU inside a scan (``bench/gpu_scan_check.py`` compares both routes)."""
     if backend != "torch" or not isinstance(item, LayerMatrix):

@@ -147,8 +147,11 @@ def _skipped_lines(source: bytes, tree: ast.AST) -> set[int]:
 
 
 def _annotation_nodes(tree: ast.AST) -> set[int]:
+    """Nodes of annotations and decorators (``@dataclass(frozen=True)`` is not a result)."""
     ids: set[int] = set()
     for node in ast.walk(tree):
+        for decorator in getattr(node, "decorator_list", []):
+            ids.update(id(sub) for sub in ast.walk(decorator))
         annotations = []
         if isinstance(node, ast.arg | ast.AnnAssign):
             annotations.append(node.annotation)

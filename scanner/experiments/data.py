@@ -1,6 +1,6 @@
 """Training data for the batch-size experiments, as float32 arrays ready for a network.
 
-Sources, in order: the npz copies in ``shared/datasets/`` (MANIFEST.md: CIFAR-10 as concatenated JPEG
+Sources, in order: the npz copies in ``shared/datasets/`` (docs/decisions.md, "Training data": CIFAR-10 as concatenated JPEG
 bytes + offsets, MNIST as uint8 arrays), or, with ``source="torchvision"``, a download through
 torchvision into ``root`` (needs network; unavailable on the development machines).
 

@@ -1,6 +1,6 @@
 """Where weights come from: one id syntax for every source, and one function to open any of them.
 
-Model ids carry their source (``docs``: DESIGN.md, "Conventions")::
+Model ids carry their source (docs/decisions.md, "Model ids")::
 
     timm:resnet50.a1_in1k                   timm pretrained weights (arch.tag), from the Hugging Face cache
     timm:resnet50.a1_in1k?file=ckpt.pth     the same architecture, weights from a local file
