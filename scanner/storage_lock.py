@@ -1,8 +1,8 @@
 """One writer per scan: an exclusive lock held for a whole run, refused to a second writer with one line.
 
 Local folders and POSIX mounts: ``fcntl.flock`` on ``<scan>/.lock`` (released by the kernel when the holder
-dies, so it never goes stale; NFSv4 maps it to a byte-range lock). The holder writes its host, pid and start
-time into the file, for the refusal message.
+dies, so it never goes stale; on NFS the Linux client emulates it with a whole-file byte-range lock). The
+holder writes its host, pid and start time into the file, for the refusal message.
 
 Object stores have no lock primitive that ``pyarrow.fs`` exposes, so a candidate scheme is used, safe on
 stores with strong read-after-write listing (S3 since 2020, GCS):
@@ -14,7 +14,8 @@ stores with strong read-after-write listing (S3 since 2020, GCS):
 
 Two writers can both refuse (each saw the other) but never both hold: whichever PUT came second lists the
 first. The holder rewrites its candidate every ``heartbeat_s`` from a daemon thread, so a dead holder's lock
-is taken over ``stale_s`` after its last heartbeat.
+is taken over ``stale_s`` after its last heartbeat. A holder does not re-check that it still holds the lock, so
+a holder stalled for longer than ``stale_s`` (300 s against a 30 s heartbeat) could be taken over while alive.
 
 Within one process the lock is re-entrant (a refcount per scan), so opening a scan twice in one process, as
 tests and the experiment runners do, does not refuse itself; a forked child is another writer.
