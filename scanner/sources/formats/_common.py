@@ -235,7 +235,8 @@ def tf_entry(  # noqa: PLR0913 (the stored facts of one tensor, all needed)
     if role in TF_GATES:
         name = rnn_name(name.rsplit("/", 1)[0], "recurrent" in name.rsplit("/", 1)[-1])
     return Entry(name, torch_shape, dtype_stored, nbytes, lambda: tf_to_torch(load(), role), TF_FAMILY[role],
-                 groups=groups, gates=TF_GATES.get(role), module_type=module_type, dequantized=dequantized, note=note)
+                 groups=groups, gates=TF_GATES.get(role), module_type=module_type or f"({role}, inferred)",
+                 dequantized=dequantized, note=note)
 
 
 def rnn_name(layer: str, recurrent: bool, reverse: bool = False) -> str:

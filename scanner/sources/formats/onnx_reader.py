@@ -14,7 +14,8 @@ initializer's role comes from the node that consumes it, looking back through ``
   ``ConvInteger``) are dequantised, (q − zero_point) × scale, per tensor or per axis.
 
 Other initializers keep the consumer's op type as their module type (so ``scanner.layers`` names it in the
-skip reason). Subgraphs (``If``/``Loop`` bodies) are not read.
+skip reason). Subgraphs (``If`` branches, ``Loop``/``Scan`` bodies) are read too: their initializers and nodes
+join the main graph's (silero-vad keeps its 8 kHz and 16 kHz weights in the two branches of an ``If``).
 """
 
 from __future__ import annotations
@@ -64,13 +65,13 @@ class _Graph:
         import onnx
 
         self.path, self.folder, self.size = path, path.parent, path.stat().st_size
-        graph = model.graph
-        self.tensors: dict[str, Any] = {t.name: t for t in graph.initializer}
-        self.order = [t.name for t in graph.initializer]
+        graphs = _all_graphs(model.graph)
+        self.tensors: dict[str, Any] = {t.name: t for g in graphs for t in g.initializer}
+        self.order = list(self.tensors)
         self.initializer_names = set(self.order)
         self.producer: dict[str, Any] = {}
         self.consumers: dict[str, list[tuple[Any, int]]] = {}
-        for node in graph.node:
+        for node in (n for g in graphs for n in g.node):
             if node.op_type == "Constant" and node.output:
                 value = _attr(node, "value", None)
                 if isinstance(value, onnx.TensorProto):
@@ -134,6 +135,23 @@ class _Graph:
             chain.append(node)
             name = node.input[0]
         return None
+
+
+def _all_graphs(graph: Any, depth: int = 0) -> list[Any]:
+    """The graph and every subgraph of its nodes' attributes (If branches, Loop and Scan bodies), depth first."""
+    import onnx
+
+    found = [graph]
+    if depth > 16:
+        return found
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                found += _all_graphs(attribute.g, depth + 1)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    found += _all_graphs(sub, depth + 1)
+    return found
 
 
 def _from_bytes(raw: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -252,6 +270,9 @@ def _entries_for(graph: _Graph, name: str, role: _Role | None) -> list[Entry]:
         base = load
     if role.rnn is not None and len(shape) == 3:
         return _rnn_entries(name, shape, dtype, nbytes, base, role, dequantized)
+    if role.rnn is not None and len(shape) == 2:
+        return [Entry(rnn_name(role.node_name, role.recurrent), shape, dtype, nbytes, base, "rnn", gates=role.rnn[1],
+                      module_type=role.module_type, dequantized=dequantized, note=role.note)]
     if role.transpose and len(shape) == 2:
         shape = (shape[1], shape[0])
 
@@ -304,12 +325,36 @@ def open_onnx(path: Path, model_id: str) -> FormatSource:
             role = _role_of(graph, node, index, chain)
             if name not in roles or (roles[name].family is None and role.family is not None):
                 roles[name] = role
+    _rnn_cells_by_name(graph, roles)
     entries: list[Entry] = []
     for name in graph.order:
         if _is_side_input(graph, name) or _is_plumbing(graph, name, roles.get(name)):
             continue
         entries.extend(_entries_for(graph, name, roles.get(name)))
     return FormatSource(model_id, graph.files, entries)
+
+
+def _rnn_cells_by_name(graph: _Graph, roles: dict[str, _Role]) -> None:
+    """An RNN cell exported as plain ops (Slice, MatMul) keeps PyTorch's names: ``<cell>.weight_hh`` (G·H, H)
+    and ``<cell>.weight_ih`` (G·H, in), G = 4 (LSTM) or 3 (GRU) read from weight_hh's shape. Such pairs, which no
+    recognised op explains, become gate-stacked RNN weights (gate order i, f, g, o / r, z, n assumed)."""
+    for name in graph.order:
+        if not name.endswith("weight_hh") or (name in roles and roles[name].family is not None):
+            continue
+        shape = graph.shape(name)
+        partner = name[: -len("weight_hh")] + "weight_ih"
+        if len(shape) != 2 or not shape[1] or shape[0] % shape[1] or shape[0] // shape[1] not in (3, 4):
+            continue
+        gates = shape[0] // shape[1]
+        for member, recurrent in ((name, True), (partner, False)):
+            if member not in graph.tensors or (member in roles and roles[member].family is not None):
+                continue
+            role = _Role(roles[member].module_type if member in roles else "(RNN cell)")
+            op = "LSTM" if gates == 4 else "GRU"
+            role.family, role.rnn, role.recurrent = "rnn", (op, gates, ""), recurrent
+            role.node_name = member.rsplit(".", 1)[0] if "." in member else member
+            role.note = f"RNN cell inferred from the name and shape; gate order of PyTorch's {op}Cell assumed"
+            roles[member] = role
 
 
 def _consumers_through(graph: _Graph, name: str) -> list[tuple[Any, int]]:

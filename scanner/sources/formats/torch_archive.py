@@ -49,10 +49,10 @@ MAX_DEPTH = 64
 _MODULE_FAMILIES = {"Linear": "linear", "NonDynamicallyQuantizableLinear": "linear", "Bilinear": None,
                     "Conv1d": "conv", "Conv2d": "conv", "Conv3d": "conv", "ConvTranspose1d": "conv_transpose",
                     "ConvTranspose2d": "conv_transpose", "ConvTranspose3d": "conv_transpose", "Embedding": "embedding",
-                    "LSTM": "rnn", "GRU": "rnn", "RNN": "rnn", "MultiheadAttention": "mha", "BatchNorm1d": "norm",
+                    "LSTM": "rnn", "GRU": "rnn", "RNN": "rnn", "LSTMCell": "rnn", "GRUCell": "rnn", "RNNCell": "rnn", "MultiheadAttention": "mha", "BatchNorm1d": "norm",
                     "BatchNorm2d": "norm", "BatchNorm3d": "norm", "LayerNorm": "norm", "GroupNorm": "norm",
                     "InstanceNorm1d": "norm", "InstanceNorm2d": "norm"}
-_RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+_RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1, "LSTMCell": 4, "GRUCell": 3, "RNNCell": 1}
 
 
 class Placeholder:
@@ -317,6 +317,8 @@ def open_torch_archive(path: Path, model_id: str) -> FormatSource:
     names = _strip_prefix([name for name, _, _ in tensors])
     for name, (_, lazy, owner) in zip(names, tensors, strict=True):
         module_type, family, groups, gates = _module_info(owner, name)
+        if module_type in ("LSTMCell", "GRUCell", "RNNCell") and name.endswith(("weight_ih", "weight_hh")):
+            name += "_l0"  # a cell is one layer of its RNN: PyTorch's RNN weight names, which scanner.layers splits
         dtype = lazy.storage.dtype
         nbytes = int(np.prod(lazy.size, dtype=np.int64)) * _ITEMSIZE[dtype] if lazy.size else _ITEMSIZE[dtype]
         entries.append(Entry(name, lazy.size, dtype, nbytes, _loader(path, prefix, lazy), family, groups=groups,
