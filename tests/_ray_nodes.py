@@ -117,7 +117,7 @@ class LocalCluster:
         with open(log, "wb") as out:
             # a dead node is noticed within ~3 s instead of Ray's default ~15-30 s health check
             env = {**ray_env(self.root), "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
-                   "RAY_health_check_failure_threshold": "3"}
+                   "RAY_health_check_failure_threshold": "3", "RAY_raylet_start_wait_time_s": "180"}
             process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                        cwd=self.root, start_new_session=True)
         node = RayNode(name, process, temp_dir, log)

@@ -70,3 +70,57 @@ def test_non_tty_writes_periodic_lines_and_a_final_one():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3 and "\r" not in stream.getvalue()
     assert lines[-1].startswith("1/100 done (0 failed, 9 in flight)")
+
+
+def test_log_records_never_glue_onto_the_tty_progress_line():
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        progress = ScanProgress(3, stream=stream, is_tty=True)
+        progress.submitted("a")
+        logging.getLogger("scanner.test").warning("a warning")
+        progress.note("a heartbeat")
+        progress.close()
+        progress.close()  # the final line is written once
+    finally:
+        root.removeHandler(handler)
+    text = stream.getvalue()
+    before_warning = text[: text.index("a warning")]
+    assert before_warning.endswith("\r\x1b[2K")  # the progress line was erased first
+    assert "a warning\na heartbeat\n" in text  # each on a line of its own
+    assert text.count("\n") == 3 and text.endswith("\n")  # warning, heartbeat, final line
+    logging.getLogger("scanner.test").warning("after close")
+    assert "after close" not in stream.getvalue()
+
+
+def test_a_stalled_scan_prints_a_heartbeat_naming_the_model_in_flight(tmp_path):
+    import io
+
+    from scanner import runner
+    from scanner.config import ScanConfig
+    from tests.test_distributed import write_mlp
+
+    slow = write_mlp(tmp_path / "slow.safetensors", seed=0)
+    stream = io.StringIO()
+    options = runner.RunOptions(results=str(tmp_path / "res"), scan_id="s", faults={slow: "slow@spectra"},
+                                stall_s=0.5)
+    stats = runner.run_serial([slow], ScanConfig(randomize=False), options, stream=stream)
+    assert stats.ok == 1
+    beats = [line for line in stream.getvalue().splitlines() if line.startswith("no model finished for")]
+    assert beats and f"in flight: {slow} (" in beats[0]
+
+
+def test_heartbeat_line_lists_the_oldest_models_and_the_wait():
+    from scanner.executors import InFlight
+    from scanner.runner import heartbeat_line
+
+    jobs = [InFlight(f"m{i}", 100.0 - i, "node1") for i in range(7)]
+    line = heartbeat_line(125.0, jobs, "waiting for a GPU node", now=100.0)
+    assert line.startswith("no model finished for 2m05s; in flight: m6 (6s on node1), m5 (5s on node1)")
+    assert "and 2 more" in line and line.endswith("; waiting for a GPU node")
+    assert heartbeat_line(10, [], "", now=0).endswith("nothing in flight")
