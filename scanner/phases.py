@@ -130,7 +130,7 @@ RULES: tuple[Rule, ...] = (
         Phase.HEAVY_TAILED,
         lambda f: f.n_traps is not None and f.n_traps >= MIN_TRAPS and f.n_traps >= TRAP_SHARE * f.n_spikes,
         lambda f: (f"{f.n_traps} of {f.n_spikes} outliers survive shuffling the entries"
-                   if f.n_traps <= f.n_spikes else  # the shuffled matrix can have more outliers than W
+                   if (f.n_traps or 0) <= f.n_spikes else  # the shuffled matrix can have more outliers than W
                    f"the entry-shuffled matrix has {f.n_traps} outliers, W has {f.n_spikes}")
         + ": the tail comes from heavy-tailed entries (the i.i.d. Pareto universality class)",
     ),

@@ -168,6 +168,9 @@ def test_reasons_quote_the_numbers():
     assert "20% of eigenvalues lie beyond the MP edge" in classify(feats(spike_fraction=0.2)).reason
     assert "12.0× the MP edge" in classify(feats(extent=12.0)).reason
     assert "3 of 4 outliers survive" in classify(feats(n_spikes=4, n_traps=3)).reason
+    assert "4 of 4 outliers survive" in classify(feats(n_spikes=4, n_traps=4)).reason
+    more = classify(feats(n_spikes=4, n_traps=5)).reason
+    assert "the entry-shuffled matrix has 5 outliers, W has 4" in more and "heavy-tailed entries" in more
     assert "gap 2.0×" in classify(feats(gap=2.0)).reason
 
 
@@ -212,6 +215,8 @@ def test_phase_features_without_outliers_or_bulk():
     assert all_out.gap == 1.0  # no bulk eigenvalue to compare with
     zero_bulk = phase_features(np.array([0.0, 3.0]), MP, FIT, n_near_zero=1)
     assert zero_bulk.gap == 1.0  # the largest bulk value is 0: no ratio
+    small_bulk = phase_features(np.array([0.5, 3.0]), MP, FIT, n_near_zero=0)
+    assert small_bulk.gap == pytest.approx(6.0)  # any positive bulk value gives a ratio
 
 
 def test_phase_features_all_near_zero_does_not_divide_by_zero():
