@@ -54,7 +54,7 @@ def scatter_svg(points: Sequence[tuple[float, float, str]], *, xlabel: str, ylab
         if x_lo <= t <= x_hi:
             parts.append(f'<line x1="{px(t):.1f}" x2="{px(t):.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#666"/>'
                          f'<text x="{px(t):.1f}" y="{top + ph + 14}" text-anchor="middle">{t:g}</text>')
-    for t in _ticks(y_lo, y_hi, 4):
+    for t in _ticks(y_lo, y_hi, 6):
         if y_lo <= t <= y_hi:
             parts.append(f'<line x1="{left - 4}" x2="{left}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#666"/>'
                          f'<text x="{left - 6}" y="{py(t) + 3:.1f}" text-anchor="end">{t:g}</text>')
