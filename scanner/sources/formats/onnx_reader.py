@@ -232,6 +232,22 @@ def _join(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 
 
+def _dequantizing(graph: _Graph, read: Callable[[], np.ndarray], dtype: str,
+                  role: _Role) -> tuple[Callable[[], np.ndarray], bool]:
+    """(reader, dequantized): integer weights with a scale (and zero point) in the graph are dequantised."""
+    integer = dtype in ("int8", "uint8", "int16", "uint16", "int32")
+    if integer and role.scale is not None and role.scale in graph.tensors:
+        scale_read = graph.reader(role.scale)
+        zero_read = graph.reader(role.zero) if role.zero in graph.tensors else None
+        axis = role.axis
+        return lambda: _dequantize(read(), scale_read(), zero_read() if zero_read else None, axis), True
+    if integer and role.note.startswith("integer weights") and role.zero in graph.tensors:
+        zero_only = graph.reader(role.zero)
+        axis = role.axis
+        return lambda: _dequantize(read(), np.ones(1, np.float32), zero_only(), axis), True
+    return read, False
+
+
 def _entries_for(graph: _Graph, name: str, role: _Role | None) -> list[Entry]:
     shape, dtype = graph.shape(name), graph.dtype(name)
     nbytes = numel(shape) * ITEMSIZE.get(dtype, 1)
@@ -241,44 +257,20 @@ def _entries_for(graph: _Graph, name: str, role: _Role | None) -> list[Entry]:
     read = graph.reader(name)
     if role is None:
         return [Entry(name, shape, dtype, nbytes, read, None, module_type="(unused initializer)")]
-    load, dequantized = read, False
-    if role.scale is not None and role.scale in graph.tensors and dtype in ("int8", "uint8", "int16", "uint16",
-                                                                             "int32"):
-        scale_read = graph.reader(role.scale)
-        zero_read = graph.reader(role.zero) if role.zero in graph.tensors else None
-        axis = role.axis
-
-        def load() -> np.ndarray:
-            return _dequantize(read(), scale_read(), zero_read() if zero_read else None, axis)
-
-        dequantized = True
-    elif role.note.startswith("integer weights") and role.zero in graph.tensors:
-        zero_read = graph.reader(role.zero)
-
-        def load() -> np.ndarray:
-            return _dequantize(read(), np.ones(1, np.float32), zero_read(), role.axis)
-
-        dequantized = True
-    base = load
+    base, dequantized = _dequantizing(graph, read, dtype, role)
     if role.perm is not None and len(role.perm) == len(shape):
-        perm = role.perm
+        perm, unpermuted = role.perm, base
         shape = tuple(shape[p] for p in perm)
-
-        def load() -> np.ndarray:
-            return base().transpose(perm)
-
-        base = load
+        base = lambda: unpermuted().transpose(perm)  # noqa: E731
     if role.rnn is not None and len(shape) == 3:
         return _rnn_entries(name, shape, dtype, nbytes, base, role, dequantized)
     if role.rnn is not None and len(shape) == 2:
         return [Entry(rnn_name(role.node_name, role.recurrent), shape, dtype, nbytes, base, "rnn", gates=role.rnn[1],
                       module_type=role.module_type, dequantized=dequantized, note=role.note)]
+    load = base
     if role.transpose and len(shape) == 2:
         shape = (shape[1], shape[0])
-
-        def load() -> np.ndarray:
-            return base().T
-
+        load = lambda: base().T  # noqa: E731
     return [Entry(name, shape, dtype, nbytes, load, role.family, groups=role.groups, module_type=role.module_type,
                   dequantized=dequantized, note=role.note)]
 
