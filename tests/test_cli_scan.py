@@ -67,7 +67,7 @@ def test_analyze_prints_a_layer_table_and_writes_csv(tmp_path, capsys):
     out_csv = tmp_path / "layers.csv"
     assert main(["analyze", f"file:{RESNET20}", "--no-randomize", "--csv", str(out_csv)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["layer", "kind", "shape", "alpha", "phase", "status"]
+    assert lines[0].split() == ["layer", "kind", "matrix", "alpha", "phase", "status"]
     analysed = [line.split() for line in lines[1:] if line.endswith("  ok")]
     assert len(analysed) == 20  # 19 convolutions + the classifier (MANIFEST.md)
     assert {cells[1] for cells in analysed} == {"conv2d", "linear"} and all(len(cells) == 6 for cells in analysed)
@@ -80,4 +80,5 @@ def test_analyze_prints_a_layer_table_and_writes_csv(tmp_path, capsys):
 
 def test_analyze_a_corrupt_file_exits_1_with_the_reason(tmp_path, capsys):
     assert main(["analyze", write_corrupt(tmp_path / "bad.safetensors")]) == 1
-    assert ": failed (" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: file:") and "not a valid .safetensors" in captured.err
