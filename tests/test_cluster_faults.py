@@ -13,6 +13,7 @@ Set ``ZOOSCAN_FAULT_MATRIX=<file>`` to append one Markdown table row per scenari
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -125,6 +126,11 @@ def check(scan: Scan, fault: str, models: list[str], reference: Path) -> dict[st
     outcome = compare(scan.dir, reference, models) if committed else {"lost": N_MODELS, "duplicated": 0, "equal": False}
     record(fault, outcome, hung, seconds)
     text = scan.output()
+    if committed and os.environ.get("ZOOSCAN_FAULT_ATTEMPTS"):  # how the faults were counted (notes only)
+        stats = json.loads((scan.dir / "scan.json").read_text())["stats"] or {}
+        attempts = [r["attempts"] for r in pq.read_table(scan.dir / "models", columns=["attempts"]).to_pylist()]
+        with open(os.environ["ZOOSCAN_FAULT_ATTEMPTS"], "a") as handle:
+            handle.write(f"| {fault} | {stats.get('infra_retries')} | {sum(a > 1 for a in attempts)} |\n")
     assert not hung, f"{fault}: the scan hung\n{text[-3000:]}"
     assert code == 0, f"{fault}: exit {code}\n{text[-3000:]}"
     assert outcome == {"lost": 0, "duplicated": 0, "equal": True}, f"{fault}: {outcome}\n{text[-3000:]}"

@@ -195,3 +195,12 @@ def test_actors_solve_as_many_layers_at_once_as_they_hold_cpus():
     half = distributed.node_share(1, 0, "auto")
     assert half.cpus == 0.5 and distributed.actor_config(ScanConfig(), half).threads == 1
     assert distributed.actor_config(ScanConfig(), share).config_hash() == ScanConfig().config_hash()
+
+
+def test_a_model_is_never_reported_done_unless_its_marker_reads_back(tmp_path, monkeypatch):
+    from scanner.errors import StoreError
+
+    lost = write_mlp(tmp_path / "m.safetensors", seed=0)
+    monkeypatch.setattr(ResultStore, "write_model", lambda self, *args, **kwargs: None)  # a store that drops writes
+    with pytest.raises(StoreError, match="does not read back"):
+        runner.run_serial([lost], FAST, runner.RunOptions(results=str(tmp_path / "res"), scan_id="s"))
