@@ -229,6 +229,8 @@ def test_phase_features_zero_edge_gives_infinite_extent():
     zero_edge = MPFit(1.0, 0.0, 0.0, 0.0, 1, 0.0, 0.0, 0.0, 1.0)
     f = phase_features(np.array([0.0, 1.0]), zero_edge, FIT, n_near_zero=0)
     assert f.extent == math.inf
+    all_zero = phase_features(np.array([0.0, 0.0]), zero_edge, FIT, n_near_zero=2)
+    assert all_zero.extent == math.inf  # defined as inf, not 0/0
 
 
 def test_classify_spectrum_is_features_then_classify():
