@@ -173,3 +173,47 @@ def test_a_write_that_fails_midway_leaves_no_object(s3_server) -> None:
     with pytest.raises(RuntimeError):
         storage.write_atomic(target, half_then_fail)
     assert not storage.exists(target)  # closing the upload stream would have published the half file
+
+
+_WRITER = """
+import sys
+from scanner.config import ScanConfig
+from scanner.store import ResultStore
+from tests._factories import make_model
+store = ResultStore(sys.argv[1], "s1")
+store.open_scan(ScanConfig(), {}, {})
+ids = [f"timm:k{i:03d}" for i in range(40)]
+print("ready", flush=True)
+for model_id in store.resume_plan(ids).todo:
+    model, layers, spectra = make_model(model_id, n_layers=6, seed=int(model_id[-3:]))
+    store.write_model(model, layers, spectra, host="h", device="cpu")
+    print("committed", model_id, flush=True)
+store.finish_scan({})
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_writers_on_s3_lose_and_duplicate_nothing(s3_server) -> None:
+    import random
+    import signal
+
+    uri = _uri(s3_server, "killed")
+    rng, committed = random.Random(11), set()
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, uri], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.2, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=60)
+        committed |= {line.split()[1] for line in out.splitlines() if line.startswith("committed")}
+        storage = open_storage(uri)
+        for entry in storage.list_files(storage.root / "s1" / ".lock"):  # a killed holder's lock: stale at once
+            storage.delete(entry.path)
+        assert verify(uri).ok
+        done = set(ResultStore(uri, "s1").resume_plan([f"timm:k{i:03d}" for i in range(40)]).done)
+        assert committed <= done
+        con = query.connect(uri, threads=1, catalogs_dir="/nonexistent-catalogs")
+        models = [r[0] for r in con.execute("SELECT model_id FROM models").fetchall()]
+        layers = con.execute("SELECT model_id, count(*) FROM layers GROUP BY ALL").fetchall()
+        assert len(models) == len(set(models)) == len(done) and {n for _, n in layers} <= {6}
+    assert committed
