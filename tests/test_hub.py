@@ -70,6 +70,7 @@ def eigenvalues(model_id: str, cache: WeightCache | None = None) -> dict[str, np
     return {item.layer_name: item.evals for item in finish_scan(spectra, config).spectra}
 
 
+@pytest.mark.slow
 def test_minilm_through_429_500_and_a_dropped_connection_equals_the_local_files(online, tmp_path: Path) -> None:
     with FakeHub([minilm_repo()]) as server:
         cache = online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=HubRetry(tries=4, backoff_s=0.2)))
@@ -163,6 +164,7 @@ def test_a_silent_hub_is_probed_once_with_a_timeout(online, tmp_path: Path) -> N
             conn.close()
 
 
+@pytest.mark.slow
 def test_timm_pretrained_weights_through_the_hub(online, tmp_path: Path) -> None:
     import timm
 
