@@ -24,7 +24,7 @@ saved="$saved_dir/$scan_id.args"
 if [[ "$1" == "--resume" ]]; then
   [[ $# -eq 1 ]] || { echo "error: --resume takes no other options (they are the saved ones)" >&2; exit 2; }
   [[ -f "$saved" ]] || { echo "error: no saved submission for scan '$scan_id' in $saved_dir" >&2; exit 1; }
-  mapfile -d '' args < "$saved"
+  args=(); while IFS= read -r -d '' arg; do args+=("$arg"); done < "$saved"   # bash 3.2 (macOS) has no mapfile -d
 else
   args=("$@")
   if [[ " ${args[*]} " != *" --results "* ]]; then
@@ -33,8 +33,7 @@ else
     args+=(--results "$ZOOSCAN_RESULTS")
   fi
   mkdir -p "$saved_dir"
-  new="$(printf '%s\0' "${args[@]}" | base64 -w0)"
-  if [[ -f "$saved" && "$(base64 -w0 < "$saved")" != "$new" ]]; then
+  if [[ -f "$saved" ]] && ! printf '%s\0' "${args[@]}" | cmp -s - "$saved"; then
     echo "error: scan '$scan_id' was submitted with other options ($(tr '\0' ' ' < "$saved")); resume it with" \
          "'$0 $address $scan_id --resume' or choose a new scan id" >&2
     exit 1
