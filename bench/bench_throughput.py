@@ -10,6 +10,7 @@ since other jobs may share the cores.
 Usage:
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_throughput.py --count 120 \\
         --out bench/results/throughput_cpu.txt
+    ... bench/bench_throughput.py --zoo --randomize --settings serial,ray2      # the shared zoo's checkpoints
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def smallest_timm_models(count: int, sweep: Path = SWEEP) -> list[tuple[str, int
         rows = [row for row in csv.DictReader(handle) if row["params"] and not row["error"]]
     rows.sort(key=lambda row: (int(row["params"]), row["arch"]))
     return [(row["arch"], int(row["params"])) for row in rows[:count]]
+
+
+def shared_zoo_models() -> list[str]:
+    """``file:`` ids of every checkpoint under ``$ZOOSCAN_SHARED/zoo`` (default ../shared/zoo), sorted."""
+    zoo = Path(os.environ.get("ZOOSCAN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "zoo"
+    suffixes = (".th", ".pt", ".pth", ".bin", ".safetensors")
+    return [f"file:{path}" for path in sorted(zoo.rglob("*")) if path.suffix in suffixes]
 
 
 def cpu_model() -> str:
@@ -75,16 +83,23 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=120, help="number of timm architectures (default 120)")
     parser.add_argument("--randomize", action="store_true", help="also run the shuffled-matrix test (slower)")
     parser.add_argument("--settings", default="serial,ray1,ray2", help="comma list of serial, ray1, ray2")
+    parser.add_argument("--zoo", action="store_true",
+                        help="scan every checkpoint of the shared zoo ($ZOOSCAN_SHARED/zoo) instead of timm models")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    chosen = smallest_timm_models(args.count)
-    models = [f"random:timm/{arch}" for arch, _ in chosen]
     config = ScanConfig(randomize=args.randomize)
-    lines = ["zooscan scan throughput, random-init timm models (CPU)", *machine_lines(),
-             f"models: the {len(models)} smallest timm archs of {SWEEP.name} ({chosen[0][1]:,} to {chosen[-1][1]:,} "
-             f"params, {sum(p for _, p in chosen):,} in all); randomize={args.randomize}; OMP_NUM_THREADS="
+    if args.zoo:
+        models = shared_zoo_models()
+        described = f"models: every checkpoint of the shared zoo ({len(models)} files)"
+    else:
+        chosen = smallest_timm_models(args.count)
+        models = [f"random:timm/{arch}" for arch, _ in chosen]
+        described = (f"models: the {len(models)} smallest timm archs of {SWEEP.name} ({chosen[0][1]:,} to "
+                     f"{chosen[-1][1]:,} params, {sum(p for _, p in chosen):,} in all)")
+    lines = [f"zooscan scan throughput, {'the shared zoo' if args.zoo else 'random-init timm models'} (CPU)",
+             *machine_lines(), f"{described}; randomize={args.randomize} (null={config.null}); OMP_NUM_THREADS="
              f"{os.environ.get('OMP_NUM_THREADS', '')}", ""]
     print("\n".join(lines), flush=True)
     settings = {"serial": ("serial (no Ray)", None), "ray1": ("ray, num_cpus=1", 1), "ray2": ("ray, num_cpus=2", 2)}

@@ -73,8 +73,11 @@ def layer_eigenvalues(
     """
     batch = as_matrix_batch(matrices)
     k, n, m = batch.shape
-    evals = batch_eigenvalues(batch, backend=backend)
-    rand = null_eigenvalues(batch, seed, null=null, backend=backend) if randomize else None
+    per_matrix = batch_eigenvalues(batch, backend=backend, pooled=False)
+    evals = np.sort(per_matrix.ravel())
+    rand = None
+    if randomize:  # each matrix's Σλ = Σw² (trace of its Gram matrix) spares the closed-form null a pass
+        rand = null_eigenvalues(batch, seed, null=null, backend=backend, sum_squares=per_matrix.sum(axis=1))
     return LayerEigen(evals=evals, n=n, m=m, k=k, rand_evals=rand, seed=seed, reference_scale=reference_scale)
 
 
