@@ -4,8 +4,8 @@ Same executor (``scanner.distributed.RayExecutor`` on a local Ray), same models,
 difference is who writes the three Parquet files of a model:
 
 - ``driver``: the fit task returns the ``ModelScan`` record (eigenvalues included) and the driver writes
-  on one writer thread beside its scheduling loop (what ``zooscan scan`` does, ``scanner.runner._Writer``:
-  nodes need no shared filesystem);
+  on ``scanner.runner.WRITER_THREADS`` writer threads beside its scheduling loop (what ``zooscan scan``
+  does, ``scanner.runner._Writer``: nodes need no shared filesystem);
 - ``node``: the fit task writes the files where it runs and returns only the model id (the old design; it
   needs a filesystem every node shares).
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from scanner import distributed
 from scanner.config import ScanConfig
+from scanner.runner import WRITER_THREADS
 from scanner.store import ResultStore
 
 CONFIG = ScanConfig(randomize=False)
@@ -77,7 +78,7 @@ def run(mode: str, models: list[str], num_cpus: int, results: str) -> float:
     started = time.perf_counter()
     done = 0
     writes = []
-    with ThreadPoolExecutor(1) as writer:
+    with ThreadPoolExecutor(WRITER_THREADS) as writer:
         while queue or executor.in_flight():
             while queue and executor.free_slots() > 0:
                 executor.submit(queue.pop())
