@@ -174,3 +174,23 @@ def test_torchscript_and_config_pickles_are_read_without_running_code(tmp_path: 
     for key, (evals, row) in found.items():
         assert max_rel_diff(truth[key], evals) <= 1e-10, key
         assert "TorchScript" in row.note
+
+
+def test_pickled_fx_graph_module_and_nested_model_state_are_read(tmp_path: Path) -> None:
+    """Real zoo files: deeplc pickles a torch.fx GraphModule (weights_only refuses it), resemblyzer nests its
+    weights under 'model_state' beside the optimizer's."""
+    import torch
+    from torch import fx, nn
+
+    net = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 12))
+    torch.save(fx.symbolic_trace(net), tmp_path / "fx.pt")
+    found = format_spectra_any(f"file:{tmp_path / 'fx.pt'}")
+    assert sorted(found) == ["0", "2"]
+    np.testing.assert_array_equal(found["0"], net[0].weight.detach().numpy()[None])
+    torch.save({"step": 3, "model_state": net.state_dict(), "optimizer_state": {"state": {}}}, tmp_path / "ms.pt")
+    assert sorted(format_spectra_any(f"file:{tmp_path / 'ms.pt'}")) == ["0", "2"]
+
+
+def format_spectra_any(model_id: str) -> dict[str, np.ndarray]:
+    with open_source(model_id) as source:
+        return {row.name: row.matrices for row in iter_layers(source) if isinstance(row, LayerMatrix)}

@@ -6,7 +6,7 @@ than tensors and containers (a pickled ``nn.Module``, an optimizer, any custom c
 ``UnsafeCheckpointError``; there is no fallback to ``weights_only=False`` and none to random weights.
 
 Nesting: dicts are unwrapped through the keys ``state_dict``, ``model``, ``module``, ``net`` and
-``model_state_dict`` (at most three levels); non-tensor values (epochs, accuracies) are ignored; a
+``model_state_dict``, ``model_state``, ``network`` (at most three levels); non-tensor values (epochs, accuracies) are ignored; a
 DataParallel ``module.`` prefix is removed when every key carries it (when only some do, the names are
 kept and the copies are caught as duplicates by ``scanner.layers``).
 """
@@ -38,7 +38,7 @@ TORCH_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
 # Messages of torch's weights-only unpickler that mean "needs code or classes", as opposed to a damaged file
 # ("Unsupported operand", truncated data), which is a plain SourceError.
 _UNSAFE_MARKERS = ("unsupported global", "can only build", "can only create new object", "allowlisted")
-NESTED_KEYS = ("state_dict", "model", "module", "net", "model_state_dict")
+NESTED_KEYS = ("state_dict", "model", "module", "net", "model_state_dict", "model_state", "network")
 SUPPORTED = ".safetensors, a folder of *.safetensors (+ model.safetensors.index.json), or " + ", ".join(TORCH_SUFFIXES)
 
 # (name, shape) -> what is known about the owning module; None when nothing is.

@@ -42,7 +42,7 @@ STORAGE_DTYPES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfSt
                   "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool"}
 _ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
              "uint8": 1, "bool": 1}
-NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params")
+NESTED_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network", "params")
 SKIPPED_KEYS = ("optimizer", "optimizer_state_dict", "optim", "optimizer_states", "scheduler", "lr_scheduler",
                 "lr_schedulers", "scaler", "callbacks", "loops")
 MAX_DEPTH = 64
@@ -146,8 +146,9 @@ DENIED_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "socket", 
                   "_pickle", "marshal", "ctypes", "code", "codeop", "pty", "webbrowser", "types", "functools",
                   "operator", "pathlib", "io", "_io", "tempfile", "multiprocessing", "asyncio", "signal", "torch.hub",
                   "torch.serialization", "torch.jit", "numpy.testing", "pdb", "commands", "platform", "ctypes.util")
+# builtins that only build values (getattr appears in pickles of nested classes and enum members): placeholders
 SAFE_BUILTINS = ("set", "frozenset", "slice", "complex", "bytearray", "bytes", "dict", "list", "tuple", "int", "float",
-                 "str", "bool", "object", "range")
+                 "str", "bool", "object", "range", "long", "unicode", "getattr", "type", "NotImplemented", "Ellipsis")
 
 
 def denied(module: str, name: str) -> bool:
@@ -236,6 +237,8 @@ def _walk_placeholder(obj: Placeholder, prefix: str, depth: int, seen: set[int])
     state = obj.state
     if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):  # (dict, slots)
         state = {**state[0], **state[1]} if isinstance(state[0], dict) else state[1]
+    if state is None and obj.args and isinstance(obj.args[0], dict):  # a reduce function given the module's dict
+        state = obj.args[0]  # (torch.fx's reduce_graph_module(body, import_block))
     if not isinstance(state, dict):
         if state is not None:
             yield from _walk(state, prefix, obj, depth + 1, seen)
