@@ -48,23 +48,24 @@ def make_repos(folder: Path, models: int, layers: int) -> list:
     return repos
 
 
-def run(repos: list, mbps: float, prefetch: int, threads: int, results: Path) -> dict:
-    """One ``zooscan scan --serial`` (the real driver and serial executor) of every repo from a fresh cache."""
-    from scanner import runner
+def run(repos: list, mbps: float, prefetch: int, threads: int, results: Path, ray_cpus: int = 0) -> dict:
+    """One scan (the real driver; the serial executor, or Ray with ``ray_cpus``) of every repo, fresh cache."""
+    from scanner import distributed, runner
     from scanner.config import ScanConfig
     from scanner.query import connect
     from scanner.sources import hub
     from tests._hub_server import FakeHub
 
     ids = [f"hf:{repo.repo_id}" for repo in repos]
-    scan_id = f"prefetch-{prefetch}"
+    scan_id = f"prefetch-{prefetch}-{'ray' if ray_cpus else 'serial'}"
     with tempfile.TemporaryDirectory() as cache_dir, FakeHub(repos, bandwidth=mbps * 1e6) as server, \
             open(os.devnull, "w") as quiet:
         os.environ["HF_ENDPOINT"] = server.endpoint
         hub.forget_probes()
         config = ScanConfig(randomize=True, threads=threads, cache_dir=cache_dir, prefetch=prefetch)
-        options = runner.RunOptions(results=str(results), scan_id=scan_id)
-        stats = runner.run_serial(ids, config, options, stream=quiet)
+        options = runner.RunOptions(results=str(results), scan_id=scan_id, num_cpus=ray_cpus or None)
+        scan = distributed.run_ray if ray_cpus else runner.run_serial
+        stats = scan(ids, config, options, stream=quiet)
         downloaded = sum(1 for r in server.requests if r[0] == "GET" and r[1].endswith(".safetensors"))
         left = len(list(Path(cache_dir).glob("models--*")))
     con = connect(results, scan_id=scan_id)
@@ -72,7 +73,7 @@ def run(repos: list, mbps: float, prefetch: int, threads: int, results: Path) ->
     assert [r[1] for r in rows] == ["ok"] * len(ids), rows
     spectra = con.execute("select model_id, layer_name, eigenvalues from spectra order by model_id, layer_name")
     evals = {(m, n): np.asarray(e) for m, n, e in spectra.fetchall()}
-    return {"wall": stats.seconds, "idle": sum(r[2] for r in rows), "compute": sum(r[3] - r[2] for r in rows),
+    return {"wall": stats.seconds, "worker": sum(r[3] for r in rows), "workers": stats.workers, "idle": sum(r[2] for r in rows), "compute": sum(r[3] - r[2] for r in rows),
             "loads": [r[2] for r in rows], "evals": evals, "downloads": downloaded, "left": left}
 
 
@@ -89,17 +90,24 @@ def main() -> None:
     parser.add_argument("--mbps", type=float, default=10.0, help="hub bandwidth, MB/s (1 MB = 1e6 bytes)")
     parser.add_argument("--depth", type=int, default=2, help="models prefetched ahead")
     parser.add_argument("--threads", type=int, default=1, help="layers solved at once (ScanConfig.threads)")
+    parser.add_argument("--ray", type=int, default=0, metavar="CPUS",
+                        help="also scan on a local Ray of CPUS CPUs (RayExecutor: one model prefetched per worker)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         repos = make_repos(Path(folder), args.models, args.layers)
         size = sum(len(f.data) for f in repos[0].files.values())
         load_before = os.getloadavg()
-        runs = {"without prefetch": run(repos, args.mbps, 0, args.threads, Path(folder) / "results"),
-                "with prefetch": run(repos, args.mbps, args.depth, args.threads, Path(folder) / "results")}
+        out = Path(folder) / "results"
+        runs = {"without prefetch": run(repos, args.mbps, 0, args.threads, out),
+                "with prefetch": run(repos, args.mbps, args.depth, args.threads, out)}
+        if args.ray:
+            runs["ray, without"] = run(repos, args.mbps, 0, args.threads, out, args.ray)
+            runs["ray, with"] = run(repos, args.mbps, args.depth, args.threads, out, args.ray)
         load_after = os.getloadavg()
-    same = runs["with prefetch"]["evals"].keys() == runs["without prefetch"]["evals"].keys() and all(
-        np.array_equal(runs["with prefetch"]["evals"][k], e) for k, e in runs["without prefetch"]["evals"].items())
+    base = runs["without prefetch"]["evals"]
+    same = all(r["evals"].keys() == base.keys() and all(np.array_equal(r["evals"][k], e) for k, e in base.items())
+               for r in runs.values())
     lines = [
         "bench_prefetch: spectrum-worker idle time waiting for hub weights, with and without prefetch",
         f"machine: {machine()}",
@@ -107,18 +115,23 @@ def main() -> None:
         f"after: {' '.join(f'{x:.2f}' for x in load_after)} (a shared machine: other jobs ran meanwhile)",
         f"hub: local server (loopback), one {args.mbps:g} MB/s token bucket for all connections",
         f"models: {args.models} synthetic repos, {size / 1e6:.1f} MB each ({args.layers} float32 matrices, every third "
-        f"3072x768, the others 768x768), randomize on, threads={args.threads}; prefetch depth {args.depth}",
+        f"3072x768, the others 768x768), randomize on, threads={args.threads}; prefetch depth {args.depth} "
+        "(serial; Ray: one model per worker)",
         f"expected download per model at that bandwidth: {size / (args.mbps * 1e6):.1f} s",
+        "idle s = sum of the models' seconds_load (waiting for weights); idle frac = idle / wall; "
+        "of worker = idle / sum of seconds_total (a Ray wall includes starting Ray)",
         "",
-        f"{'mode':18s} {'wall s':>8s} {'idle s':>8s} {'idle frac':>9s} {'busy s':>7s} {'GETs':>5s}  per-model wait s",
+        f"{'mode':18s} {'workers':>7s} {'wall s':>7s} {'idle s':>7s} {'idle frac':>9s} {'of worker':>9s} "
+        f"{'busy s':>7s} {'GETs':>5s}  per-model wait s",
     ]
-    for name, result in runs.items():
-        lines.append(f"{name:18s} {result['wall']:8.1f} {result['idle']:8.1f} {result['idle'] / result['wall']:9.2f} "
-                     f"{result['compute']:7.1f} {result['downloads']:5d}  " + " ".join(f"{x:.1f}" for x in result['loads']))
+    for name, r in runs.items():
+        lines.append(f"{name:18s} {r['workers']:7d} {r['wall']:7.1f} {r['idle']:7.1f} {r['idle'] / r['wall']:9.2f} "
+                     f"{r['idle'] / r['worker']:9.2f} {r['compute']:7.1f} {r['downloads']:5d}  "
+                     + " ".join(f"{x:.1f}" for x in r["loads"]))
     gain = runs["without prefetch"]["wall"] - runs["with prefetch"]["wall"]
-    lines += ["", f"prefetch saved {gain:.1f} s of {runs['without prefetch']['wall']:.1f} s; eigenvalues identical in "
-              f"both modes: {same}; hub repos left in the cache after each scan: "
-              f"{runs['without prefetch']['left']} / {runs['with prefetch']['left']}"]
+    lines += ["", f"serial: prefetch saved {gain:.1f} s of {runs['without prefetch']['wall']:.1f} s; eigenvalues "
+              f"identical in every mode: {same}; hub repos left in the cache after each scan: "
+              + " / ".join(str(r["left"]) for r in runs.values())]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:
