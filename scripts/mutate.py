@@ -60,11 +60,12 @@ TESTS: dict[str, list[str]] = {
     "scanner/spectra/csn.py": [GOLDEN, "tests/test_powerlaw.py"],
     "scanner/spectra/powerlaw.py": [GOLDEN, "tests/test_powerlaw.py"],
     "scanner/spectra/mp.py": [GOLDEN, "tests/test_mp.py"],
-    "scanner/spectra/metrics.py": ["tests/test_metrics.py", GOLDEN],
+    "scanner/spectra/metrics.py": ["tests/test_mutation_spectra.py", "tests/test_metrics.py", GOLDEN],
     "scanner/spectra/randomize.py": [GOLDEN, "tests/test_randomize.py"],
-    "scanner/spectra/layer.py": [GOLDEN, "tests/test_layer_analysis.py"],
+    "scanner/spectra/layer.py": [GOLDEN, "tests/test_mutation_spectra.py", "tests/test_layer_analysis.py"],
     "scanner/spectra/synthetic.py": ["tests/test_randomize.py", "tests/test_mp.py"],
-    "scanner/store.py": ["tests/test_schema_roundtrip.py", "tests/test_store.py"],
+    "scanner/store.py": ["tests/test_schema_roundtrip.py", "tests/test_store.py", "tests/test_store_integrity.py",
+                         "tests/test_store_kill.py", "tests/test_store_verify.py"],
 }
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-m", "not ray and not gpu",
                "--no-header", "-o", "addopts="]

@@ -74,7 +74,7 @@ def norm_metrics(
     lambda_max = float(lam[-1])
     total = float(lam.sum())
     tolerance = rank_tolerance(lambda_max, n, m, eps)
-    has_alpha = alpha is not None and lambda_max > 0
+    fitted = alpha if lambda_max > 0 else None  # the α metrics need λ_max > 0
     return NormMetrics(
         lambda_max=lambda_max,
         lambda_min=float(lam[0]),
@@ -82,8 +82,8 @@ def norm_metrics(
         log_spectral_norm=float(np.log10(lambda_max)),
         stable_rank=total / lambda_max,
         entropy=matrix_entropy(lam, tolerance),
-        alpha_weighted=float(alpha * np.log10(lambda_max)) if has_alpha else None,
-        log_alpha_norm=log_alpha_norm(lam, alpha) if has_alpha and alpha is not None else None,
+        alpha_weighted=float(fitted * np.log10(lambda_max)) if fitted is not None else None,
+        log_alpha_norm=log_alpha_norm(lam, fitted) if fitted is not None else None,
         rank_loss=int(np.count_nonzero(lam <= tolerance)),
         n_near_zero=int(np.count_nonzero(lam <= near_zero_tolerance(lam))),
     )
