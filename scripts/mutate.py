@@ -49,7 +49,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "bench" / "results" / "mutation.md"
-RAW = REPO / "bench" / "results" / "mutation.json"
+RAW_DIR = REPO / "bench" / "results" / "mutation"  # one JSON per module: several runs may go on at once
 
 # The fast tests that guard each module, broadest first (a killed mutant stops at its first failure).
 GOLDEN = "tests/test_golden_resnet20.py"
@@ -71,7 +71,10 @@ PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-m", 
                "--no-header", "-o", "addopts="]
 
 # Mutants that cannot change any observable result: (file, line text after stripping, mutation) -> reason.
-EQUIVALENT: dict[tuple[str, str, str], str] = {}
+EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ("scanner/spectra/metrics.py", "positive = evals[evals > 0]", "> -> >="):
+        "a zero adds α·ln 0 = −inf to the logsumexp, i.e. exp(−inf) = 0 to the sum (α > 0): same value",
+}
 
 _COMPARE_SWAPS = {
     ast.Lt: [("<", "<="), ("<", ">")], ast.LtE: [("<=", "<"), ("<=", ">")],
@@ -397,19 +400,38 @@ def run_module(root: Path, rel: str, *, factor: float, limit: int | None, log: P
 
 # -- report --------------------------------------------------------------------------------------------------
 
-def write_report(results: dict[str, list[dict]], meta: dict) -> None:
+def _raw_path(rel: str) -> Path:
+    return RAW_DIR / (rel.replace("/", "__").removesuffix(".py") + ".json")
+
+
+def save_module(rel: str, meta: dict, outcomes: list[Outcome]) -> None:
+    RAW_DIR.mkdir(parents=True, exist_ok=True)
+    rows = [{**asdict(o), "mutant": asdict(o.mutant)} for o in outcomes]
+    _raw_path(rel).write_text(json.dumps({"module": rel, "meta": meta, "results": rows}, indent=1))
+
+
+def load_all() -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    results: dict[str, list[dict]] = {}
+    metas: dict[str, dict] = {}
+    for path in sorted(RAW_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        results[data["module"]], metas[data["module"]] = data["results"], data["meta"]
+    return results, metas
+
+
+def write_report() -> None:
+    results, metas = load_all()
     lines = [
         "# Mutation testing",
         "",
         "Written by `python scripts/mutate.py` (operators, constants, comparisons and boundaries of one source "
         "line per mutant, run against the module's fast tests in a throw-away copy of the repository; see the "
         "script's docstring). Killed = a test failed, errored or timed out. Equivalent mutants (no observable "
-        "change, reason given) are left out of the score.",
+        "change, reason given) are left out of the score. *Sampled*: `--limit N` ran N evenly spaced mutants of "
+        "the module's full list (the total is given).",
         "",
-        f"Source: {meta.get('source', '?')}; machine: {meta.get('machine', '?')}; last run {meta.get('when', '?')}.",
-        "",
-        "| module | killed | survived | equivalent | score (killed / non-equivalent) | tests |",
-        "|---|---:|---:|---:|---:|---|",
+        "| module | killed | survived | equivalent | score (killed / non-equivalent) | mutants run / all | source, machine, date | tests |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     total_k = total_n = 0
     for rel in sorted(results):
@@ -420,9 +442,10 @@ def write_report(results: dict[str, list[dict]], meta: dict) -> None:
         n = killed + survived
         total_k, total_n = total_k + killed, total_n + n
         score = f"{100 * killed / n:.1f} %" if n else "-"
-        sampled = " (sampled)" if meta.get("sampled", {}).get(rel) else ""
-        lines.append(f"| `{rel}`{sampled} | {killed} | {survived} | {equivalent} | {score} | "
-                     f"{', '.join(t.removeprefix('tests/') for t in TESTS.get(rel, []))} |")
+        meta = metas[rel]
+        lines.append(f"| `{rel}` | {killed} | {survived} | {equivalent} | {score} | {len(rows)} / {meta.get('all', '?')} | "
+                     f"{meta.get('source', '?')}, {meta.get('machine', '?')}, {meta.get('when', '?')} | "
+                     f"{', '.join(t.removeprefix('tests/') for t in meta.get('tests', []))} |")
     if total_n:
         lines.append(f"| **all** | {total_k} | {total_n - total_k} | | {100 * total_k / total_n:.1f} % | |")
     for rel in sorted(results):
@@ -456,7 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-factor", type=float, default=4.0, help="per-mutant timeout / baseline time")
     parser.add_argument("--limit", type=int, default=None, help="at most this many mutants per module (evenly spaced)")
     parser.add_argument("--log", type=Path, default=None, help="append one line per mutant to this file")
+    parser.add_argument("--report", action="store_true", help="only rewrite the report from the saved results")
     args = parser.parse_args(argv)
+    if args.report:
+        write_report()
+        return 0
     modules = args.modules or list(TESTS)
     unknown = [m for m in modules if m not in TESTS]
     if unknown:
@@ -476,20 +503,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_copy_is_imported(root)
         _preimport()
-        results: dict[str, list[dict]] = json.loads(RAW.read_text())["results"] if RAW.exists() else {}
-        meta = json.loads(RAW.read_text())["meta"] if RAW.exists() else {}
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        meta.update({"source": ("working tree at " if args.worktree else "HEAD ") + head.stdout.strip(),
-                     "machine": f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start",
-                     "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
-        meta.setdefault("sampled", {})
         for rel in modules:
+            meta = {"source": ("working tree at " if args.worktree else "HEAD ") + head.stdout.strip(),
+                    "machine": f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.0f}",
+                    "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "all": len(find_mutants(root, rel)), "tests": TESTS[rel]}
             outcomes = run_module(root, rel, factor=args.timeout_factor, limit=args.limit, log=args.log)
-            meta["sampled"][rel] = args.limit is not None and len(find_mutants(root, rel)) > args.limit
-            results[rel] = [{**asdict(o), "mutant": asdict(o.mutant)} for o in outcomes]
-            RAW.parent.mkdir(parents=True, exist_ok=True)
-            RAW.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-            write_report(results, meta)
+            save_module(rel, meta, outcomes)
+            write_report()
             killed = sum(o.status in ("killed", "timeout") for o in outcomes)
             counted = sum(o.status != "equivalent" for o in outcomes)
             print(f"{rel}: {killed}/{counted} killed", flush=True)
