@@ -17,6 +17,7 @@ A new format is one row here plus its module. Addressing (``file:`` ids):
 ``file:m.h5``           Keras HDF5 (``.h5 .hdf5 .keras`` weights; Keras 2 and 3 layouts)
 ``file:d/x.index``      TensorFlow checkpoint (``x.index`` + ``x.data-*``); a SavedModel folder works too
 ``file:m.npz``          numpy archive (``allow_pickle=False``)
+``file:p/ner/model``    spaCy/thinc component (msgpack; spaCy 2 and 3)
 =====================  ====================================================================================
 """
 
@@ -57,6 +58,8 @@ READERS: tuple[Reader, ...] = (
     Reader("tfjs", ("model.json",), None, "scanner.sources.formats.tfjs_reader:open_tfjs"),
     Reader("tf_checkpoint", (".index",), None, "scanner.sources.formats.tf_checkpoint:open_checkpoint"),
     Reader("npz", (".npz",), None, "scanner.sources.formats.npz_reader:open_npz"),
+    # a spaCy component's weights file is named "model" (beside its "cfg"); msgpack maps start with 0x8_/0xde/0xdf
+    Reader("spacy_msgpack", ("/model",), None, "scanner.sources.formats.spacy_reader:open_spacy"),
 )
 
 
@@ -78,7 +81,7 @@ def reader_for(path: Path) -> Reader | None:
     for reader in READERS:
         if reader.magic is not None and reader.magic(head):
             return reader
-    name = path.name.lower()
+    name = "/" + path.name.lower()
     for reader in READERS:
         if name.endswith(reader.suffixes):
             return reader
