@@ -185,3 +185,62 @@ def test_every_query_named_in_a_help_text_exists():
                         for module, _ in COMMANDS.values()]
     named = {m for text in texts for m in re.findall(r"zooscan query ([a-z_]+)", text)}
     assert named and named <= names, named - names
+
+
+@pytest.fixture(scope="module")
+def mha_file(tmp_path_factory):
+    """A checkpoint with a fused attention in-projection (split into q, k, v) and biases."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"mha": torch.nn.MultiheadAttention(48, 4), "fc": torch.nn.Linear(48, 96)})
+    path = tmp_path_factory.mktemp("ckpt") / "mha.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def test_analyze_hides_skipped_tensors_and_shows_the_analysed_matrix(capsys, mha_file):
+    rc, out, _ = run_cli(capsys, "analyze", f"file:{mha_file}", "--no-randomize")
+    assert rc == 0
+    rows = [line for line in out.splitlines() if line.startswith("mha.") or line.startswith("fc")]
+    assert not any("skipped" in line for line in rows)
+    assert "skipped tensor(s) not listed" in out
+    q_row = next(line for line in rows if line.startswith("mha.in_proj_weight.q") or ".q " in line)
+    assert "48x48" in q_row and "144x48" not in q_row  # the analysed piece, not the fused tensor
+    rc, out, _ = run_cli(capsys, "analyze", f"file:{mha_file}", "--no-randomize", "--show-skipped")
+    assert rc == 0 and "skipped: " in out and "not listed" not in out
+
+
+def test_analyze_progress_lines():
+    import io
+    from types import SimpleNamespace
+
+    from scanner.commands.analyze import LayerProgress
+
+    stream = io.StringIO()
+    progress = LayerProgress(stream, interval=0.0)
+    for i in range(3):
+        progress(SimpleNamespace(status=SimpleNamespace(value="ok" if i else "skipped"), layer_name=f"l{i}"))
+    progress.finish()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("analyze: 1 tensors read, 0 analysed") and "2 analysed" in lines[2]
+    assert lines[-1].startswith("analyze: done, 3 tensors")
+    quiet = io.StringIO()
+    slow = LayerProgress(quiet, interval=3600.0)
+    slow(SimpleNamespace(status=SimpleNamespace(value="ok"), layer_name="x"))
+    slow.finish()
+    assert quiet.getvalue() == ""  # short runs stay quiet
+
+
+def test_cache_dir_named_by_hub_errors_is_an_option():
+    """The hub error says 'point --cache-dir … at it': the commands that read hub weights must have it."""
+    from scanner.cli import build_parser
+
+    hub_text = (Path(__file__).parents[1] / "scanner" / "sources" / "hub.py").read_text(encoding="utf-8")
+    assert "--cache-dir" in hub_text
+    parser = build_parser()
+    for command in ("analyze", "scan"):
+        args = parser.parse_args([command, "--cache-dir", "/tmp/hub", *(["x"] if command == "analyze" else
+                                                                         ["--results", "r"])])
+        assert args.cache_dir == "/tmp/hub"

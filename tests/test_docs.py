@@ -183,3 +183,12 @@ def test_readme_commands_run(sandbox):
         ran.append(text)
     assert any(t.startswith("zooscan report") for t in ran) and any(t.startswith("zooscan scan") for t in ran)
     assert (sandbox / "results" / "first" / "report" / "index.html").is_file()
+
+
+def test_first_ten_minutes_covers_scan_query_report_and_offline_use():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## First ten minutes"):]
+    section = section[: section.index("\n## ", 5)]
+    for needle in ("zooscan analyze", "zooscan scan", "zooscan query", "zooscan report", "HF_HUB_OFFLINE=1",
+                   "--cache-dir", "scanner.get_summary", "scanner.describe"):
+        assert needle in section, needle
