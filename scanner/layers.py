@@ -320,6 +320,17 @@ def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a.detach(), b.detach()))
 
 
+def _gram_overflow(pieces: list[tuple[str, np.ndarray, str]]) -> str:
+    """A reason when a float64 matrix's Gram matrix WᵀW would overflow float64 (|w|² · width > 1.8e308), else "".
+    float32 weights cannot overflow it (|w| < 3.4e38, so |w|² · width < 1e78 · width)."""
+    worst = max((float(np.nanmax(np.abs(m), initial=0.0)) for _, m, _ in pieces if m.dtype == np.float64),
+                default=0.0)
+    width = max((max(m.shape[-2:]) for _, m, _ in pieces), default=1)
+    if worst and worst * worst * width > np.finfo(np.float64).max:
+        return f"Gram matrix overflows float64 (largest |w| = {worst:.3g}): not analysed"
+    return ""
+
+
 def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *,
                 stable_storage: bool = False) -> list[LayerMatrix | SkippedTensor]:
     """The rows for one tensor, indexed from ``start``.
@@ -355,6 +366,9 @@ def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *,
         pieces = _conv_pieces(item, conv)
     else:
         pieces = _dense_pieces(item, kind)
+    overflow = _gram_overflow(pieces)
+    if overflow:
+        return [SkippedTensor(start, stem, kind, shape, numel, overflow, dtype_stored, dequantized)]
     return [
         LayerMatrix(start + i, stem + suffix, kind, shape, m if m.ndim == 3 else m[None], int(m.size), item.name,
                     item.groups, _join(note, item.note), dtype_stored, dequantized)

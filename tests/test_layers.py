@@ -198,3 +198,18 @@ def test_parametrized_weight_is_analysed_once_as_computed() -> None:
     np.testing.assert_allclose(rows["0"].matrices[2], model[0].weight.detach().numpy()[:, :, 2])
     assert rows["0.parametrizations.weight.original1"].reason.endswith("analysed as 0.weight")
     assert source.num_params == sum(p.numel() for p in model.parameters())
+
+
+def test_float64_weights_whose_gram_matrix_overflows_are_skipped_with_a_reason() -> None:
+    """D8: 1e300 values gave 'LinAlgError: Eigenvalues did not converge' instead of a reason."""
+    import torch
+
+    from scanner.layers import SkippedTensor, layer_items
+    from scanner.sources.base import NamedTensor
+
+    big = NamedTensor("fc.weight", torch.full((20, 30), 1e300, dtype=torch.float64) * torch.rand(20, 30,
+                                                                                          dtype=torch.float64))
+    (row,) = layer_items(big, "pooled", {}, 0)
+    assert isinstance(row, SkippedTensor) and row.reason.startswith("Gram matrix overflows float64")
+    fine = NamedTensor("fc.weight", torch.rand(20, 30, dtype=torch.float64) * 1e100)
+    assert not isinstance(layer_items(fine, "pooled", {}, 0)[0], SkippedTensor)
