@@ -213,9 +213,8 @@ def test_fifos_are_not_regular_files(tmp_path: Path) -> None:
 
 def test_a_model_with_no_analysable_layer_is_failed(tmp_path: Path) -> None:
     """D10: a model with only biases, ints and scalars was stored as ok."""
-    path = tmp_path / "none.npz"
-    np.savez(path, bias=np.ones(8, np.float32), ids=np.arange(64, dtype=np.int64).reshape(8, 8),
-             scalar=np.float32(1.0))
+    path = tmp_path / "none.safetensors"
+    save_file({"fc.bias": torch.ones(8), "ids": torch.arange(64).reshape(8, 8), "scale": torch.tensor(1.0)}, str(path))
     scan = scan_model(f"file:{path}", ScanConfig(randomize=False))
     assert scan.model.status is Status.FAILED and scan.model.reason == "no analysable layer"
     assert len(scan.layers) == 3 and all(layer.status is Status.SKIPPED for layer in scan.layers)
