@@ -56,7 +56,7 @@ GOLDEN = "tests/test_golden_resnet20.py"
 TESTS: dict[str, list[str]] = {
     "scanner/summary.py": ["tests/test_summary.py", GOLDEN],
     "scanner/phases.py": ["tests/test_phases_boundaries.py", GOLDEN],
-    "scanner/spectra/esd.py": [GOLDEN, "tests/test_esd.py"],
+    "scanner/spectra/esd.py": [GOLDEN, "tests/test_mutation_spectra.py", "tests/test_esd.py"],
     "scanner/spectra/csn.py": [GOLDEN, "tests/test_powerlaw.py"],
     "scanner/spectra/powerlaw.py": [GOLDEN, "tests/test_powerlaw.py"],
     "scanner/spectra/mp.py": [GOLDEN, "tests/test_mp.py"],
@@ -70,10 +70,21 @@ TESTS: dict[str, list[str]] = {
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-m", "not ray and not gpu",
                "--no-header", "-o", "addopts="]
 
-# Mutants that cannot change any observable result: (file, line text after stripping, mutation) -> reason.
-EQUIVALENT: dict[tuple[str, str, str], str] = {
-    ("scanner/spectra/metrics.py", "positive = evals[evals > 0]", "> -> >="):
+# Mutants that cannot change any observable result: (file, the mutated line, stripped) -> reason.
+EQUIVALENT: dict[tuple[str, str], str] = {
+    ("scanner/spectra/metrics.py", "positive = evals[evals >= 0]"):
         "a zero adds α·ln 0 = −inf to the logsumexp, i.e. exp(−inf) = 0 to the sum (α > 0): same value",
+    ("scanner/spectra/metrics.py", "fitted = alpha if lambda_max >= 0 else None  # the α metrics need λ_max > 0"):
+        "norm_metrics requires a positive eigenvalue (analyse_spectrum raises on an all-zero ESD first)",
+    ("scanner/spectra/esd.py", "if array.shape[1] <= array.shape[2]:"):
+        "a square matrix and its transpose have the same Gram eigenvalues",
+    ("scanner/spectra/esd.py", "w = w.astype(np.float32, copy=True)"): "a copy or a view of the same values",
+    ("scanner/spectra/esd.py",
+     'out[i] = eigh(w.T @ w, eigvals_only=True, driver="evr", overwrite_a=False, check_finite=False)'):
+        "overwrite_a only lets LAPACK reuse the temporary Gram matrix",
+    ("scanner/spectra/esd.py",
+     'out[i] = eigh(w.T @ w, eigvals_only=True, driver="evr", overwrite_a=True, check_finite=True)'):
+        "the batch was checked finite by as_matrix_batch",
 }
 
 _COMPARE_SWAPS = {
@@ -374,10 +385,9 @@ def run_module(root: Path, rel: str, *, factor: float, limit: int | None, log: P
     timeout = max(30.0, factor * base)
     print(f"{rel}: {len(mutants)} mutants, tests {tests}, baseline {base:.1f}s, timeout {timeout:.0f}s", flush=True)
     outcomes = []
-    stripped = original.decode().splitlines()
     try:
         for i, mutant in enumerate(mutants, 1):
-            key = (rel, stripped[mutant.line - 1].strip(), f"{mutant.old} -> {mutant.new}")
+            key = (rel, apply(original, mutant).decode().splitlines()[mutant.line - 1].strip())
             diff = diff_of(original, mutant)
             if key in EQUIVALENT:
                 outcomes.append(Outcome(mutant, "equivalent", 0.0, EQUIVALENT[key], diff))

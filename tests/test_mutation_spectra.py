@@ -144,3 +144,74 @@ def test_mp_fit_sees_only_eigenvalues_above_the_near_zero_tolerance():
     assert near_zero_tolerance(lam) == 1e-6
     spectrum = analyse_spectrum(LayerEigen(evals=lam, n=46, m=23, k=1)).spectrum
     assert spectrum.mp == fit_marchenko_pastur(lam[1:], q=2.0, n=46)
+
+
+# --- esd --------------------------------------------------------------------------------------------
+
+def test_as_matrix_batch_dtypes_and_inputs():
+    from scanner.spectra.esd import as_matrix_batch
+
+    assert as_matrix_batch(np.ones((3, 2), dtype=np.float32)).dtype == np.float32  # kept, no float64 copy
+    assert as_matrix_batch(np.ones((3, 2), dtype=np.float16)).dtype == np.float32
+    assert as_matrix_batch(np.ones((3, 2), dtype=np.int16)).dtype == np.float64
+    listed = as_matrix_batch([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])  # plain lists are accepted
+    assert listed.shape == (1, 3, 2)
+    assert as_matrix_batch(np.ones((2, 5))).shape == (1, 5, 2)  # oriented rows ≥ cols
+    for bad in (np.array([["a", "b"], ["c", "d"]]), np.ones((2, 2), dtype=bool), np.ones((2, 2), dtype=complex)):
+        with pytest.raises(SpectrumError, match="not real numbers"):
+            as_matrix_batch(bad)
+
+
+@pytest.mark.parametrize("width", [255, 256])
+def test_float32_requests_below_256_columns_are_solved_in_float64(width):
+    from scipy.linalg import eigh
+
+    from scanner.spectra.esd import FLOAT32_MIN_WIDTH, gram_eigenvalues_numpy
+
+    assert FLOAT32_MIN_WIDTH == 256
+    w = np.random.default_rng(width).standard_normal((1, 300, width)).astype(np.float32)
+    got = gram_eigenvalues_numpy(w, precision="float32")
+    exact = gram_eigenvalues_numpy(w, precision="float64")
+    assert got.shape == (1, width) and got.dtype == np.float64
+    if width < FLOAT32_MIN_WIDTH:
+        assert np.array_equal(got, exact)
+    else:  # LAPACK ssyevr on the float32 Gram matrix, one matrix at a time
+        x = w[0].astype(np.float32)
+        assert np.array_equal(got[0], eigh(x.T @ x, eigvals_only=True, driver="evr").astype(np.float64))
+        assert not np.array_equal(got, exact)
+        assert np.allclose(got, exact, rtol=1e-3, atol=1e-3 * exact.max())
+
+
+class _FakeCuda:
+    def __init__(self, available: bool) -> None:
+        self.available = available
+
+    def is_available(self) -> bool:
+        return self.available
+
+
+class _FakeTorch:
+    """Stands in for an imported torch: only ``cuda.is_available()`` and ``Tensor`` are read here."""
+
+    class Tensor:
+        pass
+
+    def __init__(self, gpu: bool) -> None:
+        self.cuda = _FakeCuda(gpu)
+
+
+@pytest.mark.parametrize("gpu", [True, False])
+def test_backend_and_device_routing(monkeypatch, gpu):
+    import sys
+
+    from scanner.spectra.esd import esd_device, resolve_backend
+
+    monkeypatch.setitem(sys.modules, "torch", _FakeTorch(gpu))
+    assert resolve_backend("numpy") == "numpy" and resolve_backend("torch") == "torch"
+    assert resolve_backend("auto") == ("torch" if gpu else "numpy")
+    assert esd_device("numpy") == "cpu"
+    assert esd_device("torch") == ("cuda" if gpu else "cpu")
+    monkeypatch.delitem(sys.modules, "torch")
+    assert resolve_backend("auto") == "numpy" and esd_device("torch") == "cpu"
+    with pytest.raises(SpectrumError, match="backend"):
+        resolve_backend("cupy")
