@@ -79,6 +79,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/esd.py", "if array.shape[1] <= array.shape[2]:"):
         "a square matrix and its transpose have the same Gram eigenvalues",
     ("scanner/spectra/esd.py", "w = w.astype(np.float32, copy=True)"): "a copy or a view of the same values",
+    **{("scanner/spectra/csn.py", line): "a knob of the pruning schedule: ks_argmin returns the exact argmin whatever "
+       "its value (tests/test_powerlaw.py compares it with the brute-force scan)" for line in (
+        "_SEEDS = 9  # rows evaluated exactly before any pruning, spread over the candidates",
+        "_FIRST_GRID = 9", "_GRID_GROWTH = 5",
+        "_LEADERS = 5  # rows evaluated exactly per round (lowest bounds); their peaks become probes",
+        "_BLOCK_ELEMENTS = 2 << 20  # elements of a 2-D block (8 MiB of float64 per temporary)",
+        "_BLOCK_ELEMENTS = 1 << 21  # elements of a 2-D block (8 MiB of float64 per temporary)",
+        "_PRUNE_SLACK = 2e-12  # bounds in log space vs exact D in ratio space differ by ~1e-15")},
     ("scanner/spectra/esd.py",
      'out[i] = eigh(w.T @ w, eigvals_only=True, driver="evr", overwrite_a=False, check_finite=False)'):
         "overwrite_a only lets LAPACK reuse the temporary Gram matrix",
