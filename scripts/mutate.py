@@ -428,13 +428,36 @@ def save_module(rel: str, meta: dict, outcomes: list[Outcome]) -> None:
     _raw_path(rel).write_text(json.dumps({"module": rel, "meta": meta, "results": rows}, indent=1))
 
 
+def _mutated_line(row: dict) -> str:
+    added = [line[1:] for line in row["diff"].splitlines() if line.startswith("+")]
+    return added[0].strip() if added else ""
+
+
 def load_all() -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """Saved results per module; survivors listed in EQUIVALENT (added after their run) count as equivalent."""
     results: dict[str, list[dict]] = {}
     metas: dict[str, dict] = {}
     for path in sorted(RAW_DIR.glob("*.json")):
         data = json.loads(path.read_text())
-        results[data["module"]], metas[data["module"]] = data["results"], data["meta"]
+        rel = data["module"]
+        for row in data["results"]:
+            reason = EQUIVALENT.get((rel, _mutated_line(row)))
+            if row["status"] == "survived" and reason:
+                row.update(status="equivalent", detail=reason)
+        results[rel], metas[rel] = data["results"], data["meta"]
     return results, metas
+
+
+def import_legacy(path: Path) -> None:
+    """Split a one-file report of an earlier version of this script into per-module files (not overwriting)."""
+    data = json.loads(path.read_text())
+    for rel, rows in data["results"].items():
+        if _raw_path(rel).exists():
+            continue
+        meta = {"source": data["meta"].get("source", "?"), "machine": data["meta"].get("machine", "?"),
+                "when": data["meta"].get("when", "?"), "all": len(find_mutants(REPO, rel)), "tests": TESTS[rel]}
+        RAW_DIR.mkdir(parents=True, exist_ok=True)
+        _raw_path(rel).write_text(json.dumps({"module": rel, "meta": meta, "results": rows}, indent=1))
 
 
 def write_report() -> None:
@@ -498,8 +521,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many mutants per module (evenly spaced)")
     parser.add_argument("--log", type=Path, default=None, help="append one line per mutant to this file")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the saved results")
+    parser.add_argument("--import-legacy", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.report:
+    if args.import_legacy:
+        import_legacy(args.import_legacy)
+    if args.report or args.import_legacy:
         write_report()
         return 0
     modules = args.modules or list(TESTS)
