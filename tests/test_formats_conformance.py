@@ -194,3 +194,20 @@ def test_pickled_fx_graph_module_and_nested_model_state_are_read(tmp_path: Path)
 def format_spectra_any(model_id: str) -> dict[str, np.ndarray]:
     with open_source(model_id) as source:
         return {row.name: row.matrices for row in iter_layers(source) if isinstance(row, LayerMatrix)}
+
+
+def test_plain_pickles_of_numpy_arrays_are_read_without_numpy_code(tmp_path: Path) -> None:
+    """g2pM ships its weights as a pickle of numpy arrays (np_ckpt.pkl): rebuilt from their bytes, numpy's
+    reconstruct functions never called; RNN gates found from the PyTorch-style names."""
+    import pickle
+
+    weights = fw.reference_weights()
+    state = {"fc.weight": weights["fc"], "lstm.weight_ih_l0": weights["lstm_ih"],
+             "lstm.weight_hh_l0": weights["lstm_hh"], "step": np.int64(3), "names": np.array(["a", "b"])}
+    path = tmp_path / "np_ckpt.pkl"
+    path.write_bytes(pickle.dumps(state, protocol=2))
+    truth = reference_spectra(weights)
+    found = format_spectra(f"file:{path}")
+    assert set(found) == {"fc", *(f"lstm_{p}.{g}" for p in ("ih", "hh") for g in "ifgo")}
+    for key, (evals, _) in found.items():
+        assert max_rel_diff(truth[key], evals) <= 1e-10, key

@@ -19,6 +19,7 @@ TensorFlow layouts (Keras, TFJS, TF checkpoints) are converted by :func:`tf_to_t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -83,9 +84,14 @@ class FormatSource(WeightSource):
     """
 
     def __init__(self, model_id: str, files: list[Path], entries: list[Entry]) -> None:
+        from scanner.sources.files import rnn_gates_from_shapes
+
         super().__init__(model_id)
         self.files = files
-        self.entries = entries
+        # plain arrays named like PyTorch RNN weights (weight_ih_l0, weight_hh_l0): gate count from the shapes
+        gates = rnn_gates_from_shapes({e.name: e.shape for e in entries if e.family is None})
+        self.entries = [dataclasses.replace(e, gates=gates[e.name]) if e.name in gates and e.gates is None else e
+                        for e in entries]
         self._digest: str | None = None
 
     def _iter_tensors(self) -> Iterator[NamedTensor]:

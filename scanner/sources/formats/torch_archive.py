@@ -112,6 +112,41 @@ class LazyTensor:
     stride: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class PickledArray:
+    """A numpy array pickled by value (``numpy.core.multiarray._reconstruct`` + BUILD): its bytes are in the pickle."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+    def load(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
+
+
+_NUMERIC_KINDS = "fiub"
+
+
+def pickled_array(obj: Placeholder) -> PickledArray | None:
+    """The array a ``_reconstruct`` placeholder describes, when numeric and consistent; else None (object arrays,
+    lists instead of bytes, sizes that disagree are never read)."""
+    state = obj.state
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[4], bytes)):
+        return None
+    _, shape, dtype, _fortran, data = state
+    if not isinstance(dtype, Placeholder) or not dtype.args or not isinstance(dtype.args[0], str):
+        return None
+    order = dtype.state[1] if isinstance(dtype.state, tuple) and len(dtype.state) > 1 else "<"
+    try:
+        np_dtype = np.dtype(dtype.args[0]).newbyteorder("<" if order in ("<", "|", "=") else ">")
+        dims = _ints(shape, "shape")
+    except (TypeError, ValueError, SourceError):
+        return None
+    if np_dtype.kind not in _NUMERIC_KINDS or int(np.prod(dims, dtype=np.int64)) * np_dtype.itemsize != len(data):
+        return None
+    return PickledArray(np_dtype.str, dims, data)
+
+
 def _ints(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise SourceError(f"tensor {what} {value!r} is not a tuple of integers; the checkpoint is corrupt")
@@ -206,12 +241,17 @@ class RestrictedUnpickler(pickle.Unpickler):
         return StorageRef(str(key), dtype, count)
 
 
-def _walk(obj: Any, prefix: str, owner: Any, depth: int, seen: set[int]) -> Iterator[tuple[str, LazyTensor, Any]]:
-    """(dotted name, lazy tensor, owning placeholder or None) for every tensor below ``obj``."""
+def _walk(obj: Any, prefix: str, owner: Any, depth: int, seen: set[int]) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted name, LazyTensor or PickledArray, owning placeholder or None) for every tensor below ``obj``."""
     if depth > MAX_DEPTH or id(obj) in seen:
         return
     if isinstance(obj, LazyTensor):
         yield prefix, obj, owner
+        return
+    if isinstance(obj, Placeholder) and obj.qualname.endswith("multiarray._reconstruct"):
+        array = pickled_array(obj)
+        if array is not None:
+            yield prefix, array, owner
         return
     seen.add(id(obj))
     if isinstance(obj, dict):
@@ -229,7 +269,7 @@ def _join(prefix: str, key: Any) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
-def _walk_placeholder(obj: Placeholder, prefix: str, depth: int, seen: set[int]) -> Iterator[tuple[str, LazyTensor, Any]]:
+def _walk_placeholder(obj: Placeholder, prefix: str, depth: int, seen: set[int]) -> Iterator[tuple[str, Any, Any]]:
     """Tensors in a placeholder's items and state; an ``nn.Module`` pickled whole keeps its tensors in
     ``_parameters`` / ``_buffers`` / ``_modules``, whose keys are not part of the name."""
     for key, value in obj.items:
@@ -253,7 +293,7 @@ def _walk_placeholder(obj: Placeholder, prefix: str, depth: int, seen: set[int])
 def _root(obj: Any) -> Any:
     """The model part of a checkpoint: descend through ``NESTED_KEYS`` while the object is a dict without tensors."""
     for _ in range(4):
-        if not isinstance(obj, dict) or any(isinstance(v, LazyTensor) for v in obj.values()):
+        if not isinstance(obj, dict) or any(isinstance(v, (LazyTensor, PickledArray)) for v in obj.values()):
             return obj
         nested = next((obj[k] for k in NESTED_KEYS if k in obj and not isinstance(obj[k], (str, int, float))), None)
         if nested is None:
@@ -316,10 +356,19 @@ def open_torch_archive(path: Path, model_id: str) -> FormatSource:
     if not tensors:
         raise SourceError(f"{path}: the archive holds no tensors")
     kind = "TorchScript archive" if is_torchscript(path) else "pickled checkpoint with non-tensor objects"
+    return FormatSource(model_id, [path], tensor_entries(tensors, kind, path, prefix))
+
+
+def tensor_entries(tensors: list[tuple[str, Any, Any]], kind: str, path: Path, prefix: str) -> list[Entry]:
+    """Entries for the walked tensors (torch storages read lazily from the archive, numpy arrays from the pickle)."""
     entries = []
     names = _strip_prefix([name for name, _, _ in tensors])
     for name, (_, lazy, owner) in zip(names, tensors, strict=True):
         module_type, family, groups, gates = _module_info(owner, name)
+        if isinstance(lazy, PickledArray):
+            entries.append(Entry(name, lazy.shape, np.dtype(lazy.dtype).name, len(lazy.data), lazy.load, family,
+                                 module_type=module_type, note=f"numpy array read from a {kind} without running it"))
+            continue
         if module_type in ("LSTMCell", "GRUCell", "RNNCell") and name.endswith(("weight_ih", "weight_hh")):
             name += "_l0"  # a cell is one layer of its RNN: PyTorch's RNN weight names, which scanner.layers splits
         dtype = lazy.storage.dtype
@@ -327,7 +376,31 @@ def open_torch_archive(path: Path, model_id: str) -> FormatSource:
         entries.append(Entry(name, lazy.size, dtype, nbytes, _loader(path, prefix, lazy), family, groups=groups,
                              gates=gates, module_type=module_type,
                              note=f"read from a {kind} without running it"))
-    return FormatSource(model_id, [path], entries)
+    return entries
+
+
+def open_pickle(path: Path, model_id: str) -> FormatSource:
+    """A plain pickle of arrays (``file:x.pkl``: a dict of numpy arrays, nested or not), read with the same
+    unpickler: nothing imported, numpy arrays rebuilt from their bytes, other objects inert.
+
+    Raises:
+        UnsafeCheckpointError: the pickle names a global that runs code.
+        SourceError: a damaged pickle, or no numeric arrays in it.
+    """
+    size = path.stat().st_size
+    if size > 2 << 30:
+        raise SourceError(f"{path}: a {size}-byte pickle is read whole; refused above 2 GiB")
+    try:
+        obj = RestrictedUnpickler(path.read_bytes(), {}).load()
+    except SourceError as exc:
+        raise type(exc)(f"{path}: {exc}") from exc
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            RecursionError, MemoryError, OverflowError) as exc:
+        raise SourceError(f"{path}: not a readable pickle ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    tensors = list(_walk(_root(obj), "", None, 0, set()))
+    if not tensors:
+        raise SourceError(f"{path}: the pickle holds no numeric arrays")
+    return FormatSource(model_id, [path], tensor_entries(tensors, "pickle", path, ""))
 
 
 def _strip_prefix(names: list[str]) -> list[str]:
