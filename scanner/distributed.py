@@ -129,9 +129,10 @@ class _SpectrumWorker:
         """This node's hub weights for this worker: prefetch of the next model, release after commit."""
         return self._weights
 
-    def ahead(self, model_ids: list[str]) -> None:
-        """Fetch the hub weights of the model(s) this worker gets next (runs beside ``spectra``)."""
-        self.weights().ahead(model_ids)
+    def ahead(self, model_ids: list[str], keep: list[str]) -> None:
+        """Fetch the hub weights of the model(s) this worker gets next (runs beside ``spectra``, so ``keep``
+        names the model it computes, which this call may overtake)."""
+        self.weights().ahead(model_ids, keep=keep)
 
     def release(self, model_id: str) -> None:
         """The model is committed: its downloaded weights go (unless --keep-weights)."""
@@ -392,7 +393,8 @@ class RayExecutor:
             following = next(free, "")
             if following != actor.next_model:
                 actor.next_model = following
-                actor.handle.ahead.remote([following] if following else [])
+                current = [j.model_id for j in self.jobs.values() if j.actor is actor and not j.spectra_done]
+                actor.handle.ahead.remote([following] if following else [], current)
 
     def committed(self, model_id: str) -> None:
         actor = self._computed_on.pop(model_id, None)

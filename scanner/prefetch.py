@@ -98,12 +98,13 @@ class Prefetcher:
         """A prefetcher over this process's weight cache as ``config`` sets it (``config.prefetch`` ahead)."""
         return cls(use(config), depth=config.prefetch)
 
-    def ahead(self, model_ids: Sequence[str]) -> None:
+    def ahead(self, model_ids: Sequence[str], keep: Sequence[str] = ()) -> None:
         """The models this worker scans next, in order; replaces the previous list. Models fetched ahead that
-        are no longer wanted (the scheduler gave them to another worker) are released."""
+        are no longer wanted (the scheduler gave them to another worker) are released, except ``keep``: the
+        model already handed to this worker, whose ``claim`` may not have run yet."""
         with self._cond:
             self._wanted = [m for m in model_ids if m not in self._claimed][: max(self.depth, 0)]
-            dropped = [m for m in self._ready if m not in self._wanted and m not in self._claimed]
+            dropped = [m for m in self._ready if m not in self._wanted and m not in self._claimed and m not in keep]
             self._ready.difference_update(dropped)
             self._cond.notify_all()
         for model_id in dropped:

@@ -108,3 +108,15 @@ def test_a_prefetched_model_given_to_another_worker_is_released(online, tmp_path
             assert (tmp_path / "cache" / repo_folder("org/x")).exists()
             prefetch.ahead([])  # the scheduler gave hf:org/x to another worker
             assert not (tmp_path / "cache" / repo_folder("org/x")).exists()
+
+
+def test_the_model_handed_to_the_worker_is_kept_before_its_claim(online, tmp_path: Path) -> None:  # noqa: F811
+    with FakeHub([small_repo(tmp_path, "org/k"), small_repo(tmp_path, "org/l", seed=1)]) as server:
+        cache = online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=FAST))
+        with Prefetcher(cache, depth=1) as prefetch:
+            prefetch.ahead(["hf:org/k"])
+            assert eventually(lambda: prefetch.stats.fetched == 1)
+            prefetch.ahead(["hf:org/l"], keep=["hf:org/k"])  # hf:org/k was submitted; its claim comes later
+            prefetch.claim("hf:org/k")
+            assert compute_spectra("hf:org/k", config_of(cache)).status.value == "ok"
+            assert downloads(server, "org/k") == 1  # not deleted and downloaded again

@@ -83,8 +83,8 @@ class SerialExecutor:
             self._child_conn()  # start-up (imports) is not counted in the first model's timeout
 
     def upcoming(self, model_ids: Sequence[str]) -> None:
-        if self._weights is not None:
-            self._weights.ahead(model_ids)
+        if self._weights is not None:  # the submitted model is kept even if its thread has not claimed it yet
+            self._weights.ahead(model_ids, keep=[self._job.model_id] if self._job is not None else [])
 
     def committed(self, model_id: str) -> None:
         if self._weights is not None:
