@@ -87,6 +87,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "_BLOCK_ELEMENTS = 2 << 20  # elements of a 2-D block (8 MiB of float64 per temporary)",
         "_BLOCK_ELEMENTS = 1 << 21  # elements of a 2-D block (8 MiB of float64 per temporary)",
         "_PRUNE_SLACK = 2e-12  # bounds in log space vs exact D in ratio space differ by ~1e-15")},
+    ("scanner/spectra/csn.py", "best = float(done_ks[order[1]])"):
+        "the second-best exact D is a looser but still valid bar: fewer rows pruned, the same exact argmin",
     ("scanner/spectra/esd.py",
      'out[i] = eigh(w.T @ w, eigvals_only=True, driver="evr", overwrite_a=False, check_finite=False)'):
         "overwrite_a only lets LAPACK reuse the temporary Gram matrix",
