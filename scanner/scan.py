@@ -243,7 +243,7 @@ def compute_spectra(model: Any, config: ScanConfig | None = None) -> ModelSpectr
         outcome = {"status": Status.FAILED, "reason": str(exc), "error_class": type(exc).__name__}
     except Exception as exc:  # an unknown loader failure fails this model, not the scan
         logger.exception("unexpected error reading %s", model_id)
-        outcome = {"status": Status.FAILED, "reason": f"{type(exc).__name__}: {exc or 'out of memory'}",
+        outcome = {"status": Status.FAILED, "reason": f"{type(exc).__name__}: {str(exc) or 'out of memory'}",
                    "error_class": type(exc).__name__}
     if not items and outcome.get("status") is None:
         outcome.update(status=Status.FAILED, reason="the model has no weight tensors to analyse",

@@ -227,3 +227,19 @@ def test_cli_analyze_takes_max_layer_bytes(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert "exceeds max_layer_bytes=5000" in done.stdout
+
+
+def test_a_memory_error_without_text_still_has_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D8: a 4 TB sparse file gave 'failed (MemoryError: MemoryError: )', an empty reason."""
+    from scanner.sources import safetensors_reader
+
+    path = tmp_path / "m.safetensors"
+    save_file({"fc.weight": torch.randn(16, 16)}, str(path))
+
+    def no_memory(*_: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(safetensors_reader, "read_tensor", no_memory)
+    monkeypatch.setattr("scanner.sources.files.read_tensor", no_memory)
+    scan = scan_model(f"file:{path}", ScanConfig(randomize=False))
+    assert scan.model.status is Status.FAILED and scan.model.reason == "MemoryError: out of memory"
