@@ -21,11 +21,22 @@ for id in "${ids[@]}"; do [[ -e "${id#file:}" ]] && present+=("$id"); done
 echo "registry zoo: ${#present[@]} of ${#ids[@]} default networks present (fetch exit status ${fetch_status})"
 
 # 2. Scan: the registry subset and the shared zoo, each on an embedded local Ray. Models in a format no
-#    reader handles yet are recorded as failed rows with their reason.
-.venv/bin/zooscan scan --models "${present[@]}" --results results --scan-id registry-zoo-default \
-    --max-failed-fraction 1
-.venv/bin/zooscan scan cifar10_resnet --results results --scan-id shared-zoo-cifar10
-.venv/bin/zooscan scan ai8x_maxim --results results --scan-id shared-zoo-ai8x
+#    reader handles yet are recorded as failed rows with their reason. When the local Ray cannot start (exit
+#    status 1, e.g. its node times out on an overloaded host) the same scan runs serially; it resumes, so
+#    nothing committed is redone.
+scan() {
+    local rc=0
+    .venv/bin/zooscan scan "$@" || rc=$?
+    if [[ $rc -eq 1 ]]; then
+        echo "zooscan scan could not start a local Ray (exit 1); running the same scan serially"
+        .venv/bin/zooscan scan "$@" --serial
+    elif [[ $rc -ne 0 ]]; then
+        return $rc
+    fi
+}
+scan --models "${present[@]}" --results results --scan-id registry-zoo-default --max-failed-fraction 1
+scan cifar10_resnet --results results --scan-id shared-zoo-cifar10
+scan ai8x_maxim --results results --scan-id shared-zoo-ai8x
 
 # 3. Results: status, per-family rankings beside the published metric (with Kendall tau), correlations, report.
 .venv/bin/zooscan query status_overview --results results
