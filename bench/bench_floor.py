@@ -250,7 +250,21 @@ def main(argv: list[str] | None = None) -> int:
     many.add_argument("--inner", type=int, default=2)
     many.add_argument("--timeout", type=float, default=900.0)
     many.add_argument("--out", type=Path, default=None)
+    many.add_argument("--raw", type=Path, default=None, help="also append every row (JSON lines) to this file")
+    again = sub.add_parser("report", help="rebuild the Markdown from raw files (rows of several runs)")
+    again.add_argument("raw", type=Path, nargs="+")
+    again.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.command == "report":
+        rows = [json.loads(line) for path in args.raw for line in path.read_text().splitlines()
+                if line.startswith("{")]
+        loads = [line.split("load ", 1)[1] for path in args.raw for line in path.read_text().splitlines()
+                 if line.startswith("# load ")]
+        text = report(rows, loads, [f"- runs: {', '.join(p.name for p in args.raw)}", *machine()[:3]])
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return 0
     if args.command == "child":
         print(json.dumps(child(args.case, args.measure, args.inner)))
         return 0
@@ -259,12 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     loads = []
     for round_index in range(args.rounds):
         loads.append(load())
+        if args.raw:
+            with args.raw.open("a") as handle:
+                handle.write(f"# load {time.strftime('%H:%M UTC', time.gmtime())}: {loads[-1]}\n")
         for case in args.cases:
             for measure in measures:
                 row = run_child(case, measure, args.inner, args.timeout)
                 row["round"] = round_index
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                if args.raw:
+                    with args.raw.open("a") as handle:
+                        handle.write(json.dumps(row) + "\n")
     loads.append(f"after: {load()}")
     text = report(rows, loads, machine())
     print(text)
