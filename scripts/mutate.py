@@ -87,6 +87,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "_BLOCK_ELEMENTS = 2 << 20  # elements of a 2-D block (8 MiB of float64 per temporary)",
         "_BLOCK_ELEMENTS = 1 << 21  # elements of a 2-D block (8 MiB of float64 per temporary)",
         "_PRUNE_SLACK = 2e-12  # bounds in log space vs exact D in ratio space differ by ~1e-15")},
+    ("scanner/phases.py", "@dataclass(frozen=False)"): "frozen only forbids assignment to the record's fields",
+    **{("scanner/spectra/layer.py", line): "the no-MP branch is reached only with < 4 eigenvalues above the near-zero "
+       "peak, so any near-zero eigenvalue already makes ≥ 10 % (the rule reduces to n_near_zero ≥ 1)" for line in (
+        "elif norms.n_near_zero > RANK_COLLAPSE_FRACTION * lam.size:",
+        "elif norms.n_near_zero >= RANK_COLLAPSE_FRACTION / lam.size:")},
     ("scanner/spectra/csn.py", "best = float(done_ks[order[1]])"):
         "the second-best exact D is a looser but still valid bar: fewer rows pruned, the same exact argmin",
     ("scanner/spectra/esd.py",
@@ -381,11 +386,15 @@ def check_copy_is_imported(root: Path) -> None:
         raise SystemExit(f"the copy's scanner is not the one imported ({probe.stdout or probe.stderr}); aborting")
 
 
-def run_module(root: Path, rel: str, *, factor: float, limit: int | None, log: Path | None) -> list[Outcome]:
+def run_module(root: Path, rel: str, *, factor: float, limit: int | None, log: Path | None,
+               only: set[str] | None = None) -> list[Outcome]:
+    """Run the module's mutants (``only``: those whose mutated line, stripped, is in the set)."""
     tests = [t for t in TESTS[rel] if (root / t.split("::")[0]).exists()]
     path = root / rel
     original = path.read_bytes()
     mutants = find_mutants(root, rel)
+    if only is not None:
+        mutants = [m for m in mutants if apply(original, m).decode().splitlines()[m.line - 1].strip() in only]
     if limit is not None and len(mutants) > limit:
         step = len(mutants) / limit
         mutants = [mutants[int(i * step)] for i in range(limit)]
@@ -486,8 +495,9 @@ def write_report() -> None:
         total_k, total_n = total_k + killed, total_n + n
         score = f"{100 * killed / n:.1f} %" if n else "-"
         meta = metas[rel]
+        rerun = f"; survivors rerun on {meta['survivors_rerun']}" if meta.get("survivors_rerun") else ""
         lines.append(f"| `{rel}` | {killed} | {survived} | {equivalent} | {score} | {len(rows)} / {meta.get('all', '?')} | "
-                     f"{meta.get('source', '?')}, {meta.get('machine', '?')}, {meta.get('when', '?')} | "
+                     f"{meta.get('source', '?')}, {meta.get('machine', '?')}, {meta.get('when', '?')}{rerun} | "
                      f"{', '.join(t.removeprefix('tests/') for t in meta.get('tests', []))} |")
     if total_n:
         lines.append(f"| **all** | {total_k} | {total_n - total_k} | | {100 * total_k / total_n:.1f} % | |")
@@ -514,6 +524,20 @@ def write_report() -> None:
     REPORT.write_text("\n".join(lines) + "\n")
 
 
+def rerun_survivors(root: Path, rel: str, meta: dict, args: argparse.Namespace) -> None:
+    saved = json.loads(_raw_path(rel).read_text())
+    rows = saved["results"]
+    wanted = {_mutated_line(r) for r in rows if r["status"] == "survived"}
+    outcomes = run_module(root, rel, factor=args.timeout_factor, limit=None, log=args.log, only=wanted)
+    by_line = {_mutated_line({"diff": o.diff}): o for o in outcomes}
+    for row in rows:
+        outcome = by_line.get(_mutated_line(row))
+        if row["status"] == "survived" and outcome is not None:
+            row.update(status=outcome.status, seconds=outcome.seconds, detail=outcome.detail)
+    saved["meta"]["survivors_rerun"] = f"{meta['source']}, {meta['when']}"
+    _raw_path(rel).write_text(json.dumps(saved, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"modules to mutate (default: {', '.join(TESTS)})")
@@ -524,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, default=None, help="append one line per mutant to this file")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the saved results")
     parser.add_argument("--import-legacy", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--survivors", action="store_true",
+                        help="rerun only the saved survivors of each module (after adding tests) and update them")
     args = parser.parse_args(argv)
     if args.import_legacy:
         import_legacy(args.import_legacy)
@@ -555,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
                     "machine": f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.0f}",
                     "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "all": len(find_mutants(root, rel)), "tests": TESTS[rel]}
+            if args.survivors:
+                rerun_survivors(root, rel, meta, args)
+                continue
             outcomes = run_module(root, rel, factor=args.timeout_factor, limit=args.limit, log=args.log)
             save_module(rel, meta, outcomes)
             write_report()
