@@ -92,6 +92,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
        "peak, so any near-zero eigenvalue already makes ≥ 10 % (the rule reduces to n_near_zero ≥ 1)" for line in (
         "elif norms.n_near_zero > RANK_COLLAPSE_FRACTION * lam.size:",
         "elif norms.n_near_zero >= RANK_COLLAPSE_FRACTION / lam.size:")},
+    ("scanner/spectra/layer.py", 'if config.fit != "reference" and reference_scale == 1.0:'):
+        "the robust fit is scale-invariant and the scale factors are powers of two (0.5): fitting λ·s and "
+        "dividing xmin, xmax by s gives the same numbers",
     ("scanner/spectra/csn.py", "best = float(done_ks[order[1]])"):
         "the second-best exact D is a looser but still valid bar: fewer rows pruned, the same exact argmin",
     ("scanner/spectra/esd.py",
