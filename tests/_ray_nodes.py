@@ -142,7 +142,7 @@ class LocalCluster:
             self.wait_started(node)
         return node
 
-    def wait_started(self, node: RayNode, timeout: float = 120.0) -> None:
+    def wait_started(self, node: RayNode, timeout: float = 300.0) -> None:
         """Wait for ``ray start`` to report the node up (its raylet registered with the head)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
