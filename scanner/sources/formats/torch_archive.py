@@ -410,19 +410,26 @@ def _strip_prefix(names: list[str]) -> list[str]:
 
 
 def _loader(path: Path, prefix: str, lazy: LazyTensor) -> Any:
+    """Reads only the span of the storage the view covers (a small view of a large shared storage reads little)."""
+
     def load() -> np.ndarray:
         storage = lazy.storage
         itemsize = _ITEMSIZE[storage.dtype]
-        with zipfile.ZipFile(path) as zf:
-            raw = zf.read(f"{prefix}/data/{storage.key}")[: storage.numel * itemsize]
+        extent = 1 + sum((s - 1) * st for s, st in zip(lazy.size, lazy.stride, strict=True)) if all(lazy.size) else 0
+        extent = max(extent, 1) if not lazy.size else extent
+        with zipfile.ZipFile(path) as zf, zf.open(f"{prefix}/data/{storage.key}") as member:
+            member.seek(lazy.offset * itemsize)
+            raw = member.read(extent * itemsize)
+        if len(raw) != extent * itemsize:
+            raise SourceError(f"{path}: storage {storage.key!r} is shorter than its tensor view; the archive is truncated")
         if storage.dtype == "bfloat16":
             flat = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
         else:
             flat = np.frombuffer(raw, dtype=np.dtype(storage.dtype).newbyteorder("<"))
         if not lazy.size:
-            return flat[lazy.offset: lazy.offset + 1].reshape(())
+            return flat[:1].reshape(())
         strides = tuple(s * flat.itemsize for s in lazy.stride)
-        view = np.lib.stride_tricks.as_strided(flat[lazy.offset:], shape=lazy.size, strides=strides, writeable=False)
+        view = np.lib.stride_tricks.as_strided(flat, shape=lazy.size, strides=strides, writeable=False)
         return np.array(view)
 
     return load
