@@ -380,7 +380,7 @@ def build(cache: Path, out: Path) -> None:
                 from contextlib import contextmanager
 
                 @contextmanager
-                def open_member(member: str, _archives=archives, _first=packages[0]):  # type: ignore[no-untyped-def]
+                def open_member(member: str, _archives=archives, _first=packages[0]):
                     package, sep, name = member.partition("!")
                     with _archives[package if sep else _first].open(name if sep else member) as handle:
                         yield handle
