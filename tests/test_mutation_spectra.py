@@ -128,6 +128,9 @@ def test_reference_fit_uses_the_raw_eigenvalues_by_default():
     scaled = LayerEigen(evals=lam, n=240, m=120, k=1, reference_scale=0.5)
     other = analyse_spectrum(scaled, ScanConfig(fit="reference", randomize=False)).spectrum.power_law
     assert other.n_tail != direct.n_tail  # the factor moves eigenvalues across the cut
+    # xmin and xmax are reported in raw units: eigenvalues of the layer, not of the rescaled copy
+    assert other.xmin in lam and other.xmax == lam.max()
+    assert other.xmin == pytest.approx(fit_power_law(lam * 0.5, method="reference").xmin / 0.5)
 
 
 def test_mp_fit_needs_four_eigenvalues_above_the_near_zero_peak():
