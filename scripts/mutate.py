@@ -95,6 +95,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/layer.py", 'if config.fit != "reference" and reference_scale == 1.0:'):
         "the robust fit is scale-invariant and the scale factors are powers of two (0.5): fitting λ·s and "
         "dividing xmin, xmax by s gives the same numbers",
+    ("scanner/spectra/layer.py", 'if config.fit != "reference" or reference_scale == 2.0:'):
+        "a factor of 2.0 never occurs, and the scaled path with any power-of-two factor gives the same fit",
+    ("scanner/spectra/csn.py",
+     "for rows in _row_blocks(starts.size, int(n + starts.min()) if starts.size else 1):"):
+        "a wider block estimate only makes the memory blocks smaller: same rows, same values",
     ("scanner/spectra/csn.py", "best = float(done_ks[order[1]])"):
         "the second-best exact D is a looser but still valid bar: fewer rows pruned, the same exact argmin",
     ("scanner/spectra/esd.py",
