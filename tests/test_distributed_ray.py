@@ -8,6 +8,7 @@ corrupt checkpoint.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def cluster():
     mp = pytest.MonkeyPatch()
     mp.setenv("RAY_AUTH_MODE", "disabled")
     mp.setenv("OMP_NUM_THREADS", "1")
-    mp.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="zr", dir="/tmp"))  # Cluster writes its address file there
+    ray_tmp = tempfile.mkdtemp(prefix="zr", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    mp.setenv("RAY_TMPDIR", ray_tmp)  # Cluster writes its address file there, not into the shared /tmp/ray
     local = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     local.add_node(num_cpus=1)
     ray.init(address=local.address, log_to_driver=False)
@@ -42,6 +44,7 @@ def cluster():
     ray.shutdown()
     local.shutdown()
     mp.undo()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_cluster_has_two_nodes(cluster):
