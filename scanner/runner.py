@@ -354,7 +354,7 @@ def _stats(runner: str, total: int, plan: _Plan, book: _Book, started: float, wo
                      plan.failed_before, book.infra_retries, exit_status)
 
 
-def _drive(todo: Sequence[str], config: ScanConfig, options: RunOptions, executor: Executor,  # noqa: PLR0913
+def _drive(todo: Sequence[str], config: ScanConfig, options: RunOptions, executor: Executor,
            store: ResultStore, progress: ScanProgress, book: _Book) -> None:
     """Submit, collect, retry, time out and heartbeat until every model of ``todo`` is committed."""
     queue: deque[str] = deque(todo)

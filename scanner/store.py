@@ -302,7 +302,7 @@ class ResultStore:
         return ResumePlan(tuple(todo), tuple(done), tuple(redo))
 
     # -- per-model files -----------------------------------------------------------------------------
-    def write_model(  # noqa: PLR0913 - keyword-only context, as in scanner.schema.model_row
+    def write_model(
         self,
         model: ModelResult,
         layers: Sequence[LayerResult],
