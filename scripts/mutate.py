@@ -57,7 +57,7 @@ TESTS: dict[str, list[str]] = {
     "scanner/summary.py": ["tests/test_summary.py", GOLDEN],
     "scanner/phases.py": ["tests/test_phases_boundaries.py", GOLDEN],
     "scanner/spectra/esd.py": [GOLDEN, "tests/test_mutation_spectra.py", "tests/test_esd.py"],
-    "scanner/spectra/csn.py": [GOLDEN, "tests/test_powerlaw.py"],
+    "scanner/spectra/csn.py": [GOLDEN, "tests/test_mutation_spectra.py", "tests/test_powerlaw.py"],
     "scanner/spectra/powerlaw.py": [GOLDEN, "tests/test_powerlaw.py"],
     "scanner/spectra/mp.py": [GOLDEN, "tests/test_mp.py"],
     "scanner/spectra/metrics.py": ["tests/test_mutation_spectra.py", "tests/test_metrics.py", GOLDEN],
@@ -102,6 +102,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "a wider block estimate only makes the memory blocks smaller: same rows, same values",
     ("scanner/spectra/csn.py", "return [slice(a, max(a + rows, count)) for a in range(0, count, rows)]"):
         "numpy clamps the slice end: one larger block, the same rows and values",
+    ("scanner/spectra/csn.py", "for rows in _row_blocks(starts.size, grid + 2):"):
+        "a wider block estimate only makes the memory blocks smaller: same rows, same values",
+    ("scanner/spectra/csn.py", "k = (steps[None, :] * (tails - 2)) // grid"):
+        "other grid points inside the tail still give a valid lower bound: same exact argmin",
+    ("scanner/spectra/csn.py", "if probes.size:"):
+        "the seeds always leave probes, so the branch only turns the probe bound into 0, a valid lower bound",
+    ("scanner/spectra/csn.py", "inside = k >= 1"):
+        "the deviation at a tail's first point is 0 (F = E = 0 there), so leaving it out changes no bound",
     ("scanner/spectra/csn.py", "peaks[rows, 1] = s - low"):
         "probes only tighten a lower bound; a deviation at any data point of the tail (or none) is still a "
         "lower bound, so the exact argmin is unchanged",

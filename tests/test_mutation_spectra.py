@@ -218,3 +218,21 @@ def test_backend_and_device_routing(monkeypatch, gpu):
     assert resolve_backend("auto") == "numpy" and esd_device("torch") == "cpu"
     with pytest.raises(SpectrumError, match="backend"):
         resolve_backend("cupy")
+
+
+# --- csn --------------------------------------------------------------------------------------------
+
+def test_pruned_ks_argmin_equals_the_full_scan_on_many_short_samples():
+    """Short samples put the argmin at every tail length, including the ones at a grid boundary of the
+    pruning (tails of grid + 2 = 10 points), which the Hypothesis property rarely reaches."""
+    from scanner.spectra.csn import ks_argmin, ks_exact, tail_alphas
+
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        x = np.sort(rng.pareto(rng.uniform(1, 4), int(rng.integers(12, 80))) + 1.0)
+        log_x, starts = np.log(x), np.arange(x.size - 1)
+        alphas = tail_alphas(x, log_x, starts)
+        full, _ = ks_exact(x, starts, alphas)
+        position, distance = ks_argmin(x, log_x, starts, alphas)
+        assert position == int(np.argmin(full)), seed
+        assert distance == full[position]
