@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -145,6 +146,7 @@ def report(results: str, scan_id: str) -> None:
              "weightwatcher status success). α agreement over layers matched by name.", ""]
     per_format: dict[str, list[int]] = {}
     diffs: list[float] = []
+    both_read = [0, 0]  # matrices fitted by zooscan / weightwatcher on the networks both read
     table = []
     for row in rows:
         z = zoo.get(row.model_id, {"status": "not scanned", "n_matrices": 0, "alphas": {}, "reason": ""})
@@ -159,6 +161,8 @@ def report(results: str, scan_id: str) -> None:
         if w and "n_analysed" in w:
             counts[3] += 1
             counts[4] += w["n_analysed"]
+            both_read[0] += z["n_matrices"]
+            both_read[1] += w["n_analysed"]
             agreement = alpha_agreement(w["alphas"], z["alphas"])
             per_layer = [abs(z["alphas"][k] - w["alphas"][k]) for k in w["alphas"].keys() & z["alphas"].keys()
                          if z["alphas"][k] is not None and w["alphas"][k] is not None]
@@ -167,7 +171,9 @@ def report(results: str, scan_id: str) -> None:
             agree = (f"{agreement['matched']} | {agreement['median_abs']:.2g} | {agreement['max_abs']:.2g}"
                      if agreement["matched"] else "0 | | ")
         else:
-            ww_text = (w or {}).get("error") or WHY_NOT.get(row.format, "not run")
+            error = re.sub(r"\x1b\[[0-9;]*m", "", (w or {}).get("error") or "")
+            ww_text = (error.split(". ")[0] + " (weights_only refuses it)" if "Weights only load failed" in error
+                       else error) or WHY_NOT.get(row.format, "not run")
             agree = " | | "
         table.append(f"| `{row.model_id.removeprefix('file:zoo/registry/')}` | {row.format} | "
                      f"{z['n_matrices'] if z['status'] == 'ok' else z['status']} | {ww_text} | {agree} |")
@@ -176,6 +182,8 @@ def report(results: str, scan_id: str) -> None:
     lines += [f"| {f} | {c[0]} | {c[1]} | {c[2]} | {c[3]} | {c[4]} |" for f, c in sorted(per_format.items())]
     total = [sum(c[i] for c in per_format.values()) for i in range(5)]
     lines += [f"| **all** | {total[0]} | {total[1]} | {total[2]} | {total[3]} | {total[4]} |", ""]
+    lines += [f"On the {total[3]} networks weightwatcher read: zooscan fitted {both_read[0]} matrices, "
+              f"weightwatcher {both_read[1]}.", ""]
     if diffs:
         within = sum(d <= 1e-3 for d in diffs) / len(diffs)
         lines += [f"α agreement (reference mode) over {len(diffs)} matched layers: median |Δα| "
