@@ -113,6 +113,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/csn.py", "peaks[rows, 1] = s - low"):
         "probes only tighten a lower bound; a deviation at any data point of the tail (or none) is still a "
         "lower bound, so the exact argmin is unchanged",
+    ("scanner/spectra/mp.py", "inside = (x > lo) & (x <= hi)"): "the density is √0 = 0 at the upper edge",
+    ("scanner/spectra/mp.py", "steps = 1.0 * (integrand[1:] + integrand[:-1]) * np.diff(theta)"):
+        "the CDF table is divided by its last value, so a constant factor cancels",
+    ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
+        "indentation of scan.json only",
     ("scanner/spectra/csn.py", "best = float(done_ks[order[1]])"):
         "the second-best exact D is a looser but still valid bar: fewer rows pruned, the same exact argmin",
     ("scanner/spectra/esd.py",

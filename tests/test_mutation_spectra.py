@@ -236,3 +236,11 @@ def test_pruned_ks_argmin_equals_the_full_scan_on_many_short_samples():
         position, distance = ks_argmin(x, log_x, starts, alphas)
         assert position == int(np.argmin(full)), seed
         assert distance == full[position]
+
+
+def test_mp_fit_needs_four_positive_eigenvalues():
+    from scanner.errors import FitError
+
+    with pytest.raises(FitError, match="at least 4 positive eigenvalues; got 3"):
+        fit_marchenko_pastur(np.array([0.0, 0.0, 1.0, 2.0, 3.0]), q=2.0, n=10)
+    assert fit_marchenko_pastur(np.array([0.0, 1.0, 2.0, 3.0, 4.0]), q=2.0, n=10).n_spikes >= 0

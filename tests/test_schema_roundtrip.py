@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
 from datetime import datetime
 from pathlib import Path
@@ -190,6 +191,7 @@ def test_context_columns(written, table):
         assert row["config_hash"] == CONFIG.config_hash()
         assert row["model_id"] == MODEL_ID
         assert row["model_key"] == _file(root, table).stem
+    assert json.loads((root / SCAN_ID / "scan.json").read_text())["key_scheme"] == 2  # full-hash keys
     if table == "models":
         assert rows[0]["host"] == "host-1" and rows[0]["device"] == "cuda"
         assert isinstance(rows[0]["finished_at"], datetime) and rows[0]["finished_at"].utcoffset().total_seconds() == 0
