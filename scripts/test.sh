@@ -14,4 +14,4 @@ export ZOOSCAN_REQUIRE_BROWSER=1
 export RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2
 .venv/bin/ruff check scanner tests bench scripts
 .venv/bin/mypy  # type-checks scanner/ ([tool.mypy] in pyproject.toml)
-.venv/bin/python -m pytest -q -p no:cacheprovider tests
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 tests
