@@ -1,0 +1,46 @@
+"""bench_floor.py and validate_null.py on tiny inputs (code paths only; no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_floor_bench_measures_the_same_layers_as_the_scan_and_reports_ratios():
+    bench = _load("bench_floor")
+    floor = bench.child("tiny", "floor", inner=1)
+    full = bench.child("tiny", "full", inner=1)
+    assert floor["layers"] == full["layers"] == 3 and floor["matrices"] == 11  # 9 conv positions + 2 Linear
+    floor["best"], floor["best_cpu"], full["best"], full["best_cpu"] = 1.0, 1.0, 1.25, 1.2
+    text = bench.report([floor, full], ["0.5 0.5 0.5"], ["- machine: test"])
+    assert "| tiny | 11 (3) | 1.000 | 1.250 (1.25×) | — | — | — | — | yes |" in text
+    assert "| tiny | 1.000 | 1.20× | — | — | — |" in text
+
+
+def test_null_validation_row_compares_every_run():
+    from scanner.spectra.synthetic import random_like
+
+    validate = _load("validate_null")
+    from scanner.spectra.layer import analyse_matrices
+
+    matrix = random_like(256, 128, seed=0).matrix
+    spectra = {}
+    for run in validate.RUNS:
+        validate._with_width(run)
+        spectra[run] = analyse_matrices(matrix, validate._config(run)).spectrum
+    validate._with_width("exact")
+    row = validate._row("set", "layer", validate._certified(matrix), spectra)
+    assert row.certified and row.phase["auto"] == row.phase["before"]
+    assert "| set | 1 | 1 | 1 | 1 |" in "\n".join(validate.summary([row]))
