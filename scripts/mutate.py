@@ -118,6 +118,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "the CDF table is divided by its last value, so a constant factor cancels",
     ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
         "indentation of scan.json only",
+    ("scanner/phases.py",
+     "if (f.n_traps or 1) <= f.n_spikes else  # the shuffled matrix can have more outliers than W"):
+        "the reason is built only when the rule holds, i.e. n_traps ≥ 2 (never None)",
     ("scanner/spectra/csn.py", "best = float(done_ks[order[1]])"):
         "the second-best exact D is a looser but still valid bar: fewer rows pruned, the same exact argmin",
     ("scanner/spectra/esd.py",
