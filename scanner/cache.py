@@ -92,7 +92,7 @@ def disk_bytes(path: Path) -> int:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # pragma: no mutate (a mutated signal number would signal a live process)
     except ProcessLookupError:
         return False
     except PermissionError:
