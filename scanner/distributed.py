@@ -256,6 +256,7 @@ class RayExecutor:
     _worker_cls: Any = None
     _computed_on: dict[str, _Actor] = field(default_factory=dict)  # model -> the worker holding its weights
     _releases: list[Any] = field(default_factory=list)  # release calls not yet known to be done
+    _lost: list[ModelOutcome] = field(default_factory=list)  # models of dropped actors, returned by the next wait
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self, models: int) -> None:
@@ -306,8 +307,8 @@ class RayExecutor:
         self._synced_at = now
         nodes = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
         self._alive = set(nodes)
-        for actor in [a for a in self.actors if a.node_id not in nodes]:
-            self._drop(actor, f"node {actor.where} left the cluster")
+        for actor in [a for a in self.actors if a.node_id not in nodes]:  # their models go back to the driver
+            self._lost += self._drop(actor, f"node {actor.where} left the cluster")
         for node_id, node in nodes.items():
             resources = node.get("Resources", {})
             share = node_share(resources.get("CPU", 0.0), resources.get("GPU", 0.0), self.config.device,
@@ -410,19 +411,20 @@ class RayExecutor:
         if job.spectra_done:
             ray.cancel(job.fit_ref, force=True)
         else:  # a running actor call cannot be cancelled: stop the actor; the next sync starts a new one
-            self._drop(job.actor, "")
+            self._lost += self._drop(job.actor, "")
 
     def wait(self, timeout: float) -> Sequence[ModelOutcome]:
         import ray
 
-        outcomes: list[ModelOutcome] = []
         self._sync()
+        outcomes, self._lost = self._lost, []  # models of actors dropped by the sync: never silently gone
         starting = {a.ready_ref: a for a in self.actors if a.info is None}
         computing = {j.spectra_ref: j for j in self.jobs.values() if not j.spectra_done}
         fitting = {j.fit_ref: j for j in self.jobs.values()}
         refs = [*starting, *computing, *fitting]
         if not refs:
-            time.sleep(min(timeout, POOL_SYNC_S))
+            if not outcomes:
+                time.sleep(min(timeout, POOL_SYNC_S))
             return outcomes
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
@@ -447,7 +449,7 @@ class RayExecutor:
         except Exception as exc:
             error = classify(exc, node_alive=job.actor.node_id in self._alive)
             if error.retry or error.infrastructure:  # the actor is gone: never give it another model
-                self._drop(job.actor, f"{error.error_class} on {job.actor.where}")
+                self._lost += self._drop(job.actor, f"{error.error_class} on {job.actor.where}")
                 return
         job.actor.busy = False
 

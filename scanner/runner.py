@@ -242,6 +242,7 @@ def failure_row(model_id: str, error: ModelError, attempts: int) -> ModelResult:
 
 
 # -- the driver ------------------------------------------------------------------------------------------
+MAX_ATTEMPTS_LOST = 3  # submissions of a model lost without an outcome before it gets a failed row
 MAX_PENDING_WRITES = 32  # commits queued for the writer threads before the loop waits for them
 # Writer threads: a model's commit is three fsynced files (10-130 ms here, mostly waiting on the disk, GIL
 # released), so a few in parallel keep up with many workers (bench/results/cluster_results_path.txt).
@@ -280,6 +281,7 @@ class _Writer:
             ok = model.status is not Status.FAILED
             self.book.ok += ok
             self.book.failed += not ok
+            self.book.settled.add(model.model_id)
             self.progress.finished(model.model_id, ok, reason)
             self.executor.committed(model.model_id)  # its downloaded weights may go
             counted = True
@@ -299,6 +301,7 @@ class _Book:
     ok: int = 0
     failed: int = 0
     infra_retries: int = 0
+    settled: set[str] = field(default_factory=set)  # models whose row this run committed
 
 
 def run_scan(model_ids: Sequence[str], config: ScanConfig, options: RunOptions, executor: Executor, *,
@@ -362,7 +365,7 @@ def _drive(todo: Sequence[str], config: ScanConfig, options: RunOptions, executo
     last_event = last_beat = time.monotonic()
     writer = _Writer(store, progress, book, executor)
     try:
-        while queue or executor.in_flight() or writer.pending:
+        while _account_for_every_model(todo, book, writer, queue, executor):
             while queue and executor.free_slots() > 0 and (limit is None or len(executor.in_flight()) < limit):
                 model_id = queue.popleft()
                 book.attempts[model_id] = book.attempts.get(model_id, 0) + 1
@@ -433,6 +436,27 @@ def _settle(outcome: ModelOutcome, options: RunOptions, writer: _Writer, book: _
     if model.status is Status.FAILED:
         logger.warning("failed %s: %s: %s", model_id, model.error_class, model.reason)
     writer.commit(model, outcome.scan, outcome.host, outcome.device, model.reason)
+
+
+def _account_for_every_model(todo: Sequence[str], book: _Book, writer: _Writer, queue: deque[str],
+                             executor: Executor) -> bool:
+    """Whether the driver loop goes on: True while models are queued, in flight or being written.
+
+    Once nothing is, a model of ``todo`` that no outcome settled was lost by the executor: it is scanned again
+    (each time counted as an attempt), and after ``MAX_ATTEMPTS_LOST`` attempts it gets a failed row, so a model
+    is never silently missing from a scan."""
+    if queue or executor.in_flight() or writer.pending:
+        return True
+    for model_id in todo:
+        if model_id in book.settled:
+            continue
+        if book.attempts.get(model_id, 0) < MAX_ATTEMPTS_LOST:
+            logger.warning("%s was lost by the executor without an outcome; scanning it again", model_id)
+            queue.append(model_id)
+        else:
+            _fail(model_id, ModelError("LostByExecutor", "no outcome came back after "
+                                       f"{MAX_ATTEMPTS_LOST} attempts (the executor lost the model)"), writer, book)
+    return bool(queue or writer.pending)
 
 
 def _fail(model_id: str, error: ModelError, writer: _Writer, book: _Book) -> None:

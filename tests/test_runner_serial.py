@@ -82,3 +82,37 @@ def test_ctrl_c_stops_a_serial_scan_at_once_with_one_line_and_nothing_lost(tmp_p
     assert out.strip().splitlines() == [out.strip()] and "stopped: 1 ok, 0 failed" in out
     rows = models_table(tmp_path / "res", "c")
     assert set(rows) == {small} and rows[small]["status"] == "ok"
+
+
+class _LosingExecutor:
+    """A serial executor that drops the outcome of ``lose`` (as a dead node's actor did) ``times`` times."""
+
+    def __init__(self, lose: str, times: int) -> None:
+        from scanner.executors.serial import SerialExecutor
+
+        self.inner = SerialExecutor(FAST)
+        self.name, self.lose, self.times = "losing", lose, times
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def wait(self, timeout):
+        outcomes = self.inner.wait(timeout)
+        kept = [o for o in outcomes if o.model_id != self.lose or self.times <= 0]
+        self.times -= len(outcomes) - len(kept)
+        return kept
+
+
+@pytest.mark.parametrize("times", [1, 5])
+def test_a_model_the_executor_loses_is_rescanned_or_failed_never_missing(tmp_path, times):
+    # Regression: a Ray node's death dropped an actor whose model then had no outcome, and the scan ended
+    # "11 ok, 0 failed" for 12 models with exit 0.
+    models = [write_mlp(tmp_path / f"m{i}.safetensors", seed=i) for i in range(3)]
+    options = runner.RunOptions(results=str(tmp_path / "res"), scan_id="t")
+    stats = runner.run_scan(models, FAST, options, _LosingExecutor(models[1], times))
+    rows = models_table(tmp_path / "res", "t")
+    assert set(rows) == set(models)
+    if times == 1:  # scanned again: ok
+        assert rows[models[1]]["status"] == "ok" and (stats.ok, stats.failed) == (3, 0)
+    else:  # lost on every attempt: a failed row that says so
+        assert rows[models[1]]["error_class"] == "LostByExecutor" and (stats.ok, stats.failed) == (2, 1)
