@@ -83,7 +83,7 @@ def test_a_declared_huge_tensor_in_a_sparse_file_is_skipped_before_allocation(tm
     status, reason, model_status = (part.strip() for part in out[-2].split("|"))
     assert status == "skipped" and "exceeds max_layer_bytes" in reason
     assert model_status == "failed"  # no analysable layer
-    assert int(out[-1]) < 1_500_000  # KiB: far below the 3.6 GB the header declares
+    assert int(out[-1]) < 2_500_000  # KiB: torch alone is ~1 GB; reading the tensor would add the 3.6 GB it declares
 
 
 def test_max_layer_bytes_skips_before_reading_in_every_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
