@@ -218,19 +218,14 @@ def _commit(store: ResultStore, model: ModelResult, scan: ModelScan | None, host
     Raises:
         StoreError: the marker does not read back as this model's row (a store that loses writes).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     layers = scan.layers if scan is not None else ()
     spectra = scan.spectra if scan is not None else ()
     store.write_model(model, layers, spectra, host=host, device=device)
-    marker = store.path("models", store.key(model.model_id))
-    try:  # read the one marker back through the store's filesystem (no listing: O(1) per commit)
-        found = pq.read_table(pa.BufferReader(store.storage.read_bytes(marker)), columns=["model_id"])
-        problem = "" if found.column("model_id").to_pylist() == [model.model_id] else "it holds another model"
-    except (OSError, pa.ArrowException) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
+    found = store.read_marker(model.model_id)  # one file read, no listing: O(1) per commit
+    problem = ("it is missing" if found is None else found.error if found.error
+               else "" if found.model_id == model.model_id else "it holds another model")
     if problem:
+        marker = store.path("models", store.key(model.model_id))
         raise StoreError(f"the commit marker of {model.model_id} does not read back from {marker} ({problem}); "
                          "check that the results folder is writable and not shared with another writer")
     return model
