@@ -8,7 +8,7 @@ and the files zooscan reads. ``fetch`` resolves it in this order:
 2. Offline (``HF_HUB_OFFLINE=1``): ``SourceError`` naming the cache folder and how to fill it.
 3. One probe of ``HF_ENDPOINT`` (an HTTP HEAD of its root, ``probe_timeout_s``): an unreachable hub fails
    in seconds with a message naming ``HF_HUB_OFFLINE``, instead of huggingface_hub's own retries (a
-   review measured a 99 s silent wait). Any HTTP answer counts as reachable; the result is kept for 60 s.
+   ``timm:`` id once waited 99 s with no output before failing). Any HTTP answer counts as reachable; the result is kept for 60 s.
 4. A plan (``model_info`` with file sizes, or a HEAD per candidate file): what will be downloaded and how
    many bytes, so that the weight cache (``scanner.cache``) can make room first.
 5. The download, ``tries`` attempts per call: HTTP 408/429/5xx and connection errors are retried after the
