@@ -37,6 +37,7 @@ from scanner.config import ScanConfig
 from scanner.errors import ConfigError, SourceError
 from scanner.sources import hub
 from scanner.sources.hub import HubRequest, HubRetry
+from scanner.storage import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +91,6 @@ def disk_bytes(path: Path) -> int:
     return total
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # pragma: no mutate (a mutated signal number would signal a live process)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class WeightCache:
     """One node's hub cache under a budget (see the module docstring); safe across threads and processes."""
 
@@ -131,7 +122,7 @@ class WeightCache:
         pinned: dict[str, int] = {}
         for path in (self.meta / "pins").glob("*@*@*"):
             folder, pid, _ = path.name.split("@")
-            if not _alive(int(pid)):
+            if not pid_alive(int(pid)):
                 path.unlink(missing_ok=True)
                 continue
             with contextlib.suppress(OSError, ValueError):

@@ -26,12 +26,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
-from typing import IO, Any
-
-import pyarrow as pa
-import pyarrow.fs as pafs
+from typing import IO, TYPE_CHECKING, Any
 
 from scanner.errors import StoreError
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 TMP_MARK = ".tmp-"
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/")
@@ -41,6 +41,24 @@ Writer = Callable[[IO[bytes]], Any]
 def writer_id() -> str:
     """``<host>_<pid>``: who writes, as put in tmp-file and lock names (hosts may contain ``_``; pids not)."""
     return f"{socket.gethostname()}_{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (signal 0 probes without signalling; EPERM means it exists)."""
+    try:
+        os.kill(pid, 0)  # pragma: no mutate (a mutated signal number would signal a live process)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _pafs() -> Any:
+    """``pyarrow.fs``, imported on first use (the pid and tmp-name helpers above need no pyarrow)."""
+    import pyarrow.fs
+
+    return pyarrow.fs
 
 
 def tmp_writer(name: str) -> tuple[str, int] | None:
@@ -98,25 +116,27 @@ class Storage:
 
     def list_files(self, folder: PurePath) -> list[Entry]:
         """The files directly in ``folder``, by name ([] when it does not exist)."""
-        selector = pafs.FileSelector(self.arrow_path(folder), allow_not_found=True)
+        fs = _pafs()
+        selector = fs.FileSelector(self.arrow_path(folder), allow_not_found=True)
         infos = self.arrow_fs.get_file_info(selector)
         return sorted(
             (Entry(folder / PurePosixPath(i.path).name, i.size or 0, i.mtime.timestamp() if i.mtime else 0.0)
-             for i in infos if i.type == pafs.FileType.File),
+             for i in infos if i.type == fs.FileType.File),
             key=lambda e: e.name,
         )
 
     def list_dirs(self, folder: PurePath) -> list[str]:
         """Names of the sub-folders of ``folder`` (object stores: common prefixes)."""
-        selector = pafs.FileSelector(self.arrow_path(folder), allow_not_found=True)
+        fs = _pafs()
+        selector = fs.FileSelector(self.arrow_path(folder), allow_not_found=True)
         infos = self.arrow_fs.get_file_info(selector)
-        return sorted(PurePosixPath(i.path).name for i in infos if i.type == pafs.FileType.Directory)
+        return sorted(PurePosixPath(i.path).name for i in infos if i.type == fs.FileType.Directory)
 
     def exists(self, path: PurePath) -> bool:
-        return self.arrow_fs.get_file_info(self.arrow_path(path)).type == pafs.FileType.File
+        return self.arrow_fs.get_file_info(self.arrow_path(path)).type == _pafs().FileType.File
 
     def is_dir(self, path: PurePath) -> bool:
-        return self.arrow_fs.get_file_info(self.arrow_path(path)).type == pafs.FileType.Directory
+        return self.arrow_fs.get_file_info(self.arrow_path(path)).type == _pafs().FileType.Directory
 
     def delete(self, path: PurePath) -> None:
         """Remove a file; a missing file is not an error."""
@@ -147,7 +167,14 @@ class LocalStorage(Storage):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.arrow_fs = pafs.LocalFileSystem()
+        self._arrow_fs: pafs.FileSystem | None = None
+
+    @property
+    def arrow_fs(self) -> pafs.FileSystem:
+        """A ``pyarrow.fs.LocalFileSystem``, made on first use (local writes and listings need no pyarrow)."""
+        if self._arrow_fs is None:
+            self._arrow_fs = _pafs().LocalFileSystem()
+        return self._arrow_fs
 
     def arrow_path(self, path: PurePath) -> str:
         return str(Path(path).absolute())
@@ -262,6 +289,8 @@ class ObjectStorage(Storage):
         (Closing a ``pyarrow.fs`` output stream completes the upload, so writing straight into it would
         publish half a file when ``write`` raised; pyarrow exposes no abort.)
         """
+        import pyarrow as pa
+
         buffer = pa.BufferOutputStream()
         write(buffer)
         data = buffer.getvalue()
@@ -299,18 +328,21 @@ def open_storage(location: str | os.PathLike[str] | Storage) -> Storage:
     if match is None:
         return LocalStorage(text)
     scheme = match["scheme"].lower()
+    import pyarrow as pa
+
+    fs = _pafs()
     if scheme == "file":
-        return LocalStorage(pafs.FileSystem.from_uri(text)[1])
+        return LocalStorage(fs.FileSystem.from_uri(text)[1])
     if not text.startswith(f"{match['scheme']}://"):
         raise StoreError(f"results location {text!r} looks like a URI with one slash; write {scheme}://…")
     try:
-        arrow_fs, root = pafs.FileSystem.from_uri(text)
+        arrow_fs, root = fs.FileSystem.from_uri(text)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
         raise StoreError(
             f"cannot open results location {text!r} ({exc}); use a local path, a mounted folder, or an "
             "object-store URI that pyarrow.fs resolves (s3://bucket/prefix, gs://bucket/prefix)"
         ) from exc
-    if isinstance(arrow_fs, pafs.LocalFileSystem):
+    if isinstance(arrow_fs, fs.LocalFileSystem):
         return LocalStorage(root)
     if not root.strip("/"):
         raise StoreError(f"results location {text!r} names no bucket; write {scheme}://bucket/prefix")

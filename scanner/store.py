@@ -32,7 +32,7 @@ from scanner import schema, storage_lock
 from scanner.config import ScanConfig
 from scanner.errors import SchemaError, StoreError
 from scanner.records import LayerResult, ModelResult, Status
-from scanner.storage import Storage, open_storage, tmp_writer
+from scanner.storage import Storage, open_storage, pid_alive, tmp_writer
 from scanner.storage_layout import (
     MARKER_COLUMNS,
     TABLES,
@@ -353,7 +353,7 @@ class ResultStore:
         for entry in self.files().tmp:
             writer = tmp_writer(entry.name)
             if writer and writer[0] == socket.gethostname():
-                dead = writer[1] != os.getpid() and not _pid_alive(writer[1])
+                dead = writer[1] != os.getpid() and not pid_alive(writer[1])
             else:
                 dead = entry.mtime < held_since
             if dead:
@@ -374,16 +374,6 @@ def _redo_reason(marker: Any, model_id: str, config_hash: str | None, retry_fail
     if retry_failed and marker.status == Status.FAILED.value:
         return "failed earlier (--retry-failed)"
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # pragma: no mutate (a mutated signal number would signal a live process)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def verify(root: str | os.PathLike[str] | Storage, **options: Any) -> Any:
