@@ -7,7 +7,7 @@ For each shape — a dense matrix "NxM", or a Conv2d kernel "conv<C>x<k>" (C×C 
 as both tools do) — times, on the same seeded float32 weights:
 
     zoo-esd      ``scanner.spectra.esd.eigenvalues`` (numpy backend): WᵀW in float64, then ``eigvalsh``
-    ww-svd       weightwatcher 0.7.7's CPU path (research/ww_anchor.md §1.1): each slice cast to float64,
+    ww-svd       weightwatcher 0.7.7's CPU path (``combined_eigenvalues``): each slice cast to float64,
                  ``scipy.linalg.svd(compute_uv=False)``, squared, concatenated and sorted
     zoo-fits     ``scanner.spectra.layer.analyse_spectrum`` on those eigenvalues: reference fit + MP fit + norms
                  (the rest of zooscan's per-layer work; needs ``scanner.spectra.powerlaw``)

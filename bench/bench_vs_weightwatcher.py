@@ -12,7 +12,8 @@ because Linux carries the parent's peak across fork and exec), the α of every a
 the weights — random-init models are rebuilt with ``torch.manual_seed(0)`` in each subprocess and the digests
 are compared, so both tools see identical weights (within one subprocess, one module instance serves the run).
 
-Modes compared (research/ww_anchor.md §1.6–1.8):
+Modes compared (weightwatcher 0.7.7's ``analyze()`` defaults are ``mp_fit=False, randomize=False``; its MP fit and
+randomization are described in docs/decisions.md, "Marchenko–Pastur edge" and "Randomization test"):
     default: ``WeightWatcher(model).analyze()``                 vs ``ScanConfig(fit="reference", randomize=False)``
     full:    ``analyze(mp_fit=True, randomize=True)``           vs ``ScanConfig()`` (robust fit, MP fit, randomize)
 α agreement is reported for the default/reference pair, per layer matched by name ("module." prefix and

@@ -4,8 +4,9 @@ Run from the repository root:  .venv/bin/python scripts/build_catalogs.py
 
 Sources (file and commit in catalogs/README.md):
 - timm_imagenet.csv: tables/timm/results-imagenet.csv (+ model_metadata-in1k.csv for the pretraining data).
-- cifar10_resnet.csv, ai8x_maxim.csv: accuracies stated in MANIFEST.md (transcribed below, with the line
-  of MANIFEST.md they come from), paths of the checkpoints under zoo/.
+- cifar10_resnet.csv, ai8x_maxim.csv: the published accuracies, transcribed below with the upstream file they
+  come from; paths of the checkpoints under zoo/; num_params = every tensor value in the checkpoint's
+  state_dict (BatchNorm running statistics included; checked with torch for resnet20 and ai85-mnist).
 - hf_text.csv: Hugging Face text models (no published classification accuracy).
 """
 
@@ -71,8 +72,8 @@ def timm_entries() -> list[CatalogEntry]:
     return entries
 
 
-# (file, published test accuracy %, parameter count from the MANIFEST "values" column) - MANIFEST.md,
-# section akamaster_resnet_cifar10/ (SOURCE_README.md table "Test err(this impl.)").
+# (file, published test accuracy % = 100 - "Test err (this impl.)" of akamaster/pytorch_resnet_cifar10's README,
+# tensor values in the checkpoint).
 _AKAMASTER = [
     ("resnet20-12fca82f.th", 91.73, 271_098),
     ("resnet32-d509ac18.th", 92.63, 466_426),
@@ -80,7 +81,7 @@ _AKAMASTER = [
     ("resnet56-4bfd9763.th", 93.39, 857_082),
 ]
 
-# (file, family, dataset, accuracy %, values, note) - MANIFEST.md, section ai8x_maxim_qat/.
+# (file, family, dataset, accuracy %, values, note) - analogdevicesinc/ai8x-synthesis trained/*.log and checkpoints.
 _AI8X = [
     ("ai85-cifar10-qat8.state_dict.pt", "ai85net", "cifar-10", 89.14, 302_668,
      'test top-1 from ai85-cifar10-qat8.log (last "==> Top1")'),
@@ -104,8 +105,8 @@ def cifar10_resnet_entries() -> list[CatalogEntry]:
             dataset="cifar-10",
             top1=acc,
             num_params=values,
-            source=f"akamaster/pytorch_resnet_cifar10 README @ {AKAMASTER_COMMIT[:8]} (via MANIFEST.md)",
-            notes="test accuracy = 100 - published test error; num_params = tensor values as counted in MANIFEST.md",
+            source=f"akamaster/pytorch_resnet_cifar10 README @ {AKAMASTER_COMMIT[:8]} ",
+            notes="test accuracy = 100 - published test error; num_params = tensor values in the checkpoint",
         )
         for name, acc, values in _AKAMASTER
     ]
@@ -119,8 +120,8 @@ def ai8x_entries() -> list[CatalogEntry]:
             dataset=dataset,
             top1=acc,
             num_params=values,
-            source=f"analogdevicesinc/ai8x-synthesis trained/ @ {AI8X_COMMIT[:8]} (via MANIFEST.md)",
-            notes=f"8-bit QAT; {note}; num_params = tensor values as counted in MANIFEST.md",
+            source=f"analogdevicesinc/ai8x-synthesis trained/ @ {AI8X_COMMIT[:8]}",
+            notes=f"8-bit QAT; {note}; num_params = tensor values in the checkpoint",
         )
         for name, family, dataset, acc, values, note in _AI8X
     ]

@@ -5,7 +5,7 @@ Usage: python scripts/phase_confusion.py [--out bench/results/phase_confusion.md
 Canonical cases (asserted in tests/test_phases.py) are every generator of ``scanner.spectra.synthetic`` over
 several shapes and aspect ratios and three seeds. Crossover cases (reported, not asserted) are i.i.d.
 heavy-tailed matrices with μ ≥ 3, whose ESDs at these sizes are close to Marchenko–Pastur (finite-size
-effects, research/papers.md §4 items 1–2).
+effects: for μ > 2 the fitted α depends on N, M and Q and saturates above μ ≈ 4; docs/decisions.md, "α ranges").
 """
 
 from __future__ import annotations

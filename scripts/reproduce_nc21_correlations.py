@@ -2,11 +2,15 @@
 
 Input: the authors' own model-level metrics for 311 OSMR/pytorchcv models (ww-trends-2020 data/osmr/df_all.csv,
 weightwatcher 0.2.7, Jan 2020) joined with the published pytorchcv errors:
-``../shared/tables/ww_trends_osmr_metrics_joined_pytorchcv_accuracy.csv`` (see MANIFEST.md, accuracy_tables/).
+``../shared/tables/ww_trends_osmr_metrics_joined_pytorchcv_accuracy.csv`` (df_all.csv of
+CalculatedContent/ww-trends-2020 @ efe47232 joined on the model name with the tables of osmr/imgclsmob @ 8489d1bf
+``pytorch/README.md``, whose Top1/Top5 columns are errors in %; all 311 rows matched).
 
 The CSV is loaded into a ``models_with_accuracy``-shaped view (same column names a scan writes) and the very
 file ``queries/metric_accuracy_correlation.sql`` is run on it with ``scanner.query.run_query``. The output sets
-our numbers beside the values the paper reports (research/papers.md §3.1 and §3.2).
+our numbers beside the values the paper reports: its per-series table of pretrained ImageNet models ("per-series
+table": VGG, ResNet, ResNet-1K, DenseNet) and its per-architecture RMSE / R² / Kendall τ tables of the OSMR
+study ("per-architecture table"), quoted in ``PAPER`` below.
 
 Run from the repository root:
     .venv/bin/python scripts/reproduce_nc21_correlations.py > bench/results/nc21_correlations.txt
@@ -43,19 +47,19 @@ METRICS = {
 # Published values, converted to Kendall tau against ACCURACY (zooscan's sign convention).
 # (dataset, family, metric, RMSE, R2, tau_vs_accuracy, where)
 PAPER = [
-    ("ImageNet-1K", "resnet", "log_norm_mean", 2.4, 0.81, -0.79, "§3.1 ResNet-1K (19)"),
-    ("ImageNet-1K", "resnet", "log_spectral_norm_mean", 2.8, 0.74, -0.79, "§3.1 ResNet-1K (19)"),
-    ("ImageNet-1K", "resnet", "alpha_hat", 1.8, 0.89, -0.89, "§3.1 ResNet-1K (19)"),
-    ("ImageNet-1K", "resnet", "log_alpha_norm_mean", 1.9, 0.88, -0.88, "§3.1 ResNet-1K (19)"),
-    ("ImageNet-1K", "hrnet", "alpha_hat", 0.36, 0.97, -0.61, "§3.2 table (tau vs error +0.61)"),
-    ("ImageNet-1K", "espnetv2", "alpha_hat", 1.37, 0.92, -1.00, "§3.2 table (tau vs error +1.00)"),
-    ("ImageNet-1K", "squeezenet", "alpha_hat", 0.26, 0.38, -0.67, "§3.2 table (tau vs error +0.67)"),
-    ("ImageNet-1K", "vgg", "alpha_hat", 1.57, 0.27, -0.42, "§3.2 table (tau vs error +0.42)"),
-    ("ImageNet-1K", "vgg", "log_spectral_norm_mean", 0.91, 0.75, -0.79, "§3.2 table (tau vs error +0.79)"),
-    ("CUB-200-2011", "resnet", "alpha_hat", 1.79, 0.08, 0.33, "§3.2 table (tau vs error -0.33)"),
-    ("CUB-200-2011", "seresnet", "alpha_hat", 1.36, 0.41, 0.20, "§3.2 table (tau vs error -0.20)"),
-    ("CIFAR-100", "wrn", "alpha_hat", None, None, 0.00, "§3.2 text (tau vs error 0.00)"),
-    ("CIFAR-100", "wrn", "log_norm_mean", None, None, -0.67, "§3.2 text (tau vs error +0.67)"),
+    ("ImageNet-1K", "resnet", "log_norm_mean", 2.4, 0.81, -0.79, "per-series table, ResNet-1K (19)"),
+    ("ImageNet-1K", "resnet", "log_spectral_norm_mean", 2.8, 0.74, -0.79, "per-series table, ResNet-1K (19)"),
+    ("ImageNet-1K", "resnet", "alpha_hat", 1.8, 0.89, -0.89, "per-series table, ResNet-1K (19)"),
+    ("ImageNet-1K", "resnet", "log_alpha_norm_mean", 1.9, 0.88, -0.88, "per-series table, ResNet-1K (19)"),
+    ("ImageNet-1K", "hrnet", "alpha_hat", 0.36, 0.97, -0.61, "per-architecture table (tau vs error +0.61)"),
+    ("ImageNet-1K", "espnetv2", "alpha_hat", 1.37, 0.92, -1.00, "per-architecture table (tau vs error +1.00)"),
+    ("ImageNet-1K", "squeezenet", "alpha_hat", 0.26, 0.38, -0.67, "per-architecture table (tau vs error +0.67)"),
+    ("ImageNet-1K", "vgg", "alpha_hat", 1.57, 0.27, -0.42, "per-architecture table (tau vs error +0.42)"),
+    ("ImageNet-1K", "vgg", "log_spectral_norm_mean", 0.91, 0.75, -0.79, "per-architecture table (tau vs error +0.79)"),
+    ("CUB-200-2011", "resnet", "alpha_hat", 1.79, 0.08, 0.33, "per-architecture table (tau vs error -0.33)"),
+    ("CUB-200-2011", "seresnet", "alpha_hat", 1.36, 0.41, 0.20, "per-architecture table (tau vs error -0.20)"),
+    ("CIFAR-100", "wrn", "alpha_hat", None, None, 0.00, "paper text (tau vs error 0.00)"),
+    ("CIFAR-100", "wrn", "log_norm_mean", None, None, -0.67, "paper text (tau vs error +0.67)"),
 ]
 
 
@@ -67,7 +71,7 @@ NOTES = [
     "  inputs differ slightly or the paper's R2 was a little above ours; not resolved). So the SQL",
     "  (average ranks, tau-b, RMSE = sqrt(SSR/n)) computes what the paper computed, on the paper's own inputs.",
     "- ResNet-1K (19): RMSE (printed to 1 decimal) and R2 agree for alpha-hat and log alpha-norm; log-norm gives",
-    "  2.43 / 0.799 vs 2.4 / 0.81; tau differs by 0.02-0.03; log spectral norm by 0.2 RMSE / 0.05 R2. The §3.1 table",
+    "  2.43 / 0.799 vs 2.4 / 0.81; tau differs by 0.02-0.03; log spectral norm by 0.2 RMSE / 0.05 R2. The per-series table",
     "  was probably made from the separate",
     "  per-layer ResNet-1K runs (ww-trends-2020 data/resnet-1k/, not in ../shared), not from osmr/df_all.csv, so",
     "  small differences in the averaged metrics would follow (a guess: we cannot check that run here).",
@@ -75,7 +79,7 @@ NOTES = [
     "  (hrnetv2 only; plain or _compound columns; spectral norm not logged) reproduces them. The accuracy table is a",
     "  later pytorchcv README snapshot (imgclsmob @ 8489d1bf) than the Jan 2020 metrics, so errors of re-released",
     "  weights may differ from those the authors joined; numpy/scipy on the same rows give our numbers (checked).",
-    "- tau is against accuracy here; the paper's §3.2 tables report it against error (sign flipped above).",
+    "- tau is against accuracy here; the paper's per-architecture tables report it against error (sign flipped above).",
 ]
 
 

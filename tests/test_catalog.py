@@ -63,7 +63,7 @@ def test_file_ids_resolve_to_the_shared_checkpoints() -> None:
         for entry in load_catalog(name):
             assert catalog.resolve_file_path(entry.model_id).is_file(), entry.model_id
     accuracies = [e.top1 for e in load_catalog("cifar10_resnet")]
-    assert accuracies == [91.73, 92.63, 93.10, 93.39]  # MANIFEST.md, akamaster README test errors
+    assert accuracies == [91.73, 92.63, 93.10, 93.39]  # 100 − akamaster README test errors
 
 
 def test_file_ids_follow_zooscan_shared(monkeypatch, tmp_path) -> None:

@@ -1,6 +1,6 @@
 """User errors end in one ``error:`` line (no traceback) and a non-zero exit; --debug shows the traceback.
 
-The cases are those of the reliability review (§D8: 17 inputs that ended in a traceback) plus the papercuts of
+The cases are issue 14's D8 (17 user inputs that ended in a traceback, found by an adversarial run) plus the papercuts of
 issue 13 that concern the CLI: ``ls | head``, the empty correlation, ``analyze`` output.
 """
 

@@ -69,7 +69,7 @@ def test_analyze_prints_a_layer_table_and_writes_csv(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["layer", "kind", "matrix", "alpha", "phase", "status"]
     analysed = [line.split() for line in lines[1:] if line.endswith("  ok")]
-    assert len(analysed) == 20  # 19 convolutions + the classifier (MANIFEST.md)
+    assert len(analysed) == 20  # ResNet-20: 19 convolutions + the classifier
     assert {cells[1] for cells in analysed} == {"conv2d", "linear"} and all(len(cells) == 6 for cells in analysed)
     assert any(line.startswith("model file:") and ": ok" in line for line in lines)
     with open(out_csv, newline="") as handle:

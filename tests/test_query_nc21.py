@@ -1,7 +1,7 @@
 """Published values as the oracle: the correlation SQL on the authors' own metrics (NC21, 311 OSMR models).
 
 Martin, Peng & Mahoney (Nat. Commun. 2021) report RMSE / R² / Kendall τ of top-1 error regressed on α̂ per
-series (research/papers.md §3.2). Feeding their own weightwatcher metrics and the published errors through
+series in their per-architecture tables. Feeding their own weightwatcher metrics and the published errors through
 queries/metric_accuracy_correlation.sql must give the same numbers to the printed two decimals.
 """
 
@@ -45,7 +45,7 @@ def test_alpha_hat_series_match_the_paper(rows, dataset, series, rmse, r2, tau_v
 
 
 def test_resnet_1k_r2_matches_the_paper(rows) -> None:
-    # §3.1 ResNet-1K (19 models): R² 0.81 / 0.89 / 0.88 for log-norm / α̂ / log α-norm, printed to 2 digits.
+    # The paper's per-series table, ResNet-1K (19 models): R² 0.81 / 0.89 / 0.88 for log-norm / α̂ / log α-norm, printed to 2 digits.
     for metric, r2 in (("log_norm_mean", 0.81), ("alpha_hat", 0.89), ("log_alpha_norm_mean", 0.88)):
         got = rows[("ImageNet-1K", "resnet", metric)]
         assert got["n"] == 19 and abs(got["r2"] - r2) <= 0.011, metric

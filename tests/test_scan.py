@@ -25,7 +25,7 @@ def test_cifar_resnet20_scans_end_to_end():
     assert model.status is Status.OK, model.reason
     assert len(model.digest) == 64
     ok = [layer for layer in result.layers if layer.status is Status.OK]
-    # 19 convolutions + 1 linear classifier = the 20 tensors with ndim >= 2 (MANIFEST.md)
+    # 19 convolutions + 1 linear classifier = the 20 tensors with ndim >= 2 in the checkpoint
     assert len(ok) == 20
     assert {layer.kind for layer in ok} == {"conv2d", "linear"}
     summary = model.summary

@@ -111,4 +111,4 @@ def test_real_minilm_through_an_offline_hf_cache(tmp_path: Path) -> None:
     layers = [r for r in iter_layers(source) if isinstance(r, LayerMatrix)]
     assert len(layers) == 40 and sum(m.kind == "embedding" for m in layers) == 3
     assert source.num_params == 22_713_216  # 22,713,728 values in the file less the 512 int64 position ids
-    assert source.digest() == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # MANIFEST sha256
+    assert source.digest() == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # sha256 of the file
