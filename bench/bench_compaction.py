@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -25,65 +24,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
-import numpy as np
 import pyarrow
 
-from scanner.catalog import CatalogEntry, write_catalog
+from bench._synthetic_scan import SCAN_ID, Timing, cpu_model, time_named_queries, timed, write_scan
 from scanner.compact import compact_scan, describe
-from scanner.config import ScanConfig
 from scanner.query import _JOINED_VIEWS as JOINED_VIEWS
-from scanner.query import connect, list_queries, run_query
-from scanner.store import ResultStore
-from tests._factories import make_model
+from scanner.query import connect
 
-FAMILIES = 10
+CONNECT = "(connect: list files, create views, load catalog)"
 
 
-def write_scan(root: Path, n_models: int, n_layers: int, num_evals: int) -> float:
-    """Write the synthetic scan through the store API and its catalog; returns seconds spent writing."""
-    results = ResultStore(root / "results", "bench")
-    results.open_scan(ScanConfig(), {"catalog": "synthetic"}, {"hostname": platform.node()})
-    rng = np.random.default_rng(0)
-    entries = []
-    start = time.perf_counter()
-    for i in range(n_models):
-        model_id = f"timm:fam{i % FAMILIES}_m{i:05d}.synthetic"
-        model, layers, spectra = make_model(model_id, n_layers=n_layers, seed=i, num_evals=num_evals)
-        results.write_model(model, layers, spectra, host="bench", device="cpu")
-        entries.append(CatalogEntry(model_id, f"fam{i % FAMILIES}", "imagenet-1k", top1=float(rng.uniform(60, 90))))
-    elapsed = time.perf_counter() - start
-    results.finish_scan({"models": n_models})
-    (root / "catalogs").mkdir()
-    write_catalog(root / "catalogs" / "synthetic.csv", entries)
-    return elapsed
+def time_queries(root: Path, repeat: int, threads: int) -> list[Timing]:
+    """Opening the views (``connect``), then every named query on one connection."""
+    wall, cpu, con = timed(lambda: connect(root / "results", catalogs_dir=root / "catalogs", threads=threads),
+                           repeat)
+    return [(CONNECT, wall, 0, cpu), *time_named_queries(con, repeat)]
 
 
-def time_queries(root: Path, repeat: int, threads: int) -> list[tuple[str, float, int, float]]:
-    """(name, median wall seconds, rows, median CPU seconds of this process) for connect and every query.
-
-    CPU seconds (all threads) do not grow with the machine's load the way wall time does; on an idle machine
-    the wall time is at most about the CPU time (less when DuckDB's threads run in parallel).
-    """
-    opened, opened_cpu = [], []
-    for _ in range(repeat):
-        start, cpu = time.perf_counter(), time.process_time()
-        con = connect(root / "results", catalogs_dir=root / "catalogs", threads=threads)
-        opened.append(time.perf_counter() - start)
-        opened_cpu.append(time.process_time() - cpu)
-    timings = [("(connect: list files, create views, load catalog)", statistics.median(opened), 0,
-                statistics.median(opened_cpu))]
-    for info in list_queries():
-        seconds, cpus, rows = [], [], 0
-        for _ in range(repeat):
-            start, cpu = time.perf_counter(), time.process_time()
-            rows = len(run_query(con, info.name).fetchall())
-            seconds.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - cpu)
-        timings.append((info.name, statistics.median(seconds), rows, statistics.median(cpus)))
-    return timings
-
-
-def time_in_memory(root: Path, repeat: int, threads: int) -> list[tuple[str, float, int, float]]:
+def time_in_memory(root: Path, repeat: int, threads: int) -> list[Timing]:
     """The same queries over in-memory copies of the three tables: the query's own cost, without file reads."""
     con = connect(root / "results", catalogs_dir=root / "catalogs", threads=threads)
     for table in ("models", "layers", "spectra"):
@@ -91,20 +49,11 @@ def time_in_memory(root: Path, repeat: int, threads: int) -> list[tuple[str, flo
         con.execute(f"DROP VIEW {table}")
         con.execute(f"ALTER TABLE {table}_mem RENAME TO {table}")
     con.execute(JOINED_VIEWS)
-    timings = [("(connect: list files, create views, load catalog)", 0.0, 0, 0.0)]
-    for info in list_queries():
-        seconds, cpus, rows = [], [], 0
-        for _ in range(repeat):
-            start, cpu = time.perf_counter(), time.process_time()
-            rows = len(run_query(con, info.name).fetchall())
-            seconds.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - cpu)
-        timings.append((info.name, statistics.median(seconds), rows, statistics.median(cpus)))
-    return timings
+    return [(CONNECT, 0.0, 0, 0.0), *time_named_queries(con, repeat)]
 
 
 def _files(root: Path) -> tuple[int, float]:
-    paths = [p for p in (root / "results" / "bench").rglob("*.parquet")]
+    paths = list((root / "results" / SCAN_ID).rglob("*.parquet"))
     return len(paths), sum(p.stat().st_size for p in paths) / 1e6
 
 
@@ -125,15 +74,13 @@ def main() -> int:
         files_before = _files(root)
         before = time_queries(root, args.repeat, args.threads)
         start = time.perf_counter()
-        report = compact_scan(root / "results", "bench")
+        report = compact_scan(root / "results", SCAN_ID)
         compact_seconds = time.perf_counter() - start
         files_after = _files(root)
         after = time_queries(root, args.repeat, args.threads)
         memory = time_in_memory(root, args.repeat, args.threads)
     load_end = os.getloadavg()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
-    print(f"machine: {cpu}; {os.cpu_count()} logical CPUs (shared with other jobs); {platform.platform()}")
+    print(f"machine: {cpu_model()}; {os.cpu_count()} logical CPUs (shared with other jobs); {platform.platform()}")
     print(f"load average (1/5/15 min) at start: {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}; "
           f"at end: {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
     print(f"duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}, python {platform.python_version()}; "
