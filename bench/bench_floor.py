@@ -37,6 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, host, load_average, utc_stamp  # bench/ is not a package
+
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT.parent / "shared" / "zoo"
 MEASURES = ("floor", "full", "full_exact", "ref", "ww")
@@ -158,20 +161,16 @@ def child(case: str, measure: str, inner: int) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), **info}
 
 
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def machine() -> list[str]:
     import numpy
     import scipy
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    return [f"- machine: {platform.node()} ({platform.platform()}), {os.cpu_count()} CPUs, {cpu}",
+    return [f"- machine: {host()}, {os.cpu_count()} CPUs, {cpu}",
             f"- python {platform.python_version()}, numpy {numpy.__version__}, scipy {scipy.__version__}",
             f"- OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}",
-            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
+            f"- date: {utc_stamp()}"]
 
 
 def run_child(case: str, measure: str, inner: int, timeout: float) -> dict[str, Any]:
@@ -262,10 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         loads = [line.split("load ", 1)[1] for path in args.raw for line in path.read_text().splitlines()
                  if line.startswith("# load ")]
         text = report(rows, loads, [f"- runs: {', '.join(p.name for p in args.raw)}", *machine()[:3]])
-        print(text)
-        if args.out:
-            args.out.write_text(text)
-        return 0
+        return emit(text, args.out)
     if args.command == "child":
         print(json.dumps(child(args.case, args.measure, args.inner)))
         return 0
@@ -273,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     loads = []
     for round_index in range(args.rounds):
-        loads.append(load())
+        loads.append(load_average())
         if args.raw:
             with args.raw.open("a") as handle:
                 handle.write(f"# load {time.strftime('%H:%M UTC', time.gmtime())}: {loads[-1]}\n")
@@ -286,12 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.raw:
                     with args.raw.open("a") as handle:
                         handle.write(json.dumps(row) + "\n")
-    loads.append(f"after: {load()}")
-    text = report(rows, loads, machine())
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    loads.append(f"after: {load_average()}")
+    return emit(report(rows, loads, machine()), args.out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import argparse
 import ctypes
 import glob
 import os
-import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +35,9 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg as sl
 from scipy.linalg import blas
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, host, load_average, utc_stamp  # bench/ is not a package
 
 SHAPES = ((768, 768, 1), (3072, 768, 1), (2048, 512, 1), (512, 512, 9), (256, 256, 9))
 
@@ -141,18 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     rows = run(args.repeats)
     text = "\n".join(["# Attempts at lowering the eigensolver floor", "",
-                      f"Machine: {platform.node()} ({platform.platform()}), {os.cpu_count()} CPUs; numpy "
-                      f"{np.__version__}; load average at start {load}, at end "
-                      f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-                      f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. One thread, CPU time.", "",
+                      f"Machine: {host()}, {os.cpu_count()} CPUs; numpy {np.__version__}; load average at start "
+                      f"{load}, at end {load_average()}; {utc_stamp()}. One thread, CPU time.", "",
                       *rows, ""])
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

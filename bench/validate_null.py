@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, host, load_average, utc_stamp  # bench/ is not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -176,24 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     started = time.time()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     rows = [] if args.skip_synthetic else synthetic_rows()
     rows += zoo_rows()
     if args.random_models:
         rows += random_model_rows()
     text = "\n".join([
         "# Null models of the randomization test: validation against the method before", "",
-        f"Machine: {platform.node()} ({platform.platform()}), load average at start {load}; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {time.time() - started:.0f} s.", "",
+        f"Machine: {host()}, load average at start {load}; {utc_stamp(started)}, {time.time() - started:.0f} s.", "",
         (__doc__ or "").split("Usage:")[0].strip(), "",
         *summary(rows), "",
         "Layers whose phase call or n_traps differs from `before`:", "",
         *differences(rows), "",
     ])
-    print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":
