@@ -61,9 +61,9 @@ TESTS: dict[str, list[str]] = {
     "scanner/spectra/powerlaw.py": [GOLDEN, "tests/test_powerlaw.py"],
     "scanner/spectra/mp.py": [GOLDEN, "tests/test_mp.py"],
     "scanner/spectra/metrics.py": ["tests/test_mutation_spectra.py", "tests/test_metrics.py", GOLDEN],
-    "scanner/spectra/randomize.py": [GOLDEN, "tests/test_randomize.py"],
+    "scanner/spectra/randomize.py": ["tests/test_randomize.py", GOLDEN],
     "scanner/spectra/layer.py": [GOLDEN, "tests/test_mutation_spectra.py", "tests/test_layer_analysis.py"],
-    "scanner/spectra/synthetic.py": ["tests/test_randomize.py", "tests/test_mp.py"],
+    "scanner/spectra/synthetic.py": ["tests/test_synthetic.py", "tests/test_randomize.py", "tests/test_mp.py"],
     "scanner/store.py": ["tests/test_store_rules.py", "tests/test_schema_roundtrip.py", "tests/test_store.py",
                          "tests/test_store_integrity.py", "tests/test_store_verify.py"],
     # test_store_kill.py (minutes) is too slow per mutant
@@ -117,6 +117,18 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/mp.py", "inside = (x > lo) & (x <= hi)"): "the density is √0 = 0 at the upper edge",
     ("scanner/spectra/mp.py", "steps = 1.0 * (integrand[1:] + integrand[:-1]) * np.diff(theta)"):
         "the CDF table is divided by its last value, so a constant factor cancels",
+    ("scanner/spectra/randomize.py", "flat = source.reshape(source.shape[0], -2)"):
+        "numpy takes any negative size as the one unknown dimension (checked with numpy 2.4): the same shape",
+    ("scanner/spectra/randomize.py", "for values, row in zip(flat, out, strict=False):"):
+        "out is allocated with flat's shape, so the two always have the same length",
+    **{("scanner/spectra/randomize.py", line): "scipy's jensenshannon divides each vector by its sum, so any "
+       "positive factor on a histogram cancels (up to round-off)" for line in (
+        "return float(jensenshannon(ha * ha.sum(), hb / hb.sum(), base=2.0))",
+        "return float(jensenshannon(ha / ha.sum(), hb * hb.sum(), base=2.0))")},
+    ("scanner/spectra/synthetic.py",
+     'return SyntheticMatrix(low - noise, Phase.RANK_COLLAPSE, "low_rank_plus_noise", {"rank": r})'):
+        "the noise is centred Gaussian and independent of the low-rank part: low − noise has the law of "
+        "low + noise (the generator promises a law, tests/test_synthetic.py checks it)",
     ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
         "indentation of scan.json only",
     ("scanner/store.py", "text = json.dumps(manifest, indent=2, sort_keys=False, default=str).encode()"):

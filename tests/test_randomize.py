@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scanner.spectra.esd import as_matrix_batch, eigenvalues
+from scanner.spectra.esd import FLOAT32_FLOOR, as_matrix_batch, eigenvalues
+from scanner.spectra.mp import mp_quantile
 from scanner.spectra.randomize import (
+    SHUFFLE_STREAM,
+    TW1_MEAN,
     analytic_null_eigenvalues,
     compare_with_randomized,
     esd_distance,
@@ -16,6 +19,217 @@ from scanner.spectra.randomize import (
 )
 from scanner.spectra.synthetic import spiked_covariance
 
+# -- known-truth checks of each step (hand-computed values, closed forms, exact boundaries) -------------------
+
+
+def test_float32_shuffle_is_the_documented_key_sort():
+    """Entry j goes where its key default_rng([seed, SHUFFLE_STREAM]).integers(0, 2³², n)[j] ranks."""
+    assert int.from_bytes(b"zoos", "big") == SHUFFLE_STREAM
+    values = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0], dtype=np.float32)
+    for seed in (0, 1, 7, 123):
+        keys = np.random.default_rng([seed, SHUFFLE_STREAM]).integers(0, 1 << 32, values.size, dtype=np.uint64)
+        expected = values[np.argsort(keys, kind="stable")]
+        np.testing.assert_array_equal(shuffled(values.reshape(1, 2, 5), seed).ravel(), expected)
+
+
+def test_float64_shuffle_is_generator_shuffle_of_the_exact_values():
+    values = np.array([np.pi, np.e, 1 / 3, 1e-300, -2.0, 7.0], dtype=np.float64)  # not float32-representable
+    expected = values.copy()
+    np.random.default_rng([5, SHUFFLE_STREAM]).shuffle(expected)
+    np.testing.assert_array_equal(shuffled(values.reshape(1, 3, 2), 5, dtype=np.float64).ravel(), expected)
+
+
+def test_views_are_shuffled_as_their_memory_order():
+    """A transposed view is shuffled as its contiguous original, transposed back; any other view as its copy."""
+    base = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
+    view = np.swapaxes(base, 1, 2)
+    result = shuffled(view, 4)
+    assert result.shape == (2, 3, 5)
+    np.testing.assert_array_equal(result, np.swapaxes(shuffled(base, 4), 1, 2))
+    strided = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)[:, ::2, :]
+    assert not strided.flags.c_contiguous and not np.swapaxes(strided, 1, 2).flags.c_contiguous
+    np.testing.assert_array_equal(shuffled(strided, 4), shuffled(np.ascontiguousarray(strided), 4))
+
+
+def test_each_matrix_of_a_batch_keeps_its_own_entries():
+    batch = np.arange(3 * 5 * 4, dtype=np.float32).reshape(3, 5, 4)  # 20 entries per matrix, 5 rows
+    for seed in range(3):
+        for original, mixed in zip(batch, shuffled(batch, seed), strict=True):
+            np.testing.assert_array_equal(np.sort(mixed.ravel()), original.ravel())
+
+
+def _two_valued(n, m, high, low):
+    """An n×m matrix (n·m = 16) with half its entries ``high`` and half ``low``."""
+    return np.array([high, low] * 8, dtype=np.float64).reshape(1, n, m)
+
+
+def _tw_edge(n, m, scale):
+    """λ⁺ + TW1_MEAN·t_TW: (1 + 1/√Q)²·s − 1.2065·(s/N)(√N + √M)(1/√N + 1/√M)^(1/3)."""
+    return scale * (1 + np.sqrt(m / n)) ** 2 - 1.2065 * (scale / n) * (np.sqrt(n) + np.sqrt(m)) * (
+        1 / np.sqrt(n) + 1 / np.sqrt(m)) ** (1 / 3)
+
+
+@pytest.mark.parametrize("n, m", [(4, 4), (8, 2)])
+def test_closed_form_null_at_the_lower_mean_boundary(n, m):
+    """Entries 1.25/−0.75: mean 1/4, σ² = 1, so θ/(σ²√NM) = (1/16)·16/4 = 1/4 (certified: ≤) and every
+    centred entry has a² = 1 = ¼·σ²·√16 (certified: ≤). Null: MP quantiles of s = N at (i − ½)/M, the top
+    one replaced by the expected λ_max = λ⁺ + TW1_MEAN·t_TW (hand values for 4×4: 16 − 1.2065·4)."""
+    null = analytic_null_eigenvalues(_two_valued(n, m, 1.25, -0.75))
+    assert null is not None
+    expected = mp_quantile((np.arange(m) + 0.5) / m, n / m, float(n))
+    expected[-1] = _tw_edge(n, m, float(n))
+    np.testing.assert_allclose(null, np.sort(expected), rtol=1e-12)
+    if n == m == 4:
+        assert null[-1] == pytest.approx(16 - 1.2065 * 4, rel=1e-12)
+
+
+@pytest.mark.parametrize("n, m, high, outlier", [(4, 4, 2.0, 25.0), (8, 2, 2.0, 27.0), (4, 4, 4.0, 100.0),
+                                                 (8, 2, 4.0, 108.0)])
+def test_closed_form_null_at_the_upper_mean_boundary(n, m, high, outlier):
+    """Entries high/0: mean μ = high/2, σ² = μ², so θ/(σ²√NM) = μ²·16/(μ²·4) = 4 = 1/CERTIFY_RATIO exactly:
+    the mean's outlier (θ + Nσ²)(θ + Mσ²)/θ with θ = 16μ² (hand values: 20·20/16, 24·18/16, 80·80/64,
+    96·72/64) replaces the top MP quantile."""
+    null = analytic_null_eigenvalues(_two_valued(n, m, high, 0.0))
+    assert null is not None
+    var = (high / 2) ** 2
+    expected = mp_quantile((np.arange(m) + 0.5) / m, n / m, n * var)
+    expected[-1] = outlier
+    np.testing.assert_allclose(null, np.sort(expected), rtol=1e-12)
+
+
+def test_closed_form_null_of_a_gaussian_with_a_small_mean_is_mp_plus_tw():
+    """i.i.d. N(0.001, 0.3²) entries (θ/(σ²√NM) ≈ 2e-3): s = N·σ̂², MP quantiles, top = λ⁺ + TW1_MEAN·t_TW."""
+    w = 0.001 + 0.3 * np.random.default_rng(8).standard_normal((256, 128))
+    mean, var = w.mean(), w.var()
+    assert 0 < mean**2 * np.sqrt(w.size) / var < 0.25
+    null = analytic_null_eigenvalues(w[None])
+    expected = mp_quantile((np.arange(128) + 0.5) / 128, 2.0, 256 * var)
+    expected[-1] = _tw_edge(256, 128, 256 * var)
+    np.testing.assert_allclose(null, np.sort(expected), rtol=1e-9)
+    assert pytest.approx(-1.2065, abs=1e-4) == TW1_MEAN  # E[TW₁] = −1.2065… (Tracy & Widom 1996)
+
+
+def _spiked_entry(ratio, sign, mean=2.0):
+    """N(mean, 1) 512×256 entries plus one entry mean ± a with a² = ratio·σ̂²·√NM (checked on the sample)."""
+    w = mean + np.random.default_rng(9).standard_normal((512, 256))
+    w[3, 5] = mean + sign * np.sqrt(ratio * np.sqrt(w.size))
+    centred = w[3, 5] - w.mean()
+    actual = centred**2 / (w.var() * np.sqrt(w.size))
+    assert actual == pytest.approx(ratio, rel=0.02)
+    return w[None]
+
+
+@pytest.mark.parametrize("ratio, sign, certified", [(0.15, 1, True), (0.15, -1, True), (0.35, 1, False),
+                                                    (0.35, -1, False)])
+def test_entry_certificate_is_a_squared_at_most_a_quarter_of_sigma2_root_nm(ratio, sign, certified):
+    """The certificate reads the centred entry a = w − mean, positive or negative, against ¼·σ²√(NM)."""
+    assert (analytic_null_eigenvalues(_spiked_entry(ratio, sign)) is not None) == certified
+
+
+@pytest.mark.parametrize("relative_var, certified", [(1.5e-12, True), (0.5e-12, False)])
+def test_variance_below_1e_12_of_the_mean_square_is_round_off(relative_var, certified):
+    """var ≤ 1e-12·Σw²/NM means the mean swamps the spread: no closed form (constant matrices included)."""
+    eps = np.sqrt(relative_var)
+    w = 1.0 + eps * np.random.default_rng(10).standard_normal((256, 128))
+    size = w.size
+    mean = float(np.sum(w, dtype=np.float64)) / size
+    var = float(np.sum(w * w)) / size - mean * mean
+    assert var / (float(np.sum(w * w)) / size) == pytest.approx(relative_var, rel=0.1)
+    assert (analytic_null_eigenvalues(w[None]) is not None) == certified
+    assert analytic_null_eigenvalues(np.full((1, 64, 32), 0.5)) is None  # σ² = 0 exactly
+
+
+def test_sum_squares_argument_is_the_trace():
+    w = np.random.default_rng(11).standard_normal((1, 128, 64))
+    np.testing.assert_array_equal(analytic_null_eigenvalues(w, np.array([np.sum(w[0] ** 2)])),
+                                  analytic_null_eigenvalues(w))
+
+
+def _js(p, q):
+    """Jensen–Shannon distance, base 2, of two probability vectors (hand formula)."""
+    p, q = np.asarray(p, float), np.asarray(q, float)
+    mid = (p + q) / 2
+
+    def kl(a):
+        return sum(x * np.log2(x / y) for x, y in zip(a, mid, strict=True) if x > 0)
+
+    return np.sqrt((kl(p) + kl(q)) / 2)
+
+
+@pytest.mark.parametrize("unit", [1.0, 1e-3])
+def test_distance_uses_64_bins_of_log10_lambda(unit):
+    """Over log10 ∈ [0, 2] the bins are 1/32 wide: 10^0.031 shares bin 0 with 1, 10^0.0316 is in bin 1."""
+    same_bin = np.array([1.0, 10**0.031, 100.0]) * unit
+    next_bin = np.array([1.0, 10**0.0316, 100.0]) * unit
+    reference = np.array([1.0, 1.0, 100.0]) * unit
+    assert esd_distance(same_bin, reference) == 0.0
+    expected = _js([1 / 3, 1 / 3, 1 / 3], [2 / 3, 0, 1 / 3])  # bins 0, 1, 63
+    assert esd_distance(next_bin, reference) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(0.45554, abs=1e-5)
+
+
+def test_distance_grid_spans_both_esds_and_cuts_at_the_floor():
+    """[10, 100] vs [100, 1000]: log range [1, 3], bins 0, 32 vs 32, 63 → JS = √½; eigenvalues at or below
+    ``floor`` (here 1.0) are left out, as are near-zero ones (≤ 1e-6 × the 90th percentile)."""
+    assert esd_distance(np.array([10.0, 100.0]), np.array([100.0, 1000.0])) == pytest.approx(np.sqrt(0.5))
+    assert esd_distance(np.array([1.0, 10.0, 100.0]), np.array([1.0, 100.0, 1000.0]), floor=1.0) == \
+        pytest.approx(np.sqrt(0.5), rel=1e-12)
+    with_round_off = np.array([1e-18, 1.0, 10**0.0316, 100.0])
+    assert esd_distance(with_round_off, np.array([1.0, 1.0, 100.0])) == pytest.approx(
+        _js([1 / 3, 1 / 3, 1 / 3], [2 / 3, 0, 1 / 3]), rel=1e-12)
+    # log range [−1, 0]: the grid may straddle λ = 1 (bins 0, 63 vs 0, 0)
+    assert esd_distance(np.array([0.1, 1.0]), np.array([0.1, 0.1])) == pytest.approx(
+        _js([0.5, 0.5], [1.0, 0.0]), rel=1e-12)
+
+
+def test_distance_edge_cases():
+    assert esd_distance(np.array([5.0]), np.array([5.0])) == 0.0  # one point each, same place
+    assert esd_distance(np.array([1e-3]), np.array([1.0, 2.0]), floor=0.5) == 1.0  # nothing left of one ESD
+    assert esd_distance(np.array([1.0, 2.0]), np.array([1e-3]), floor=0.5) == 1.0
+    # disjoint point masses are resolved down to a log range of 1e-12 decades
+    assert esd_distance(np.array([1.0]), np.array([10 ** 1.5e-12])) == pytest.approx(1.0)
+
+
+def test_comparison_reads_the_largest_shuffled_eigenvalue_and_its_ratio():
+    rand = np.array([4.0, 1.0, 10.0, 2.0, 3.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    result = compare_with_randomized(np.linspace(1.0, 20.0, 10), rand, n=40, m=10, seed=3)
+    assert result.lambda_max_rand == 10.0 and result.softrank == 0.5 and result.seed == 3
+    half = compare_with_randomized(np.array([0.1, 0.5]), rand, n=40, m=10, seed=3)
+    assert half.softrank == 20.0  # λ_max = 0.5 < 1 still divides
+    assert compare_with_randomized(np.zeros(10), rand, n=40, m=10, seed=3).softrank == 0.0
+
+
+def test_traps_need_four_eigenvalues_above_the_float32_floor():
+    """[f, 1, 2, 50] with f = FLOAT32_FLOOR·50 exactly: f is not above the floor, 3 values remain, no fit
+    (0 traps); [1, 2, 3, 50]: the fit runs and 50 is a trap."""
+    evals = np.linspace(1.0, 50.0, 4)
+    floor = FLOAT32_FLOOR * 50.0
+    assert compare_with_randomized(evals, np.array([floor, 1.0, 2.0, 50.0]), n=4, m=4, seed=0).n_traps == 0
+    assert compare_with_randomized(evals, np.array([1e-9, 1.0, 2.0, 50.0]), n=4, m=4, seed=0).n_traps == 0
+    assert compare_with_randomized(evals, np.array([1.0, 2.0, 3.0, 50.0]), n=4, m=4, seed=0).n_traps == 1
+
+
+def test_float32_round_off_eigenvalues_change_nothing():
+    """Eigenvalues below FLOAT32_FLOOR·λ_max,rand (here 5e-6·λ_max, above the near-zero cut) are float32
+    round-off: adding 60 of them to the shuffled ESD changes neither the traps nor the distance."""
+    w = np.random.default_rng(1).standard_normal((1600, 400)) * 100
+    evals = eigenvalues(w)
+    polluted = np.concatenate([evals, np.full(60, 5e-6 * evals[-1])])
+    clean = compare_with_randomized(evals, evals, n=1600, m=400, seed=0)
+    assert compare_with_randomized(evals, polluted, n=1600, m=400, seed=0) == clean
+    assert clean.n_traps == 0 and clean.rand_distance == 0.0
+
+
+def test_a_mean_above_its_transition_is_a_trap_of_a_tall_matrix():
+    """4096×256 (Q = 16), mean 0.05σ: θ/(σ²√NM) = 0.0025·1024 = 2.6 > 1, so the shuffled matrix has one
+    outlier above its MP edge; the comparison must use the batch's own N and M."""
+    w = np.random.default_rng(0).standard_normal((4096, 256)) + 0.05
+    result = randomization_test(w, eigenvalues(w), null="exact")
+    assert result.n_traps == 1
+    assert result.seed == 0  # the default seed, recorded
+
+
+# -- behaviour on realistic matrices -------------------------------------------------------------------
 
 def test_shuffle_is_seeded_and_a_permutation():
     batch = np.arange(2 * 6 * 4, dtype=np.float64).reshape(2, 6, 4)
