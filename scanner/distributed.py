@@ -216,7 +216,7 @@ class _Actor:
     ready_ref: Any
     info: WorkerInfo | None = None
     busy: bool = False
-    next_model: str = ""  # the model it is fetching weights for (scanner.prefetch)
+    next_models: tuple[str, ...] = ()  # the models it fetches weights for, in queue order (scanner.prefetch)
 
 
 @dataclass
@@ -370,8 +370,8 @@ class RayExecutor:
 
     def submit(self, model_id: str) -> None:
         idle = [a for a in self.actors if a.info is not None and not a.busy]
-        actor = next((a for a in idle if a.next_model == model_id), idle[0])  # the one that fetched it, if idle
-        actor.busy, actor.next_model = True, ""
+        actor = next((a for a in idle if model_id in a.next_models), idle[0])  # the one that fetched it, if idle
+        actor.busy, actor.next_models = True, tuple(m for m in actor.next_models if m != model_id)
         self._computed_on[model_id] = actor
         spectra_ref, output_ref = actor.handle.spectra.options(num_returns=2).remote(model_id)
         fit_ref = self._fit.remote(output_ref, self.config, self.faults, self.fault_dir)
@@ -381,21 +381,18 @@ class RayExecutor:
         return [InFlight(job.model_id, job.started, job.actor.where) for job in self.jobs.values()]
 
     def upcoming(self, model_ids: Sequence[str]) -> None:
-        """Give each started worker one of the next models to fetch weights for (prefetch depth 1 per worker);
-        ``submit`` then prefers that worker for that model."""
-        if self.config.prefetch <= 0:
-            return
-        wanted = set(model_ids)
-        taken = {a.next_model for a in self.actors if a.next_model in wanted}
-        free = iter([m for m in model_ids if m not in taken])
-        for actor in self.actors:
-            if actor.info is None or (actor.next_model and actor.next_model in wanted):
-                continue
-            following = next(free, "")
-            if following != actor.next_model:
-                actor.next_model = following
+        """Give each started worker up to ``prefetch`` of the next models to fetch weights for (the depth the
+        serial path uses; the node's cache budget bounds the downloads further, see ``scanner.prefetch``).
+
+        Sticky: a worker keeps the models it was given while they are still to come, so nothing it fetched
+        is dropped because the queue moved; the other models go, in queue order, to the worker holding the
+        fewest (idle workers first: they take the queue's head next). ``submit`` prefers the worker that
+        fetched the model."""
+        for actor, plan in plan_prefetch(self.actors, model_ids, self.config.prefetch):
+            if plan != actor.next_models:
+                actor.next_models = plan
                 current = [j.model_id for j in self.jobs.values() if j.actor is actor and not j.spectra_done]
-                actor.handle.ahead.remote([following] if following else [], current)
+                actor.handle.ahead.remote(list(plan), current)
 
     def committed(self, model_id: str) -> None:
         actor = self._computed_on.pop(model_id, None)
@@ -479,6 +476,27 @@ class RayExecutor:
         except Exception as exc:  # every failure mode of a remote call ends as an outcome
             alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
             return [ModelOutcome(job.model_id, error=classify(exc, node_alive=job.actor.node_id in alive))]
+
+
+def plan_prefetch(actors: Sequence[_Actor], model_ids: Sequence[str],
+                  depth: int) -> list[tuple[_Actor, tuple[str, ...]]]:
+    """Which of ``model_ids`` (the queue's head, in order) each started actor fetches ahead: at most ``depth``
+    each; an actor keeps its earlier models that are still in ``model_ids``; the rest go in queue order to the
+    actor with the fewest, idle before busy, earlier in ``actors`` on ties. Unstarted actors get none."""
+    started = [a for a in actors if a.info is not None]
+    if depth <= 0 or not started:
+        return [(a, ()) for a in started]
+    order = {m: i for i, m in enumerate(model_ids)}
+    plans = {id(a): [m for m in a.next_models if m in order] for a in started}
+    taken = {m for plan in plans.values() for m in plan}
+    for model_id in model_ids:
+        if model_id in taken:
+            continue
+        actor = min(started, key=lambda a: (len(plans[id(a)]), a.busy))
+        if len(plans[id(actor)]) >= depth:
+            break
+        plans[id(actor)].append(model_id)
+    return [(a, tuple(sorted(plans[id(a)], key=order.__getitem__))) for a in started]
 
 
 def _kill(handle: Any) -> None:

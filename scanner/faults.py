@@ -3,8 +3,9 @@
 Test hook: ``ZOOSCAN_FAULTS="<model_id>=<action>[@fit];..."`` injects faults (``parse_faults``):
 ``raise`` (an exception), ``kill`` (SIGKILL of the worker process, every attempt), ``kill_once`` (SIGKILL on
 the first attempt only; needs ``ZOOSCAN_FAULT_DIR`` for its marker files), ``hang`` (sleeps an hour),
-``slow`` (sleeps 2 s). ``@fit`` moves the fault from the spectrum actor to the fit task. The serial runner
-honours ``raise`` and ``slow`` only (the others would hit the driver itself).
+``slow`` (sleeps 2 s), ``block`` (waits until the file ``<fault dir>/<model key>.<stage>.go`` exists, an hour
+at most: the test decides when the model goes on; needs ``ZOOSCAN_FAULT_DIR``). ``@fit`` moves the fault from the spectrum actor to the fit task. The serial runner
+honours ``raise``, ``slow`` and ``block`` only (the others would hit the driver itself).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ FAULT_DIR_ENV = "ZOOSCAN_FAULT_DIR"
 # Test hook: "1" lets spectrum actors that hold a logical GPU (``ray start --num-gpus 1`` on a CPU machine)
 # compute on the host even for ``--device cuda``, which is otherwise refused where torch sees no CUDA.
 LOGICAL_GPUS_ENV = "ZOOSCAN_LOGICAL_GPUS"
-FAULT_ACTIONS = ("raise", "kill", "kill_once", "hang", "slow")
+FAULT_ACTIONS = ("raise", "kill", "kill_once", "hang", "slow", "block")
+BLOCK_POLL_S = 0.1
+BLOCK_MAX_S = 3600.0
 FAULT_STAGES = ("spectra", "fit")
 
 
@@ -63,12 +66,15 @@ def inject_fault(model_id: str, faults: Mapping[str, str], stage: str, fault_dir
         raise InjectedFault(f"fault injected for {model_id} by {FAULTS_ENV} (test hook)")
     if action == "slow":
         time.sleep(2.0)
+    if action == "block":
+        release = _marker(model_id, stage, "go", fault_dir, action)
+        deadline = time.monotonic() + BLOCK_MAX_S
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(BLOCK_POLL_S)
     if serial:
         return
     if action == "kill_once":
-        marker = Path(fault_dir or os.environ.get(FAULT_DIR_ENV, "")) / f"{model_key(model_id)}.{stage}.killed"
-        if not marker.parent.is_dir():
-            raise ConfigError(f"kill_once needs {FAULT_DIR_ENV} (or RunOptions.fault_dir) set to an existing folder")
+        marker = _marker(model_id, stage, "killed", fault_dir, action)
         if marker.exists():
             return
         marker.touch()
@@ -78,3 +84,11 @@ def inject_fault(model_id: str, faults: Mapping[str, str], stage: str, fault_dir
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "hang":
         time.sleep(3600.0)
+
+
+def _marker(model_id: str, stage: str, suffix: str, fault_dir: str, action: str) -> Path:
+    """``<fault dir>/<model key>.<stage>.<suffix>``; the fault dir must exist."""
+    folder = fault_dir or os.environ.get(FAULT_DIR_ENV, "")
+    if not folder or not Path(folder).is_dir():
+        raise ConfigError(f"{action} needs {FAULT_DIR_ENV} (or RunOptions.fault_dir) set to an existing folder")
+    return Path(folder) / f"{model_key(model_id)}.{stage}.{suffix}"

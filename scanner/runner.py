@@ -67,7 +67,7 @@ class RunOptions:
         max_failed_fraction: failed models (this run's and earlier committed ones) over the scan's models
             above which the exit status is ``EXIT_MODELS_FAILED`` (default 0: any failure).
         faults: model_id -> "action@stage" (the test hook of ``scanner.faults``).
-        fault_dir: folder for ``kill_once`` markers.
+        fault_dir: folder for the ``kill_once`` and ``block`` markers.
         logical_gpus: let GPU actors on nodes without CUDA compute on the CPU even for ``--device cuda``
             (test hook ``ZOOSCAN_LOGICAL_GPUS=1``; for clusters that declare logical GPUs).
     """
