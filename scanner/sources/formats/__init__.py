@@ -19,6 +19,7 @@ A new format is one row here plus its module. Addressing (``file:`` ids):
 ``file:m.npz``          numpy archive (``allow_pickle=False``)
 ``file:p/ner/model``    spaCy/thinc component (msgpack; spaCy 2 and 3)
 ``file:w.pkl``          plain pickle of numpy arrays (restricted unpickler: nothing imported)
+``file:gnubg.wd``       GNU Backgammon binary weights (its evaluation MLPs, back to back)
 =====================  ====================================================================================
 """
 
@@ -62,6 +63,9 @@ READERS: tuple[Reader, ...] = (
     Reader("numpy_pickle", (".pkl", ".pickle"), None, "scanner.sources.formats.torch_archive:open_pickle"),
     # a spaCy component's weights file is named "model" (beside its "cfg"); msgpack maps start with 0x8_/0xde/0xdf
     Reader("spacy_msgpack", ("/model",), None, "scanner.sources.formats.spacy_reader:open_spacy"),
+    # GNU Backgammon's binary weights start with the float32 magic 472.3782 (bytes 69 30 ec 43)
+    Reader("gnubg_weights", (".wd",), lambda head: head[:4] == b"i0\xecC",
+           "scanner.sources.formats.gnubg_reader:open_gnubg"),
 )
 
 
