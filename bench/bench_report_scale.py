@@ -25,24 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 
+from scanner import records as rec
 from scanner.config import ScanConfig
-from scanner.records import (
-    PHASE_ORDER,
-    LayerResult,
-    LayerSpectrum,
-    ModelResult,
-    ModelSummary,
-    MPFit,
-    NormMetrics,
-    PhaseCall,
-    PowerLawFit,
-    RandomizationResult,
-    Status,
-)
+from scanner.records import PHASE_ORDER, LayerResult, Status
 from scanner.scan import LayerEigenvalues
 from scanner.store import ResultStore
+from tests._factories import norm_metrics, phase_counts
 
 KINDS = ("conv2d", "linear", "attention_q", "embedding")
 
@@ -66,27 +58,25 @@ def synthetic_layer(model_id: str, index: int, rng: np.random.Generator, tail: f
     lmax = float(evals[-1])
     lam_minus, lam_plus = (1 - 1 / np.sqrt(q)) ** 2, (1 + 1 / np.sqrt(q)) ** 2
     spikes = int((evals > lam_plus * 1.05).sum())
-    norms = NormMetrics(lmax, float(evals[0]), float(np.log10(evals.sum())), float(np.log10(lmax)),
-                        float(evals.sum() / lmax), 0.9, alpha * float(np.log10(lmax)),
-                        float(np.log10(np.sum(evals ** alpha))), 0, 0)
-    fit = PowerLawFit(alpha, xmin, lmax, float(rng.uniform(0.02, 0.15)), (alpha - 1) / np.sqrt(m - evals_bulk.size),
+    norms = norm_metrics(evals, alpha, entropy=0.9)
+    fit = rec.PowerLawFit(alpha, xmin, lmax, float(rng.uniform(0.02, 0.15)), (alpha - 1) / np.sqrt(m - evals_bulk.size),
                       m - evals_bulk.size, reliable=bool(rng.uniform() > 0.05), reason="")
-    mp = MPFit(1.0, float(lam_minus), float(lam_plus), float(lam_plus * 1.05), spikes, float(lam_plus / lmax), 0.05,
-               float(1 - spikes / m), q)
+    mp = rec.MPFit(1.0, float(lam_minus), float(lam_plus), float(lam_plus * 1.05), spikes, float(lam_plus / lmax),
+                   0.05, float(1 - spikes / m), q)
     traps = int(rng.poisson(0.15))
-    rand = RandomizationResult(0, lmax / 3, traps, float(rng.uniform(0.1, 0.6)), 1 / 3)
+    rand = rec.RandomizationResult(0, lmax / 3, traps, float(rng.uniform(0.1, 0.6)), 1 / 3)
     phase = PHASE_ORDER[4 if alpha < 4 else 3 if alpha < 6 else 1]
     if rng.uniform() < 0.01:
         phase = PHASE_ORDER[5]
-    call = PhaseCall(phase, f"synthetic: α = {alpha:.2f}", alpha < 2, "syn")
-    spectrum = LayerSpectrum(n, m, q, 1, m, norms, fit, mp, rand, call)
+    call = rec.PhaseCall(phase, f"synthetic: α = {alpha:.2f}", alpha < 2, "syn")
+    spectrum = rec.LayerSpectrum(n, m, q, 1, m, norms, fit, mp, rand, call)
     shape = (n, m) if kind != "conv2d" else (n, m, 1, 1)
     return LayerResult(model_id, index, f"block{index // 4}.{kind}.weight", kind, shape, Status.OK,
                        num_params=n * m, spectrum=spectrum), evals
 
 
 def synthetic_model(model_id: str, rng: np.random.Generator, n_layers: int, n_evals: int,
-                    tail: float) -> tuple[ModelResult, list[LayerResult], list[LayerEigenvalues]]:
+                    tail: float) -> tuple[rec.ModelResult, list[LayerResult], list[LayerEigenvalues]]:
     layers, spectra = [], []
     for i in range(n_layers):
         layer, evals = synthetic_layer(model_id, i, rng, tail, n_evals)
@@ -95,10 +85,7 @@ def synthetic_model(model_id: str, rng: np.random.Generator, n_layers: int, n_ev
             spectra.append(LayerEigenvalues(i, layer.layer_name, evals))
     ok = [x for x in layers if x.spectrum is not None]
     alphas = np.array([x.spectrum.power_law.alpha for x in ok])
-    counts: dict[str, int] = {}
-    for x in ok:
-        counts[x.spectrum.phase.phase.value] = counts.get(x.spectrum.phase.phase.value, 0) + 1
-    summary = ModelSummary(
+    summary = rec.ModelSummary(
         n_layers=n_layers, n_ok=len(ok), n_skipped=n_layers - len(ok), n_failed=0, n_alpha=len(ok),
         alpha_mean=float(alphas.mean()), alpha_median=float(np.median(alphas)), alpha_std=float(alphas.std()),
         alpha_hat=float(np.mean([x.spectrum.norms.alpha_weighted for x in ok])),
@@ -107,8 +94,8 @@ def synthetic_model(model_id: str, rng: np.random.Generator, n_layers: int, n_ev
         log_spectral_norm_mean=float(np.mean([x.spectrum.norms.log_spectral_norm for x in ok])),
         stable_rank_mean=float(np.mean([x.spectrum.norms.stable_rank for x in ok])),
         frac_alpha_lt2=float(np.mean(alphas < 2)), frac_alpha_gt6=float(np.mean(alphas > 6)),
-        phase_counts=tuple(sorted(counts.items())))
-    model = ModelResult(model_id, "file", Status.OK, digest="sha256:0",
+        phase_counts=phase_counts(ok))
+    model = rec.ModelResult(model_id, "file", Status.OK, digest="sha256:0",
                         num_params=sum(x.num_params for x in layers), summary=summary)
     return model, layers, spectra
 
