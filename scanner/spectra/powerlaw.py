@@ -92,8 +92,9 @@ def fit_power_law(
 
     ``method="robust"`` (zooscan default; each choice and its source):
 
-    - numerical zeros: drop λ ≤ λ_max·N·ε₆₄, the rank tolerance of ``numpy.linalg.matrix_rank`` for a
-      Hermitian matrix (here WᵀW), so the cut is relative and α(c·λ) = α(λ) for any c > 0.
+    - numerical zeros: drop λ ≤ λ_max·n·ε₆₄, n the number of eigenvalues passed (M, or k·M when pooled):
+      the rank tolerance of ``numpy.linalg.matrix_rank`` for a Hermitian matrix (here the M×M WᵀW), so the cut
+      is relative and α(c·λ) = α(λ) for any c > 0.
     - candidates: distinct eigenvalues (ties belong to one tail, as ``powerlaw.Fit`` takes unique xmins),
       not the largest, with a tail of at least ``min_tail`` points (WW's default min_evals is 8–10;
       CSN fits of a handful of points are noise).
