@@ -13,7 +13,8 @@ give numbers and calibrated on the seeded generators of ``scanner.spectra.synthe
   heavy-tailed 8× and beyond (the poster's ~20+ in units where the edge is ~2–4);
 - outliers that survive shuffling W's entries come from heavy-tailed entries, the i.i.d. Pareto model of
   the Heavy-Tailed universality class (JMLR §4); learned correlations do not survive it (JMLR §5);
-- α < 2 marks a very heavy-tailed ("over-trained") layer (SETOL; weightwatcher's warning threshold).
+- α < 2 (from a reliable fit) flags a Heavy-Tailed layer as very heavy-tailed ("over-trained"; SETOL;
+  weightwatcher's warning threshold); it does not change the phase, and other phases are never flagged.
 
 Phase order of increasing implicit self-regularisation: Random-like → Bleeding-out → Bulk+Spikes →
 Bulk-decay → Heavy-Tailed; Rank-collapse stands apart (over-regularisation, a peak at λ ≈ 0).
