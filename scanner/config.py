@@ -1,6 +1,6 @@
 """Scan configuration: one frozen, validated dataclass passed explicitly everywhere.
 
-Validation follows one message format: "the '<name>' option must be <allowed>; got <value>".
+Validation follows one message format: "the '<name>' option must be <allowed>; got <value> instead".
 """
 
 from __future__ import annotations
