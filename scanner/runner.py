@@ -54,7 +54,8 @@ class RunOptions:
             (``address="local"``: it never joins a ``ray start`` cluster found on the machine).
         num_cpus, num_gpus: resources of that local Ray (None: detected). A logical GPU may be declared on a
             CPU machine: a GPU actor is placed on it and computes on the CPU (``--device auto``).
-        max_in_flight: models submitted and not finished, at most (None: one per spectrum worker plus one).
+        max_in_flight: models submitted and not finished, at most (None: the executor's own limit, which is
+            2 per spectrum actor on Ray and 1 in serial).
         timeout_per_model: seconds a model may compute before it is abandoned as failed and its worker stopped
             (None: never). ``--serial`` then runs each model in a child process that can be killed.
         retry_failed: also redo models committed as failed by an earlier run.
