@@ -65,6 +65,194 @@ def csn_brute_force(x: np.ndarray, min_tail: int) -> tuple[float, float, float]:
     return best[1], best[2], best[0]
 
 
+# ------------------------------------------------------------- known truth, hand values and plain oracles (fast)
+
+
+def reference_brute_force(x: np.ndarray) -> tuple[float, float, float, int] | None:
+    """weightwatcher 0.7.7's fit written plainly, one candidate at a time: (xmin, α, D, n_tail), or None.
+
+    Keeps λ > 1e-5. n ≥ 20: every sorted value but the last is a candidate (duplicates too), plain MLE.
+    n < 20: candidates need ≥ 8 tail points and a log-sum > 1e-12, α = 1 + (n_i − 1)/Σ ln(λ/xmin), others
+    count as D = 1; without any, the whole sample (if its log-sum > 1e-12). First argmin of D."""
+    x = np.sort(x[x > 1e-5])
+    n = x.size
+    best = (np.inf, 0.0, 0.0, 0)
+    for i in range(n - 1):
+        tail = x[i:]
+        total = float(np.sum(np.log(tail / x[i])))
+        if n >= 20:
+            if total <= 0:
+                continue
+            alpha = 1.0 + tail.size / total
+        else:
+            if tail.size < 8 or total <= 1e-12:
+                continue
+            alpha = 1.0 + (tail.size - 1) / total
+        d = float(np.max(np.abs(1.0 - (tail / x[i]) ** (1.0 - alpha) - np.arange(tail.size) / tail.size)))
+        if d < best[0]:
+            best = (d, x[i], alpha, tail.size)
+    if best[3] == 0 and n < 20:
+        total = float(np.sum(np.log(x / x[0])))
+        if total <= 1e-12:
+            return None
+        alpha = 1.0 + (n - 1) / total
+        d = float(np.max(np.abs(1.0 - (x / x[0]) ** (1.0 - alpha) - np.arange(n) / n)))
+        best = (d, x[0], alpha, n)
+    return (best[1], best[2], best[0], best[3]) if best[3] else None
+
+
+@pytest.mark.parametrize("n", [2, 5, 9, 12, 19, 20, 21, 40])
+def test_reference_mode_equals_its_plain_definition(n):
+    """The reference scan (both weightwatcher branches, ties included) against the definition written plainly."""
+    rng = np.random.default_rng(n)
+    for x in (pareto_sample(2.5, n, n), np.round(pareto_sample(2.0, n, n + 1), 1), rng.lognormal(0, 2, n)):
+        fit = fit_power_law(x, method="reference")
+        expected = reference_brute_force(x)
+        if expected is None:
+            assert fit.alpha is None
+            continue
+        xmin, alpha, ks, n_tail = expected
+        assert (fit.xmin, fit.n_tail) == (xmin, n_tail), x
+        assert fit.alpha == pytest.approx(alpha, rel=1e-9)
+        assert fit.ks_distance == pytest.approx(ks, abs=1e-12)
+        assert fit.xmax == np.max(x) and fit.alpha_sigma == pytest.approx((alpha - 1) / np.sqrt(n_tail))
+
+
+def test_reference_hand_values():
+    # two values: small-N fallback, the whole sample: α = 1 + (2 − 1)/ln(e/1) = 2
+    fit = fit_power_law(np.array([1.0, np.e]), method="reference")
+    assert fit.alpha == pytest.approx(2.0, rel=1e-12) and fit.xmin == 1.0 and fit.n_tail == 2
+    # no tail of 8: the whole sample, although its upper tails are flat: α = 1 + 4/(4 ln 2)
+    fit = fit_power_law(np.array([1.0, 2.0, 2.0, 2.0, 2.0]), method="reference")
+    assert fit.alpha == pytest.approx(1.0 + 1.0 / np.log(2.0), rel=1e-12) and fit.n_tail == 5
+    assert "1 eigenvalue(s) above" in fit_power_law(np.array([0.5, 1e-6]), method="reference").reason
+
+
+def test_reference_mode_keeps_eigenvalues_above_1e_minus_5_strictly():
+    lam = np.concatenate([[1e-6, 1e-5, 1.5e-5], pareto_sample(2.5, 27, seed=3)])
+    fit = fit_power_law(lam, method="reference")
+    assert "only 28 eigenvalues fitted" in fit.reason  # 1.5e-5 and the 27, not 1e-5
+
+
+def test_reference_flat_tails_give_no_alpha():
+    fit = fit_power_law(np.full(30, 3.7), method="reference")  # n ≥ 20: α = ∞, D_i = 1 − 1/n_i: n_i = 2 wins
+    assert fit.alpha is None and fit.n_tail == 2 and "placeholder" in fit.reason
+    fit = fit_power_law(np.full(10, 3.7), method="reference")  # n < 20: no log-sum above 1e-12
+    assert fit.alpha is None and fit.n_tail == 0 and "placeholder" in fit.reason
+
+
+def test_reference_small_n_log_sum_threshold_is_1e_minus_12():
+    """Ten values with log-sums 1.5e-12 (nine equal ones and one e^(1.5e-12) above): above the 1e-12 floor,
+    so a fit (of a huge, unreliable α); at 0.5e-12 there is none."""
+    for gap, fitted in ((1.5e-12, True), (0.5e-12, False)):
+        x = np.concatenate([np.ones(9), [np.exp(gap)]])
+        fit = fit_power_law(x, method="reference")
+        assert (fit.alpha is not None) == fitted, gap
+
+
+def test_robust_hand_values_and_the_numerical_zero_cut():
+    """cut = λ_max·N·ε₆₄ (here 1·40·2.2e-16 = 8.9e-15): an eigenvalue at the cut is dropped, one above kept."""
+    rest = pareto_sample(3.0, 37, seed=4)
+    rest = rest / rest.max()
+    cut = 1.0 * 40 * np.finfo(np.float64).eps
+    lam = np.concatenate([[cut, 2 * cut, 1e-15], rest])
+    fit = fit_power_law(lam, min_tail=5)
+    assert "only 38 eigenvalues fitted" in fit.reason
+    second = np.concatenate([[0.1, 1.0], np.full(30, 5e-15), np.linspace(0.2, 0.3, 8)])  # λ₂ = 0.3 ≠ λ_max
+    assert "only 10 eigenvalues" in fit_power_law(second, min_tail=5).reason  # 5e-15 < 1·40·ε = 8.9e-15
+    exact = np.geomspace(1.0, 100.0, 10)  # x.size = min_tail: one candidate, the whole sample
+    fit = fit_power_law(exact)
+    assert fit.xmin == 1.0 and fit.n_tail == 10
+    assert fit.alpha == pytest.approx(1.0 + 10 / np.sum(np.log(exact)), rel=1e-12)
+
+
+@pytest.mark.parametrize("evals, words", [
+    (np.array([]), "no eigenvalues"),
+    (np.zeros(20), "all eigenvalues are zero"),
+    (np.concatenate([np.zeros(20), [5.0]]), "only 1 eigenvalues above"),
+    (np.array([4.0]), "only 1 eigenvalues above"),
+])
+def test_robust_degenerate_reasons(evals, words):
+    fit = fit_power_law(evals)
+    assert fit.alpha is None and words in fit.reason and not fit.reliable and fit.n_tail == 0
+
+
+def test_argument_checks_accept_the_documented_ranges():
+    x = pareto_sample(2.5, 60, seed=2)
+    assert fit_power_law(x, min_tail=2, max_fingers=0).alpha is not None
+    for bad in ({"min_tail": 1}, {"min_tail": "3"}, {"max_fingers": -1}, {"max_fingers": 1.5}):
+        with pytest.raises(ConfigError):
+            fit_power_law(x, **bad)
+    defaults = inspect.signature(fit_power_law).parameters
+    assert defaults["min_tail"].default == 10  # WW's min_evals is 8–10
+    assert defaults["max_fingers"].default == 10  # FINGER_P_VALUE × 10 ≤ 1e-3 family-wise
+
+
+def _tail_fit(**kw):
+    from scanner.spectra.powerlaw import _TailFit
+
+    return _TailFit(**{"start": 0, "alpha": 3.0, "ks": 0.0, "n_tail": 100, **kw})
+
+
+def test_doubts_at_their_boundaries():
+    from scanner.spectra.powerlaw import _doubts
+
+    assert _doubts(_tail_fit(alpha=8.0), 10) == []
+    assert "α=8.01 > 8" in _doubts(_tail_fit(alpha=8.01), 10)[0]
+    assert _doubts(_tail_fit(n_tail=10), 10) == [] or all("min_tail" not in r for r in _doubts(_tail_fit(n_tail=10), 10))
+    assert "shorter than min_tail=10" in _doubts(_tail_fit(n_tail=9), 10)[0]
+    # KS bar = max(1.949/√n, 0.1): n = 100 → 0.1949 (D at the bar passes), n = 1000 → 0.1
+    assert _doubts(_tail_fit(ks=1.949 / 10.0), 10) == []
+    assert "KS distance" in _doubts(_tail_fit(ks=0.196), 10)[0]
+    assert _doubts(_tail_fit(ks=0.099, n_tail=1000), 10) == []
+    assert "KS distance" in _doubts(_tail_fit(ks=0.101, n_tail=1000), 10)[0]
+
+
+def test_record_fields_and_the_50_eigenvalue_floor():
+    from scanner.spectra.powerlaw import _record
+
+    x = np.geomspace(1.0, 50.0, 50)
+    rec = _record(x, _tail_fit(start=10, n_tail=40, alpha=3.0, ks=0.05), "robust", 10)
+    assert rec.reliable and rec.reason == "" and rec.n_fingers == 0 and rec.alpha_raw == 3.0
+    assert (rec.xmin, rec.xmax) == (x[10], 50.0) and rec.alpha_sigma == pytest.approx(2.0 / np.sqrt(40))
+    assert _record(x[:48], _tail_fit(n_tail=40), "robust", 10, n_fingers=2, alpha_raw=4.0).reliable  # 48 + 2
+    flagged = _record(x[:49], _tail_fit(n_tail=40, alpha=9.0), "robust", 10, alpha_raw=9.5)
+    assert not flagged.reliable and flagged.reason.startswith("only 49 eigenvalues") and flagged.alpha_raw == 9.5
+
+
+def _tail_with_spacings(spacings):
+    """Sorted ascending values whose descending scaled log-spacings T_j = j·ln(λ_(j)/λ_(j+1)) are ``spacings``."""
+    logs = np.concatenate([[0.0], np.cumsum((np.asarray(spacings) / np.arange(1, len(spacings) + 1))[::-1])])
+    return np.exp(logs)
+
+
+@pytest.mark.parametrize("big, fingers", [(-np.log(0.5e-4), 1), (-np.log(1.5e-4), 0)])
+def test_finger_count_uses_p_below_1e_minus_4(big, fingers):
+    """T_1 = −ln p with all other T_j = 1: p = exp(−T_1/1) is the finger's p-value."""
+    from scanner.spectra.powerlaw import _count_fingers
+
+    x = _tail_with_spacings([big] + [1.0] * 30)
+    assert _count_fingers(x, _tail_fit(n_tail=x.size), 10, 10) == fingers
+
+
+def test_finger_count_takes_the_largest_significant_k_and_the_body_below_it():
+    from scanner.spectra.powerlaw import _count_fingers
+
+    spacings = [1.0, 1.0, 12.0, 1.0, 1.0] + [1.0] * 30  # T_3 stands out: 3 fingers
+    x = _tail_with_spacings(spacings)
+    assert _count_fingers(x, _tail_fit(n_tail=x.size), 10, 10) == 3
+    assert _count_fingers(x, _tail_fit(n_tail=x.size), 10, 2) == 0  # max_fingers = 2 cannot reach it
+    both = _tail_with_spacings([12.0, 1.0, 1.0, 12.0] + [1.0] * 30)
+    assert _count_fingers(both, _tail_fit(n_tail=both.size), 10, 10) == 4  # the largest k
+    # the tail starts at raw.start: values below it are not part of the test
+    padded = np.concatenate([np.linspace(0.1, 0.5, 5), x])
+    assert _count_fingers(padded, _tail_fit(start=5, n_tail=x.size), 10, 10) == 3
+    # k_max = min(max_fingers, spacings − min_tail): 1 here, and one significant finger is found
+    short = _tail_with_spacings([12.0] + [1.0] * 10)
+    assert _count_fingers(short, _tail_fit(n_tail=short.size), 10, 10) == 1
+    assert _count_fingers(short, _tail_fit(n_tail=short.size), 11, 10) == 0  # k_max = 0
+
+
 # ----------------------------------------------------------------------------------- reference: anchor table
 
 # weightwatcher 0.7.7 default α (D, xmin, tail n) on the seeded 1000×500 matrices, measured by running it
