@@ -227,7 +227,7 @@ def test_bad_input():
         fit_marchenko_pastur(np.array([1.0, np.nan, 2.0, 3.0, 4.0]), q=2.0, n=10)
 
 
-@pytest.mark.parametrize("m", [64, 256, 1024])
+@pytest.mark.parametrize("m", [64, 256, pytest.param(1024, marks=pytest.mark.slow)])  # 1024: ~40 s
 @pytest.mark.parametrize("q", [1.0, 2.0, 10.67])
 def test_gaussian_matrices_have_no_spikes_and_right_scale(m, q):
     n = int(round(m * q))
