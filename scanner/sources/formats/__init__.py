@@ -17,6 +17,7 @@ A new format is one row here plus its module. Addressing (``file:`` ids):
 ``file:m.h5``           Keras HDF5 (``.h5 .hdf5 .keras`` weights; Keras 2 and 3 layouts)
 ``file:d/x.index``      TensorFlow checkpoint (``x.index`` + ``x.data-*``); a SavedModel folder works too
 ``file:m.npz``          numpy archive (``allow_pickle=False``)
+``file:v.npy``          one numpy array (also any file with the ``\x93NUMPY`` magic, e.g. spaCy ``vocab/vectors``)
 ``file:p/ner/model``    spaCy/thinc component (msgpack; spaCy 2 and 3)
 ``file:w.pkl``          plain pickle of numpy arrays (restricted unpickler: nothing imported)
 ``file:gnubg.wd``       GNU Backgammon binary weights (its evaluation MLPs, back to back)
@@ -60,6 +61,7 @@ READERS: tuple[Reader, ...] = (
     Reader("tfjs", ("model.json",), None, "scanner.sources.formats.tfjs_reader:open_tfjs"),
     Reader("tf_checkpoint", (".index",), None, "scanner.sources.formats.tf_checkpoint:open_checkpoint"),
     Reader("npz", (".npz",), None, "scanner.sources.formats.npz_reader:open_npz"),
+    Reader("npy", (".npy",), lambda head: head[:6] == b"\x93NUMPY", "scanner.sources.formats.npz_reader:open_npy"),
     Reader("numpy_pickle", (".pkl", ".pickle"), None, "scanner.sources.formats.torch_archive:open_pickle"),
     # a spaCy component's weights file is named "model" (beside its "cfg"); msgpack maps start with 0x8_/0xde/0xdf
     Reader("spacy_msgpack", ("/model",), None, "scanner.sources.formats.spacy_reader:open_spacy"),

@@ -1,4 +1,6 @@
-"""numpy ``.npz`` archives (``file:weights.npz``): one array per member, ``allow_pickle=False``.
+"""numpy ``.npz`` archives (``file:weights.npz``): one array per member, ``allow_pickle=False``; and single
+``.npy`` arrays (``file:vectors.npy``, or any file starting with the ``\x93NUMPY`` magic, such as a spaCy
+pipeline's ``vocab/vectors`` word-vector table).
 
 Each member's ``.npy`` header is parsed first (shape, dtype, order) and checked against the member's size
 in the zip directory and against the scan's budget before the array is read. An npz says nothing about
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from scanner.errors import SourceError
-from scanner.sources.formats._common import ITEMSIZE, Entry, FormatSource, numel
+from scanner.sources.formats._common import ITEMSIZE, Entry, FormatSource, check_range, numel, read_bytes
 
 
 def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype, bool]:
@@ -67,3 +69,37 @@ def open_npz(path: Path, model_id: str) -> FormatSource:
     source = FormatSource(model_id, [path], entries)
     source.close = zf.close  # type: ignore[method-assign]
     return source
+
+
+def open_npy(path: Path, model_id: str) -> FormatSource:
+    """A ``FormatSource`` over the one array of a ``.npy`` file: 2-D is a dense matrix (a word-vector table is
+    rows × width, analysed like an embedding), other ranks as in an npz.
+
+    Raises:
+        SourceError: no valid ``.npy`` header, an object dtype, or a shape that needs more bytes than the file has.
+    """
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in reader:
+                raise ValueError(f".npy version {version} is not supported")
+            shape, fortran, dtype = reader[version](handle)
+            offset = handle.tell()
+    except (ValueError, OSError, EOFError) as exc:
+        raise SourceError(f"{path}: no valid .npy header ({exc})") from exc
+    shape = tuple(int(d) for d in shape)
+    if dtype.hasobject or dtype.name not in ITEMSIZE:
+        raise SourceError(f"{path}: a .npy of dtype {dtype} holds no numeric weights (object arrays are never read)")
+    nbytes = numel(shape) * dtype.itemsize
+    check_range(path, offset, nbytes, size, path.name)
+
+    def read() -> np.ndarray:
+        values = np.frombuffer(read_bytes(path, offset, nbytes), dtype=dtype)
+        return values.reshape(shape[::-1]).T if fortran else values.reshape(shape)
+
+    family = "embedding" if len(shape) == 2 else None
+    note = "npy: layout unknown, assumed PyTorch (out, in, *kernel)" if len(shape) >= 3 else ""
+    return FormatSource(model_id, [path], [Entry(path.name, shape, dtype.name, nbytes, read, family,
+                                                 module_type="npy array", note=note)])

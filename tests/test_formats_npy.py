@@ -1,0 +1,38 @@
+"""Single .npy arrays (a spaCy pipeline's vocab/vectors table): found by magic, read with their values, refused
+when they lie."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scanner.errors import SourceError
+from scanner.sources.formats import open_with, reader_for
+
+
+def _read(path):
+    reader = reader_for(path)
+    assert reader is not None and reader.name == "npy"
+    return list(open_with(reader, path, "file:x")._iter_tensors())
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_vectors_table_is_read_with_its_values_whatever_the_name(tmp_path, order):
+    table = np.asarray(np.random.default_rng(1).standard_normal((40, 12)), dtype="<f4", order=order)
+    path = tmp_path / "vectors"  # spaCy names it without a suffix
+    with open(path, "wb") as handle:
+        np.save(handle, table)
+    (tensor,) = _read(path)
+    assert tensor.family == "embedding" and tensor.dtype_stored == "float32"
+    np.testing.assert_array_equal(tensor.tensor.numpy(), table)
+
+
+def test_truncated_or_object_arrays_are_refused(tmp_path):
+    path = tmp_path / "v.npy"
+    np.save(path, np.ones((1000, 30), dtype="<f4"))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(SourceError, match="truncated"):
+        _read(path)
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(SourceError, match="object arrays are never read"):
+        _read(path)
