@@ -52,7 +52,7 @@ REPORT = REPO / "bench" / "results" / "mutation.md"
 RAW_DIR = REPO / "bench" / "results" / "mutation"  # one JSON per module: several runs may go on at once
 
 # The fast tests that guard each module, sharpest first (a killed mutant stops at its first failure). Entries
-# starting with "-" are pytest options for that module (a later "-m" replaces the one in PYTEST_ARGS).
+# starting with "-" are pytest options for that module ("-mEXPR" replaces the "-m" of PYTEST_ARGS).
 GOLDEN = "tests/test_golden_resnet20.py"
 TESTS: dict[str, list[str]] = {
     "scanner/summary.py": ["tests/test_summary.py", GOLDEN],
@@ -60,7 +60,7 @@ TESTS: dict[str, list[str]] = {
     "scanner/spectra/esd.py": [GOLDEN, "tests/test_mutation_spectra.py", "tests/test_esd.py"],
     "scanner/spectra/csn.py": ["tests/test_powerlaw.py", "tests/test_mutation_spectra.py", GOLDEN],
     "scanner/spectra/powerlaw.py": ["tests/test_powerlaw.py", GOLDEN],
-    "scanner/spectra/mp.py": ["tests/test_mp.py", GOLDEN, "-m", "not ray and not gpu and not slow"],  # no 1024-col calib.
+    "scanner/spectra/mp.py": ["tests/test_mp.py", GOLDEN, "-mnot ray and not gpu and not slow"],  # no 1024-col calib.
     "scanner/spectra/metrics.py": ["tests/test_mutation_spectra.py", "tests/test_metrics.py", GOLDEN],
     "scanner/spectra/randomize.py": ["tests/test_randomize.py", GOLDEN],
     "scanner/spectra/layer.py": [GOLDEN, "tests/test_mutation_spectra.py", "tests/test_layer_analysis.py"],
