@@ -3,6 +3,7 @@ which tmp files are a dead writer's, and the pid probe they rely on."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -154,3 +155,27 @@ def test_a_pid_of_another_user_counts_as_alive(monkeypatch) -> None:
 ])
 def test_tmp_writer_reads_host_and_pid_from_the_name(name, writer) -> None:
     assert storage.tmp_writer(name) == writer
+
+
+def _lock_is_free(scan_dir) -> bool:
+    """Whether another open file description can take the scan's flock now (flock conflicts between
+    descriptions even within one process)."""
+    with open(scan_dir / ".lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return True
+
+
+def test_finish_scan_and_close_give_the_scan_lock_back(tmp_path) -> None:
+    results = _open(tmp_path)
+    assert not _lock_is_free(tmp_path / "s1")
+    results.finish_scan({})
+    assert _lock_is_free(tmp_path / "s1") and results._lock is None
+    again = _open(tmp_path)
+    again.close()
+    assert _lock_is_free(tmp_path / "s1")
+    again.close()  # not held: a no-op
+    ResultStore(tmp_path, "s1").close()
