@@ -58,7 +58,11 @@ TESTS: dict[str, list[str]] = {
     "scanner/summary.py": ["tests/test_summary.py", GOLDEN],
     "scanner/phases.py": ["tests/test_phases_boundaries.py", GOLDEN],
     "scanner/spectra/esd.py": [GOLDEN, "tests/test_mutation_spectra.py", "tests/test_esd.py"],
-    "scanner/spectra/csn.py": ["tests/test_powerlaw.py", "tests/test_mutation_spectra.py", GOLDEN],
+    "scanner/spectra/csn.py": [  # the scan against its oracles (brute force, plain definition, powerlaw, wwfit)
+        "tests/test_mutation_spectra.py::test_pruned_ks_argmin_equals_the_full_scan_on_many_short_samples",
+        "tests/test_powerlaw.py", "-kplain_definition or hand_values or flat_tails or zero_cut or brute_force or "
+        "pruned_scan or powerlaw_package or recover_alpha or scale_invariant or input_order or fingers or "
+        "degenerate or reference_mode_matches_wwfit or short_samples"],
     "scanner/spectra/powerlaw.py": ["tests/test_powerlaw.py", GOLDEN],
     "scanner/spectra/mp.py": ["tests/test_mp.py", GOLDEN, "-mnot ray and not gpu and not slow"],  # no 1024-col calib.
     "scanner/spectra/metrics.py": ["tests/test_mutation_spectra.py", "tests/test_metrics.py", GOLDEN],
@@ -152,6 +156,34 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/powerlaw.py", "if alphas[i] < 1.0:"):
         "α = 1 exactly never occurs: a valid candidate has α = 1 + (n−1)/Σ with n ≥ 2 and 0 < Σ ≤ 20·ln(λ_max/1e-5), "
         "an invalid one α = 0",
+    **{("scanner/spectra/csn.py", line): "a schedule choice: rows are dropped only when a valid lower bound "
+       "exceeds an exactly evaluated D, and the argmin is taken over the exactly evaluated rows (first position), so "
+       "other seeds, re-evaluated seeds or rows handled twice give the same argmin and value" for line in (
+        "seeds = np.unique(np.linspace(0, starts.size - 2, _SEEDS).astype(np.intp))",
+        "pending[seeds] = True", "exact = pending[tails <= grid + 2]", "large = pending[tails >= grid + 1]",
+        "pending = large[:1]")},
+    ("scanner/spectra/csn.py", "alive = np.flatnonzero(lower < best + _PRUNE_SLACK)"):
+        "a row whose bound is exactly best + slack has D ≥ bound − 1e-15 > best, so it is not the argmin either way",
+    **{("scanner/spectra/csn.py", line): "block sizes only (memory per temporary): the same rows and values" for line in (
+        "rows = min(1, _BLOCK_ELEMENTS // max(width, 1))", "rows = max(2, _BLOCK_ELEMENTS // max(width, 1))",
+        "rows = max(1, _BLOCK_ELEMENTS // min(width, 1))", "rows = max(1, _BLOCK_ELEMENTS // max(width, 2))",
+        "for rows in _row_blocks(starts.size, int(n - starts.min()) if starts.size else 2):",
+        "for rows in _row_blocks(starts.size, grid - 1):")},
+    ("scanner/spectra/csn.py", "peaks[rows, 0] = s - high"):
+        "probes only tighten a lower bound; a deviation at any data point of the tail (or none) is still a "
+        "lower bound, so the exact argmin is unchanged",
+    ("scanner/spectra/csn.py", "steps = np.arange(grid - 1)"):
+        "fewer grid points of the tail: still a lower bound of D (every point lies inside the tail)",
+    ("scanner/spectra/csn.py", "inside = k > 0"):
+        "the deviation at a tail's first point is 0 (F = E = 0 there), so leaving it out changes no bound",
+    ("scanner/spectra/csn.py",
+     "_BETA_CAP = 2e+300  # α = ∞ (a flat tail) as a finite slope: F = 0 at the tie, 1 above it"):
+        "any cap ≥ 1e300 gives exp(−β·gap) = 0 for every gap ≥ 1e-16 between distinct log values and 1 at gap 0; "
+        "β·gap ≤ 2e300·750 does not overflow",
+    ("scanner/spectra/powerlaw.py",
+     "alpha = 1.0 + tail / (np.sum(log_x[i:]) - tail * log_x[i]) if x[i] <= x[-1] else np.inf"):
+        "the winner is flat only as the flat candidate with a tail of 2 (D = 1 − 1/n_i is smallest there), where "
+        "(v + v) − 2·v = 0 exactly: α = ∞ either way",
     ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
         "indentation of scan.json only",
     ("scanner/store.py", "text = json.dumps(manifest, indent=2, sort_keys=False, default=str).encode()"):
