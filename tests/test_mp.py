@@ -106,6 +106,21 @@ def test_fit_uses_only_the_central_quantiles_0_05_to_0_85():
     assert abs(fit.scale - 1.0) > 5e-5  # the distortion in [0.05, 0.1) counts
 
 
+def test_the_central_window_is_closed_at_both_ends():
+    """With 10 eigenvalues the plotting positions 0.05 (i = 1) and 0.85 (i = 9) lie on the window's ends and
+    are used: distorting them moves the scale to the least-squares slope that includes them."""
+    q = 4.0
+    lam = _exact_bulk(10, q, 1.0)
+    lam[0] *= 0.9
+    lam[8] *= 1.01
+    fit = fit_marchenko_pastur(lam, q=q, n=40)
+    assert fit.n_spikes == 0
+    p = (np.arange(10) + 0.5) / 10
+    assert p[0] == 0.05 and p[8] == 0.85
+    t = mp_quantile(p[:9], q)
+    assert fit.scale == pytest.approx(float(t @ lam[:9] / (t @ t)), rel=1e-12)
+    assert abs(fit.scale - 1.0) > 1e-4
+
 def test_spikes_are_left_out_of_the_scale_fit_and_counted():
     q, n, scale = 4.0, 400, 2.0
     bulk = _exact_bulk(100, q, scale)
