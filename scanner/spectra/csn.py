@@ -19,6 +19,7 @@ _LEADERS = 4  # rows evaluated exactly per round (lowest bounds); their peaks be
 _BETA_CAP = 1e300  # α = ∞ (a flat tail) as a finite slope: F = 0 at the tie, 1 above it
 _BLOCK_ELEMENTS = 1 << 20  # elements of a 2-D block (8 MiB of float64 per temporary)
 _PRUNE_SLACK = 1e-12  # bounds in log space vs exact D in ratio space differ by ~1e-15
+_FULL_SCAN_ELEMENTS = 1 << 15  # up to this many (candidate, point) pairs every row is evaluated exactly at once
 
 
 def tail_alphas(x: NDArray[np.float64], log_x: NDArray[np.float64], starts: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -42,9 +43,15 @@ def ks_argmin(
     kept as probes. Every other row gets a lower bound of D_i: its deviation at K grid points of its tail
     and at the probes (neighbouring xmins tend to peak at the same data point, so this bound is tight).
     Rows whose bound exceeds D_best cannot be the argmin and are dropped; the most promising remaining
-    rows are evaluated exactly, K grows ×4, until every surviving row has been evaluated exactly.
+    rows are evaluated exactly, K grows ×4, until every surviving row has been evaluated exactly. Below
+    ``_FULL_SCAN_ELEMENTS`` (candidates × points) all rows are evaluated exactly in one block instead: the
+    same values, without the rounds' fixed cost (ResNet-56's 144-value ESDs: 0.33 vs 0.52 ms).
     """
     n = x.size
+    if starts.size * n <= _FULL_SCAN_ELEMENTS:  # small ESDs (≲ 180 values): one exact pass beats the rounds
+        ks, _ = ks_exact(x, starts, alphas)
+        best_pos = int(np.argmin(ks))
+        return best_pos, float(ks[best_pos])
     beta = np.minimum(alphas - 1.0, _BETA_CAP)
     seeds = np.unique(np.linspace(0, starts.size - 1, _SEEDS).astype(np.intp))
     done_pos = [seeds]

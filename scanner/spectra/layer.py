@@ -100,7 +100,7 @@ def analyse_spectrum(eig: LayerEigen, config: ScanConfig | None = None, *, eps: 
         raise SpectrumError(f"all-zero matrix ({eig.n}×{eig.m}): it has no spectrum (a dead or pruned layer)")
     power_law = _fit_tail(lam, config, eig.reference_scale)
     norms = norm_metrics(lam, n=eig.n, m=eig.m, alpha=power_law.alpha, eps=eps)
-    nonzero = lam[lam > near_zero_tolerance(lam)]
+    nonzero = lam[lam > near_zero_tolerance(lam, is_sorted=True)]
     q = eig.n / eig.m
     mp = fit_marchenko_pastur(nonzero, q=q, n=eig.n) if nonzero.size >= 4 else None
     randomization = None

@@ -36,11 +36,34 @@ def rank_tolerance(lambda_max: float, n: int, m: int, eps: float = FLOAT32_EPS) 
     return float(lambda_max * (max(n, m) * eps) ** 2)
 
 
-def near_zero_tolerance(evals: NDArray[np.float64]) -> float:
-    """λ threshold of the near-zero peak: 1e-6 × the 90th-percentile eigenvalue (λ_max if that is 0)."""
-    reference = float(np.quantile(evals, NEAR_ZERO_QUANTILE)) if evals.size else 0.0
+def quantile_linear(evals: NDArray[np.float64], q: float, *, is_sorted: bool = False) -> float:
+    """``np.quantile(evals, q)`` (method "linear") of a non-empty finite 1-D array, bit for bit, without its
+    per-call overhead (about 0.15 ms, five times per layer): the virtual index v = (n−1)·q between the order
+    statistics x_⌊v⌋ and x_⌊v⌋+1, interpolated as numpy's ``_lerp`` does (from the upper end when the weight
+    t = v − ⌊v⌋ ≥ ½). ``is_sorted``: ``evals`` is ascending, so the order statistics are read directly."""
+    n = evals.size
+    v = (n - 1) * q
+    if v >= n - 1:
+        return float(evals[-1] if is_sorted else evals.max())
+    i = int(v)
+    if is_sorted:
+        a, b = float(evals[i]), float(evals[i + 1])
+    else:
+        part = np.partition(evals, (i, i + 1))
+        a, b = float(part[i]), float(part[i + 1])
+    t = v - i
+    diff = b - a
+    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+
+
+def near_zero_tolerance(evals: NDArray[np.float64], *, is_sorted: bool = False) -> float:
+    """λ threshold of the near-zero peak: 1e-6 × the 90th-percentile eigenvalue (λ_max if that is 0).
+    ``is_sorted``: ``evals`` is ascending (saves a partition)."""
+    if not evals.size:
+        return 0.0
+    reference = quantile_linear(evals, NEAR_ZERO_QUANTILE, is_sorted=is_sorted)
     if reference <= 0.0:
-        reference = float(evals.max()) if evals.size else 0.0
+        reference = float(evals[-1] if is_sorted else evals.max())
     return NEAR_ZERO_RELATIVE * reference
 
 
@@ -54,9 +77,25 @@ def matrix_entropy(evals: NDArray[np.float64], tolerance: float) -> float | None
 
 
 def log_alpha_norm(evals: NDArray[np.float64], alpha: float) -> float:
-    """log10 Σ λ^α, computed as logsumexp(α ln λ)/ln 10 so that large λ and α do not overflow."""
+    """log10 Σ λ^α, computed as logsumexp(α ln λ)/ln 10 so that large λ and α do not overflow.
+
+    The log-sum-exp is scipy's ``logsumexp`` algorithm (1.17) written out for a finite 1-D array, bit for bit
+    (its array-API dispatch costs ~0.1 ms a call): with a = α ln λ, a_max its maximum and m the number of
+    entries equal to it, log(Σ e^a) = log1p(s) + log(m) + a_max, s = Σ_{a < a_max} e^(a − a_max) / m (the
+    maxima enter the same pairwise sum as zeros). Non-finite input falls back to scipy itself."""
     positive = evals[evals > 0]
-    return float(logsumexp(alpha * np.log(positive)) / np.log(10.0))
+    a = alpha * np.log(positive)
+    a_max = a.max()
+    if not np.isfinite(a_max):
+        return float(logsumexp(a) / np.log(10.0))
+    top = a == a_max
+    m = float(np.count_nonzero(top))
+    shifted = a - a_max
+    shifted[top] = -np.inf
+    s = float(np.sum(np.exp(shifted)))
+    if s != 0.0:
+        s = s / m
+    return float((np.log1p(s) + np.log(m) + a_max) / np.log(10.0))
 
 
 def norm_metrics(
@@ -85,5 +124,5 @@ def norm_metrics(
         alpha_weighted=float(fitted * np.log10(lambda_max)) if fitted is not None else None,
         log_alpha_norm=log_alpha_norm(lam, fitted) if fitted is not None else None,
         rank_loss=int(np.count_nonzero(lam <= tolerance)),
-        n_near_zero=int(np.count_nonzero(lam <= near_zero_tolerance(lam))),
+        n_near_zero=int(np.count_nonzero(lam <= near_zero_tolerance(lam, is_sorted=True))),
     )

@@ -154,18 +154,25 @@ def fit_marchenko_pastur(evals: NDArray[np.floating], *, q: float, n: int) -> MP
     )
 
 
+@lru_cache(maxsize=1024)
+def _fit_positions(count: int, q: float) -> tuple[slice, NDArray[np.float64], float]:
+    """For ``count`` sorted eigenvalues: the slice of the central plotting positions p_i = (i − ½)/count
+    in [0.05, 0.85] (all of them when fewer than 2 fall inside), the unit MP quantiles there and their
+    squared norm. Depends only on (count, Q), so it is computed once per layer shape, not per fit round."""
+    p = (np.arange(1, count + 1) - 0.5) / count
+    use = np.flatnonzero((p >= FIT_QUANTILES[0]) & (p <= FIT_QUANTILES[1]))  # contiguous: p is increasing
+    rows = slice(int(use[0]), int(use[-1]) + 1) if use.size >= 2 else slice(0, count)
+    theory = mp_quantile(p[rows], q)
+    theory.setflags(write=False)
+    return rows, theory, float(np.dot(theory, theory))
+
+
 def _fit_scale(sorted_bulk: NDArray[np.float64], q: float) -> float:
     """Least-squares scale s of sorted eigenvalues against unit MP quantiles over the central quantiles."""
-    count = sorted_bulk.size
-    p = (np.arange(1, count + 1) - 0.5) / count
-    use = (p >= FIT_QUANTILES[0]) & (p <= FIT_QUANTILES[1])
-    if np.count_nonzero(use) < 2:
-        use = np.ones(count, dtype=bool)
-    theory = mp_quantile(p[use], q)
-    denom = float(np.dot(theory, theory))
+    rows, theory, denom = _fit_positions(sorted_bulk.size, float(q))
     if denom <= 0.0:
         return float(np.mean(sorted_bulk))
-    return max(float(np.dot(theory, sorted_bulk[use]) / denom), np.finfo(float).tiny)
+    return max(float(np.dot(theory, sorted_bulk[rows]) / denom), np.finfo(float).tiny)
 
 
 def _ks_distance(sorted_bulk: NDArray[np.float64], q: float, scale: float) -> float:
