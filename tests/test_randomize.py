@@ -139,6 +139,16 @@ def test_variance_below_1e_12_of_the_mean_square_is_round_off(relative_var, cert
     assert analytic_null_eigenvalues(np.full((1, 64, 32), 0.5)) is None  # σ² = 0 exactly
 
 
+def test_exact_null_shuffles_and_auto_null_uses_the_closed_form_where_certified():
+    from scanner.spectra.randomize import shuffled_eigenvalues
+
+    batch = as_matrix_batch(np.random.default_rng(12).standard_normal((128, 64)))
+    assert analytic_null_eigenvalues(batch) is not None
+    np.testing.assert_array_equal(null_eigenvalues(batch, 3, null="exact"), shuffled_eigenvalues(batch, 3))
+    np.testing.assert_array_equal(null_eigenvalues(batch, 3, null="auto"), analytic_null_eigenvalues(batch))
+    np.testing.assert_array_equal(null_eigenvalues(batch, 3), shuffled_eigenvalues(batch, 3))  # default: exact
+
+
 def test_sum_squares_argument_is_the_trace():
     w = np.random.default_rng(11).standard_normal((1, 128, 64))
     np.testing.assert_array_equal(analytic_null_eigenvalues(w, np.array([np.sum(w[0] ** 2)])),
