@@ -7,23 +7,24 @@ WITH fits AS (
     SELECT CASE $group_by WHEN 'kind' THEN kind WHEN 'family' THEN family WHEN 'model' THEN model_id
                 ELSE 'all' END AS grp,
            alpha, alpha_weighted
-    FROM layers_with_family
+    FROM layers_family
     WHERE status = 'ok' AND alpha IS NOT NULL AND fit_reliable
       AND ($scan_id IS NULL OR scan_id = $scan_id)
+),
+stats AS (  -- one sort per column for all its quantiles (a list of fractions), not one per quantile
+    SELECT grp,
+           count(*) AS n_layers,
+           avg(alpha) AS alpha_mean,
+           quantile_cont(alpha, [0.10, 0.25, 0.50, 0.75, 0.90]) AS q,
+           avg(CAST(alpha < 2 AS DOUBLE)) AS frac_alpha_lt2,
+           avg(CAST(alpha > 6 AS DOUBLE)) AS frac_alpha_gt6,
+           quantile_cont(alpha_weighted, [0.10, 0.50, 0.90]) AS q_hat
+    FROM fits
+    GROUP BY grp
 )
-SELECT grp,
-       count(*) AS n_layers,
-       avg(alpha) AS alpha_mean,
-       quantile_cont(alpha, 0.10) AS alpha_q10,
-       quantile_cont(alpha, 0.25) AS alpha_q25,
-       quantile_cont(alpha, 0.50) AS alpha_q50,
-       quantile_cont(alpha, 0.75) AS alpha_q75,
-       quantile_cont(alpha, 0.90) AS alpha_q90,
-       avg(CAST(alpha < 2 AS DOUBLE)) AS frac_alpha_lt2,
-       avg(CAST(alpha > 6 AS DOUBLE)) AS frac_alpha_gt6,
-       quantile_cont(alpha_weighted, 0.10) AS alpha_hat_q10,
-       quantile_cont(alpha_weighted, 0.50) AS alpha_hat_q50,
-       quantile_cont(alpha_weighted, 0.90) AS alpha_hat_q90
-FROM fits
-GROUP BY grp
+SELECT grp, n_layers, alpha_mean,
+       q[1] AS alpha_q10, q[2] AS alpha_q25, q[3] AS alpha_q50, q[4] AS alpha_q75, q[5] AS alpha_q90,
+       frac_alpha_lt2, frac_alpha_gt6,
+       q_hat[1] AS alpha_hat_q10, q_hat[2] AS alpha_hat_q50, q_hat[3] AS alpha_hat_q90
+FROM stats
 ORDER BY grp

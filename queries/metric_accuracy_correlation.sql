@@ -23,24 +23,21 @@ long AS (
     INTO NAME metric VALUE x
 ),
 points AS (
-    SELECT scan_id, dataset, family, metric, model_id, x, top1 AS y,
-           count(*) OVER (PARTITION BY scan_id, dataset, family, metric) AS n_points
+    SELECT scan_id, dataset, family, metric, model_id, x, top1 AS y
     FROM long
     WHERE x IS NOT NULL AND isfinite(x)
 ),
-kept AS (
-    SELECT * FROM points WHERE n_points >= $min_models
-),
-ranked AS (
+ranked AS (  -- average rank of a tie = (first rank + last rank) / 2 = (rank() + rows with a value <= it) / 2
+            -- (the default frame of an ordered window ends at the last tied row): one sort per variable
     SELECT *,
-           rank() OVER (PARTITION BY scan_id, dataset, family, metric ORDER BY x)
-             + (count(*) OVER (PARTITION BY scan_id, dataset, family, metric, x) - 1) / 2.0 AS rank_x,
-           rank() OVER (PARTITION BY scan_id, dataset, family, metric ORDER BY y)
-             + (count(*) OVER (PARTITION BY scan_id, dataset, family, metric, y) - 1) / 2.0 AS rank_y
-    FROM kept
+           (rank() OVER by_x + count(*) OVER by_x) / 2.0 AS rank_x,
+           (rank() OVER by_y + count(*) OVER by_y) / 2.0 AS rank_y
+    FROM points
+    WINDOW by_x AS (PARTITION BY scan_id, dataset, family, metric ORDER BY x),
+           by_y AS (PARTITION BY scan_id, dataset, family, metric ORDER BY y)
 ),
-moments AS (
-    SELECT scan_id, dataset, family, metric,
+moments AS (  -- groups are left out after the ranks: ranks are within one group, so the filter commutes
+    SELECT row_number() OVER () AS g, scan_id, dataset, family, metric,
            count(*) AS n,
            corr(y, x) AS pearson,
            corr(rank_y, rank_x) AS spearman,
@@ -49,33 +46,32 @@ moments AS (
            regr_intercept(y, x) AS intercept
     FROM ranked
     GROUP BY scan_id, dataset, family, metric
+    HAVING count(*) >= $min_models
+),
+kept AS (  -- the points of the kept groups, keyed by the group's number g
+    SELECT m.g, p.model_id, p.x, p.y, p.y - (m.slope * p.x + m.intercept) AS residual
+    FROM points AS p
+    JOIN moments AS m
+      ON p.scan_id = m.scan_id AND p.dataset IS NOT DISTINCT FROM m.dataset AND p.family = m.family
+     AND p.metric = m.metric
 ),
 residuals AS (  -- RMSE from the residuals themselves: sqrt(syy·(1 − r²)/n) cancels catastrophically near r² = 1
-    SELECT k.scan_id, k.dataset, k.family, k.metric,
-           sqrt(avg(power(k.y - (m.slope * k.x + m.intercept), 2))) AS rmse
-    FROM kept AS k
-    JOIN moments AS m
-      ON k.scan_id = m.scan_id AND k.dataset IS NOT DISTINCT FROM m.dataset AND k.family = m.family
-     AND k.metric = m.metric
-    GROUP BY k.scan_id, k.dataset, k.family, k.metric
+    SELECT g, sqrt(avg(power(residual, 2))) AS rmse
+    FROM kept
+    GROUP BY g
 ),
 kendall AS (
-    SELECT a.scan_id, a.dataset, a.family, a.metric,
+    SELECT a.g,
            sum(sign(a.x - b.x) * sign(a.y - b.y))
              / sqrt(sum(abs(sign(a.x - b.x))) * sum(abs(sign(a.y - b.y)))) AS kendall_tau
     FROM kept AS a
     JOIN kept AS b
-      ON a.scan_id = b.scan_id AND a.dataset IS NOT DISTINCT FROM b.dataset AND a.family = b.family
-     AND a.metric = b.metric AND a.model_id < b.model_id
-    GROUP BY a.scan_id, a.dataset, a.family, a.metric
+      ON a.g = b.g AND a.model_id < b.model_id
+    GROUP BY a.g
 )
 SELECT m.scan_id, m.dataset, m.family, m.metric, m.n, m.pearson, m.spearman, k.kendall_tau, m.r2, r.rmse,
        m.slope, m.intercept
 FROM moments AS m
-LEFT JOIN kendall AS k
-  ON m.scan_id = k.scan_id AND m.dataset IS NOT DISTINCT FROM k.dataset AND m.family = k.family
- AND m.metric = k.metric
-LEFT JOIN residuals AS r
-  ON m.scan_id = r.scan_id AND m.dataset IS NOT DISTINCT FROM r.dataset AND m.family = r.family
- AND m.metric = r.metric
+LEFT JOIN kendall AS k USING (g)
+LEFT JOIN residuals AS r USING (g)
 ORDER BY m.scan_id, m.dataset, m.family, m.metric

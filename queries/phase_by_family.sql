@@ -7,7 +7,7 @@ SELECT family, phase,
        count(*) AS n_layers,
        count(*) / sum(count(*)) OVER (PARTITION BY family) AS fraction,
        median(alpha) AS alpha_median
-FROM layers_with_family
+FROM layers_family
 WHERE status = 'ok' AND phase IS NOT NULL
   AND ($scan_id IS NULL OR scan_id = $scan_id)
 GROUP BY family, phase

@@ -10,7 +10,11 @@
   schema, so every query still binds.
 - ``catalog``: every ``catalogs/*.csv`` (validated by ``scanner.catalog``), one row per ``model_id``.
 - ``models_with_accuracy``: ``models`` left-joined with ``catalog`` (family, dataset, top1, top5).
-- ``layers_with_family``: ``layers`` with the model's catalog family and its relative depth.
+- ``layers_family``: ``layers`` with the model's catalog family (the id's source prefix when not in a
+  catalog).
+- ``layers_with_family``: ``layers_family`` with each layer's relative depth ``(layer_index + 0.5) / n``,
+  ``n`` the model's layer rows (DuckDB does not drop an unused join, so queries without depth use
+  ``layers_family``).
 
 SQL files in ``queries/`` hold one statement with a header comment::
 
@@ -50,13 +54,15 @@ CREATE OR REPLACE VIEW models_with_accuracy AS
 SELECT m.*, c.family, c.dataset, c.top1, c.top5, c.num_params AS catalog_num_params
 FROM models AS m LEFT JOIN catalog AS c USING (model_id);
 
+CREATE OR REPLACE VIEW layers_family AS
+SELECT l.*, coalesce(c.family, split_part(l.model_id, ':', 1)) AS family
+FROM layers AS l LEFT JOIN catalog AS c USING (model_id);
+
 CREATE OR REPLACE VIEW layers_with_family AS  -- depth by a join on per-model counts: a window over l.* was 1.7x slower
-SELECT l.*, coalesce(c.family, split_part(l.model_id, ':', 1)) AS family,
-       (l.layer_index + 0.5) / n.n_layers AS depth
-FROM layers AS l
-JOIN (SELECT scan_id, model_id, count(*) AS n_layers FROM layers GROUP BY scan_id, model_id) AS n
-  USING (scan_id, model_id)
-LEFT JOIN catalog AS c USING (model_id);
+SELECT l.*, (l.layer_index + 0.5) / n.n_layers AS depth
+FROM layers_family AS l
+LEFT JOIN (SELECT scan_id, model_id, count(*) AS n_layers FROM layers GROUP BY scan_id, model_id) AS n
+  USING (scan_id, model_id);  -- LEFT: the rows of an inner join (every layer's model has a count), planned cheaper
 """
 
 
