@@ -158,6 +158,36 @@ def test_run_in_order_keeps_order_and_hands_over_finished_steps_before_a_source_
     assert got == list(range(5))
 
 
+def test_run_in_order_calls_zero_byte_steps_here_and_keeps_them_in_order():
+    """Finished rows (0 bytes) are called on the calling thread, not handed to the pool, and still come out
+    in order between the pool's steps; an error of such a step surfaces at its place in the order."""
+    import threading
+    import time
+
+    from scanner.scan import run_in_order
+
+    here = threading.get_ident()
+    where = {}
+
+    def step(i):
+        def call():
+            where[i] = threading.get_ident()
+            if i % 3 == 0:
+                time.sleep(0.01)
+            if i == 10:
+                raise ValueError("step 10")
+            return i
+        return (0 if i % 2 else 8), call
+
+    got = []
+    with pytest.raises(ValueError, match="step 10"):
+        for value in run_in_order((step(i) for i in range(14)), 2):
+            got.append(value)
+    assert got == list(range(10))
+    assert all(where[i] == here for i in range(1, 14, 2))
+    assert all(where[i] != here for i in range(0, 10, 2))
+
+
 def test_threads_option_is_validated_and_does_not_change_the_config_hash(monkeypatch):
     from scanner.errors import ConfigError
 
