@@ -25,11 +25,13 @@ Test hook: ``ZOOSCAN_FAULTS`` injects faults into the actor and the fit task; se
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -272,8 +274,9 @@ class RayExecutor:
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
             else:  # "local": a Ray of our own; never join a `ray start` cluster found on the machine
                 gpus = None if self.num_gpus is None else math.ceil(self.num_gpus)
-                ray.init(address="local", num_cpus=self.num_cpus, num_gpus=gpus, include_dashboard=False,
-                         log_to_driver=False, logging_level=logging.WARNING)
+                with loopback_only():
+                    ray.init(address="local", num_cpus=self.num_cpus, num_gpus=gpus, include_dashboard=False,
+                             log_to_driver=False, logging_level=logging.WARNING)
         self._worker_cls = ray.remote(_SpectrumWorker)
         self._fit = ray.remote(_fit).options(num_cpus=FIT_CPUS, max_retries=3, retry_exceptions=list(TRANSIENT_IO))
         self._sync(force=True)
@@ -497,6 +500,35 @@ def plan_prefetch(actors: Sequence[_Actor], model_ids: Sequence[str],
             break
         plans[id(actor)].append(model_id)
     return [(a, tuple(sorted(plans[id(a)], key=order.__getitem__))) for a in started]
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Within this block, a local Ray started by ``ray.init(address="local")`` uses 127.0.0.1 as its node
+    address, so its GCS, raylet, object manager, workers and agents listen on loopback only.
+
+    Ray resolves a loopback node address to the machine's outward IP (listening on every interface) unless
+    multi-node clusters are switched off: the ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` setting, read once at
+    import into ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``. The block sets both and restores them, so a
+    later ``--address`` connection of this process is unaffected; with a Ray that lacks the setting it does
+    nothing (the local Ray then listens as Ray decides).
+    """
+    from ray._private import ray_constants
+
+    name = getattr(ray_constants, "ENABLE_RAY_CLUSTERS_ENV_VAR", None)
+    if name is None or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    saved_env, saved_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
 
 
 def _kill(handle: Any) -> None:

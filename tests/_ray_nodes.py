@@ -11,6 +11,7 @@ driver's files there: the "no shared filesystem" case of a real cluster.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
+MAX_RESTARTS = 2  # starts of a node that timed out registering with the GCS (see LocalCluster.wait_started)
 
 
 def free_port() -> int:
@@ -33,9 +35,13 @@ def free_port() -> int:
 
 
 def ray_env(tmp_root: Path | None = None) -> dict[str, str]:
-    """Environment for Ray processes and drivers of these tests (no auth token, our own temp root)."""
+    """Environment for Ray processes and drivers of these tests (no auth token, our own temp root).
+
+    A raylet waits for its node's agents (Python processes) to write their port files, ~15 s by default; on
+    a loaded machine they can take longer and the raylet aborts ("Timed out waiting for file
+    …metrics_agent_port…"), so the wait is raised to 3 minutes."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]), RAY_agent_register_timeout_ms="180000")
     if tmp_root is not None:
         env["RAY_TMPDIR"] = str(tmp_root)
     return env
@@ -47,6 +53,15 @@ class RayNode:
     process: subprocess.Popen[bytes]
     temp_dir: Path
     log: Path
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0
+
+    def launch(self, root: Path) -> None:
+        """(Re)start the node's ``ray start`` process in a session of its own, appending to its log."""
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=root,
+                                            start_new_session=True)
 
     def pids(self) -> list[int]:
         """PIDs of this node's processes: its ``ray start`` and every process under it (raylet, workers...)."""
@@ -86,6 +101,36 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def listening_sockets(pids: list[int]) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP socket in LISTEN state held by ``pids`` (from /proc)."""
+    owners: dict[str, str] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        owners[target[8:-1]] = _comm(pid)
+    found = []
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{os.getpid()}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A" or fields[9] not in owners:  # 0A: LISTEN
+                    continue
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                # the kernel prints each 32-bit word of the address in host (little-endian) order
+                ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+                mapped = getattr(ip, "ipv4_mapped", None)
+                found.append((str(mapped or ip), int(port, 16), owners[fields[9]]))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
 @dataclass
 class LocalCluster:
     """Head plus worker nodes; use as a context manager so every process started here is stopped."""
@@ -114,13 +159,12 @@ class LocalCluster:
             mounts = " && ".join(f"mount -t tmpfs tmpfs {os.fspath(d)}" for d in private_dirs)
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                    f"{mounts} && exec {subprocess.list2cmdline(cmd)}"]
-        with open(log, "wb") as out:
-            # a dead node is noticed within ~3 s instead of Ray's default ~15-30 s health check
-            env = {**ray_env(self.root), "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
-                   "RAY_health_check_failure_threshold": "3", "RAY_raylet_start_wait_time_s": "180"}
-            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                       cwd=self.root, start_new_session=True)
-        node = RayNode(name, process, temp_dir, log)
+        # a dead node is noticed within ~3 s instead of Ray's default ~15-30 s health check
+        env = {**ray_env(self.root), "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+               "RAY_health_check_failure_threshold": "3", "RAY_raylet_start_wait_time_s": "180"}
+        log.write_bytes(b"")
+        node = RayNode(name, None, temp_dir, log, cmd, env)  # type: ignore[arg-type]  # launched just below
+        node.launch(self.root)
         self.nodes.append(node)
         return node
 
@@ -143,13 +187,22 @@ class LocalCluster:
         return node
 
     def wait_started(self, node: RayNode, timeout: float = 300.0) -> None:
-        """Wait for ``ray start`` to report the node up (its raylet registered with the head)."""
+        """Wait for ``ray start`` to report the node up (its raylet registered with the head).
+
+        Ray 2.60 gives a raylet a fixed 30 s to register with the GCS; on a loaded machine it can miss that
+        ("timed out during startup") and ``ray start`` exits: the node is started again, twice at most.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "Ray runtime started" in node.log.read_text(errors="replace"):
+            text = node.log.read_text(errors="replace")
+            if "Ray runtime started" in text:
                 return
             if node.process.poll() is not None:
-                break
+                if "timed out during startup" not in text or node.restarts >= MAX_RESTARTS:
+                    break
+                _kill_group(node.process)
+                node.restarts += 1
+                node.launch(self.root)
             time.sleep(0.2)
         raise RuntimeError(f"node {node.name} did not start in {timeout:g} s:\n{node.log.read_text()[-2000:]}")
 

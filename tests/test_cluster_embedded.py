@@ -1,33 +1,69 @@
-"""The embedded default (no ``--address``) starts a Ray of its own and never joins a ``ray start`` cluster.
+"""The embedded default (no ``--address``) starts a Ray of its own, on loopback, and never joins a ``ray start``
+cluster.
 
 Ray's plain ``ray.init()`` joins the cluster named in ``$RAY_TMPDIR/ray/ray_current_cluster`` (written by
-``ray start --head``); with ``--num-cpus`` it then fails with "When connecting to an existing cluster,
-num_cpus and num_gpus must not be provided", and without it the "laptop" scan silently runs on the cluster.
+``ray start --head``) or in ``$RAY_ADDRESS``; with ``--num-cpus`` it then fails with "When connecting to an
+existing cluster, num_cpus and num_gpus must not be provided", and without it the "laptop" scan silently runs on
+the cluster. A local Ray also listens on every interface of the machine's outward IP unless told otherwise.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from tests._ray_nodes import LocalCluster, ray_env
+from scanner.store import model_key
+from tests._ray_nodes import LocalCluster, _comm, _descendants, is_loopback, listening_sockets, ray_env
 from tests.test_distributed import models_table, write_mlp
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_embedded_scan_ignores_a_ray_start_cluster_on_the_machine(tmp_path):
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_embedded_scan_ignores_a_ray_start_cluster_and_listens_on_loopback_only(tmp_path):
     models = [write_mlp(tmp_path / f"m{i}.safetensors", seed=i) for i in range(2)]
+    faults = tmp_path / "faults"
+    faults.mkdir()
     with LocalCluster() as cluster:
         cluster.start_head(num_cpus=1)
         assert (cluster.root / "ray" / "ray_current_cluster").read_text().strip().endswith(f":{cluster.port}")
         argv = [sys.executable, "-m", "scanner", "scan", "--models", *models, "--results", str(tmp_path / "res"),
                 "--scan-id", "emb", "--num-cpus", "2", "--no-randomize"]
-        result = subprocess.run(argv, capture_output=True, text=True, env=ray_env(cluster.root), timeout=300,
-                                check=False)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "2 ok, 0 failed" in result.stdout
-        assert "existing cluster" not in result.stderr
+        env = {**ray_env(cluster.root), "RAY_ADDRESS": cluster.address,  # both ways Ray finds a cluster
+               "ZOOSCAN_FAULTS": f"{models[0]}=block", "ZOOSCAN_FAULT_DIR": str(faults)}
+        log = tmp_path / "scan.log"
+        with open(log, "wb") as out:
+            scan = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not any(_cmdline(p).startswith(b"ray::_SpectrumWorker") for p in _descendants(scan.pid)):
+                assert scan.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+            tree = _descendants(scan.pid)  # the scan is held on its first model: its Ray is up
+            sockets = listening_sockets(tree)
+            assert "gcs_server" in {_comm(p) for p in tree}  # a GCS of its own: it did not join the head
+            assert {name for _, _, name in sockets} >= {"gcs_server", "raylet"}, sockets
+            assert [s for s in sockets if not is_loopback(s[0])] == [], sockets
+            (faults / f"{model_key(models[0])}.spectra.go").touch()
+            assert scan.wait(timeout=300) == 0, log.read_text()[-3000:]
+        finally:
+            if scan.poll() is None:
+                os.killpg(scan.pid, signal.SIGKILL)  # its own session: the scan and the Ray it started
+                scan.wait()
+        text = log.read_text()
+        assert "2 ok, 0 failed" in text
+        assert "existing cluster" not in text
     assert {row["status"] for row in models_table(tmp_path / "res", "emb").values()} == {"ok"}

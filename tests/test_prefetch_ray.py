@@ -4,7 +4,6 @@ server while a worker computes."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from scanner.distributed import WorkerInfo, _Actor, plan_prefetch
 from scanner.store import model_key
 from tests._hub_server import FakeHub
+from tests._ray_nodes import ray_env
 from tests.test_hub import small_repo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +56,8 @@ def test_ray_worker_fetches_prefetch_models_ahead_while_it_computes(tmp_path: Pa
     results, cache, faults = tmp_path / "results", tmp_path / "cache", tmp_path / "faults"
     faults.mkdir()
     with FakeHub(repos) as server:
-        env = {**os.environ, "HF_ENDPOINT": server.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
-               "HF_HUB_DISABLE_PROGRESS_BARS": "1", "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled",
+        env = {**ray_env(), "HF_ENDPOINT": server.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+               "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                "ZOOSCAN_FAULTS": f"{ids[0]}=block", "ZOOSCAN_FAULT_DIR": str(faults)}
         argv = [sys.executable, "-m", "scanner", "scan", "--models", *ids, "--num-cpus", "2", "--prefetch", "3",
                 "--no-randomize", "--results", str(results), "--scan-id", "pf", "--cache-dir", str(cache),
