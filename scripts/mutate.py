@@ -162,6 +162,12 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "seeds = np.unique(np.linspace(0, starts.size - 2, _SEEDS).astype(np.intp))",
         "pending[seeds] = True", "exact = pending[tails <= grid + 2]", "large = pending[tails >= grid + 1]",
         "pending = large[:1]")},
+    ("scanner/spectra/csn.py", "large = pending[tails > grid - 1]"):
+        "a schedule choice: rows with a tail of grid or grid + 1 points are then both evaluated exactly and bounded "
+        "(and maybe evaluated again): the same values, and the argmin takes the first position",
+    ("scanner/spectra/mp.py",
+     "integrand[0] = 4.0 * half*2 / (hi * 2.0 * np.pi * y)  # limit of sin²θ/x at θ → 0 when λ⁻ = 0"):
+        "the branch runs only for Q = 1, where the unit-scale table has half = (4 − 0)/2 = 2, and 2² = 2·2",
     ("scanner/spectra/csn.py", "alive = np.flatnonzero(lower < best + _PRUNE_SLACK)"):
         "a row whose bound is exactly best + slack has D ≥ bound − 1e-15 > best, so it is not the argmin either way",
     **{("scanner/spectra/csn.py", line): "block sizes only (memory per temporary): the same rows and values" for line in (
