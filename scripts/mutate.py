@@ -190,6 +190,24 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      "alpha = 1.0 + tail / (np.sum(log_x[i:]) - tail * log_x[i]) if x[i] <= x[-1] else np.inf"):
         "the winner is flat only as the flat candidate with a tail of 2 (D = 1 − 1/n_i is smallest there), where "
         "(v + v) − 2·v = 0 exactly: α = ∞ either way",
+    **{("scanner/spectra/randomize.py", line): "block size of the key sort only: the keys are drawn in row "
+       "order from one stream, so any split gives the same keys (checked: block sizes 1 to 2^21 give identical "
+       "shuffles of 9×16×16 and 3×1000×700 batches)" for line in (
+        'SHUFFLE_BLOCK = 2 << 20  # entries keyed and sorted at once (whole rows; 8 MiB of keys)',
+        'SHUFFLE_BLOCK = 1 << 21  # entries keyed and sorted at once (whole rows; 8 MiB of keys)',
+        'rows_per_block = min(1, SHUFFLE_BLOCK // max(values.shape[1], 1))',
+        'rows_per_block = max(2, SHUFFLE_BLOCK // max(values.shape[1], 1))',
+        'rows_per_block = max(1, SHUFFLE_BLOCK // min(values.shape[1], 1))',
+        'rows_per_block = max(1, SHUFFLE_BLOCK // max(values.shape[1], 2))',
+    )},
+    **{("scanner/spectra/csn.py", line): "which of two exact scans runs (one full pass or the pruned rounds, "
+       "checked against each other and the brute force in tests/test_powerlaw.py): the same argmin and D" for line in (
+        '_FULL_SCAN_ELEMENTS = 2 << 15  # up to this many (candidate, point) pairs every row is evaluated exactly at once',
+        '_FULL_SCAN_ELEMENTS = 1 << 16  # up to this many (candidate, point) pairs every row is evaluated exactly at once',
+        'if starts.size / n <= _FULL_SCAN_ELEMENTS:  # small ESDs (≲ 180 values): one exact pass beats the rounds',
+        'if starts.size * n < _FULL_SCAN_ELEMENTS:  # small ESDs (≲ 180 values): one exact pass beats the rounds',
+        'if starts.size * n > _FULL_SCAN_ELEMENTS:  # small ESDs (≲ 180 values): one exact pass beats the rounds',
+    )},
     ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
         "indentation of scan.json only",
     ("scanner/store.py", "text = json.dumps(manifest, indent=2, sort_keys=False, default=str).encode()"):
