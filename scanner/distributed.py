@@ -62,10 +62,18 @@ class NodeShare:
     cpus: float
     gpus: float
 
+    node_cpus: float = 0.0
+
     @property
     def threads(self) -> int:
-        """Host threads an actor solves layers on: the CPUs it holds (at least 1)."""
-        return max(1, int(self.cpus + 1e-9))
+        """Host threads an actor solves layers on: the CPUs it holds (at least 1); on a CPU node, the node's
+        CPUs shared among its actors when that is more. The fit reserve is a scheduling bound, not idle
+        cores: a fit takes milliseconds to a few hundred, so on a small node (2 CPUs: one actor beside a
+        1-CPU reserve) the actor's layers use the reserve's core between fits instead of leaving it idle."""
+        held = max(1, int(self.cpus + 1e-9))
+        if self.gpus or not self.actors:
+            return held
+        return max(held, int(self.node_cpus / self.actors + 1e-9))
 
 
 def node_share(cpus: float, gpus: float, device: str, gpus_per_worker: float = 1.0) -> NodeShare:
@@ -84,7 +92,7 @@ def node_share(cpus: float, gpus: float, device: str, gpus_per_worker: float = 1
     if device == "cuda" or cpus < 1:
         return NodeShare(0, 0.0, 0.0)
     count = max(1, int(usable + 1e-9))
-    return NodeShare(count, math.floor(usable / count * 1e4) / 1e4, 0.0)
+    return NodeShare(count, math.floor(usable / count * 1e4) / 1e4, 0.0, node_cpus=cpus)
 
 
 def actor_config(config: ScanConfig, share: NodeShare) -> ScanConfig:
@@ -166,6 +174,12 @@ class _SpectrumWorker:
         self.weights().claim(model_id)  # waits for its download if the prefetch has it under way
         spectra = compute_spectra(model_id, self.config)
         return True, WorkerOutput(spectra, socket.gethostname(), spectra_device(spectra))
+
+
+def _warm_fit_worker() -> None:
+    """Started with the actors: a fit worker process starts and imports this module (numpy, scipy, the fits)
+    while the actors load their first models, instead of when the first eigenvalues arrive."""
+    set_torch_threads(1)
 
 
 def _fit(output: WorkerOutput, config: ScanConfig, faults: Mapping[str, str], fault_dir: str) -> ModelOutcome:
@@ -255,6 +269,7 @@ class RayExecutor:
     _waiting_for: str = ""
     _alive: set[str] = field(default_factory=set)
     _fit: Any = None
+    _warm: list[Any] = field(default_factory=list)  # the fit-worker warm-up task (kept until close)
     _worker_cls: Any = None
     _computed_on: dict[str, _Actor] = field(default_factory=dict)  # model -> the worker holding its weights
     _releases: list[Any] = field(default_factory=list)  # release calls not yet known to be done
@@ -280,6 +295,7 @@ class RayExecutor:
         self._worker_cls = ray.remote(_SpectrumWorker)
         self._fit = ray.remote(_fit).options(num_cpus=FIT_CPUS, max_retries=3, retry_exceptions=list(TRANSIENT_IO))
         self._sync(force=True)
+        self._warm = [ray.remote(_warm_fit_worker).options(num_cpus=FIT_CPUS).remote()]
 
     def close(self) -> None:
         import ray

@@ -197,6 +197,18 @@ def test_actors_solve_as_many_layers_at_once_as_they_hold_cpus():
     assert distributed.actor_config(ScanConfig(), share).config_hash() == ScanConfig().config_hash()
 
 
+def test_an_actor_on_a_small_cpu_node_uses_the_idle_reserve_core():
+    """2 CPUs: one 1-CPU actor beside the 1-CPU fit reserve; its layers run on both cores between fits
+    (a scheduling reserve, not an idle core). Larger nodes keep one thread per actor."""
+    two = distributed.node_share(2, 0, "auto")
+    assert (two.actors, two.cpus, two.threads) == (1, 1.0, 2)
+    assert distributed.actor_config(ScanConfig(), two).threads == 2
+    three = distributed.node_share(3, 0, "auto")
+    assert (three.actors, three.threads) == (2, 1)
+    assert distributed.node_share(16, 0, "cpu").threads == 1
+    assert distributed.node_share(2, 1, "auto").threads == 1  # a GPU actor: the CPUs it holds
+
+
 def test_a_model_is_never_reported_done_unless_its_marker_reads_back(tmp_path, monkeypatch):
     from scanner.errors import StoreError
 
