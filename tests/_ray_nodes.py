@@ -28,10 +28,21 @@ RAY = str(Path(sys.executable).with_name("ray"))
 MAX_RESTARTS = 2  # starts of a node that timed out registering with the GCS (see LocalCluster.wait_started)
 
 
+_HANDED_OUT: set[int] = set()  # ports given to a node of this test process: never given twice
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port on 127.0.0.1 not handed out before by this process. The kernel may return a port it just
+    gave (a closed probe socket frees it), and a node binds its ports only seconds later, so without the set
+    two components of one node drew the same port ("metrics_export is trying to use a port number … used by
+    other components")."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def ray_env(tmp_root: Path | None = None) -> dict[str, str]:
