@@ -168,6 +168,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/mp.py",
      "integrand[0] = 4.0 * half*2 / (hi * 2.0 * np.pi * y)  # limit of sin²θ/x at θ → 0 when λ⁻ = 0"):
         "the branch runs only for Q = 1, where the unit-scale table has half = (4 − 0)/2 = 2, and 2² = 2·2",
+    ("scanner/spectra/csn.py", "alphas = 1.0 + tails / np.where(flat, 1.0, np.maximum(sums, 0.0))"):
+        "only flat tails (x_i = x_max) change, to α = 1 + n_i: every ratio in such a tail is 1, so its D = "
+        "(n_i − 1)/n_i and its bounds (gap 0) do not depend on α; robust candidates are never flat and the "
+        "reference fit recomputes the winner's α (∞ when flat)",
     ("scanner/spectra/csn.py", "alive = np.flatnonzero(lower < best + _PRUNE_SLACK)"):
         "a row whose bound is exactly best + slack has D ≥ bound − 1e-15 > best, so it is not the argmin either way",
     **{("scanner/spectra/csn.py", line): "block sizes only (memory per temporary): the same rows and values" for line in (
