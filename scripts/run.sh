@@ -43,6 +43,7 @@ scan ai8x_maxim --results results --scan-id shared-zoo-ai8x
 .venv/bin/zooscan zoo rank registry_zoo --results results --metric alpha_hat
 .venv/bin/zooscan query rank_models --results results --param metric=alpha_hat
 .venv/bin/zooscan query metric_accuracy_correlation --results results --param min_models=3
-.venv/bin/zooscan report results/registry-zoo-default --output results/registry-zoo-default/report.html
-.venv/bin/zooscan report results/shared-zoo-cifar10 --output results/shared-zoo-cifar10/report.html
+.venv/bin/zooscan report results/registry-zoo-default results/shared-zoo-cifar10 results/shared-zoo-ai8x \
+    --output results/report --title "zooscan report: registry zoo (default subset) and the shared zoo"
+echo "report: open results/report/index.html"
 echo "main job: $(( $(date +%s) - start )) s"
