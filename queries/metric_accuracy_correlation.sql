@@ -31,7 +31,8 @@ ranked AS (  -- average rank of a tie = (first rank + last rank) / 2 = (rank() +
             -- (the default frame of an ordered window ends at the last tied row): one sort per variable
     SELECT *,
            (rank() OVER by_x + count(*) OVER by_x) / 2.0 AS rank_x,
-           (rank() OVER by_y + count(*) OVER by_y) / 2.0 AS rank_y
+           (rank() OVER by_y + count(*) OVER by_y) / 2.0 AS rank_y,
+           row_number() OVER by_x AS i  -- a number per point within its group, for the pairs below
     FROM points
     WINDOW by_x AS (PARTITION BY scan_id, dataset, family, metric ORDER BY x),
            by_y AS (PARTITION BY scan_id, dataset, family, metric ORDER BY y)
@@ -49,8 +50,8 @@ moments AS (  -- groups are left out after the ranks: ranks are within one group
     HAVING count(*) >= $min_models
 ),
 kept AS (  -- the points of the kept groups, keyed by the group's number g
-    SELECT m.g, p.model_id, p.x, p.y, p.y - (m.slope * p.x + m.intercept) AS residual
-    FROM points AS p
+    SELECT m.g, p.i, p.x, p.y, p.y - (m.slope * p.x + m.intercept) AS residual
+    FROM ranked AS p
     JOIN moments AS m
       ON p.scan_id = m.scan_id AND p.dataset IS NOT DISTINCT FROM m.dataset AND p.family = m.family
      AND p.metric = m.metric
@@ -66,7 +67,7 @@ kendall AS (
              / sqrt(sum(abs(sign(a.x - b.x))) * sum(abs(sign(a.y - b.y)))) AS kendall_tau
     FROM kept AS a
     JOIN kept AS b
-      ON a.g = b.g AND a.model_id < b.model_id
+      ON a.g = b.g AND a.i < b.i
     GROUP BY a.g
 )
 SELECT m.scan_id, m.dataset, m.family, m.metric, m.n, m.pearson, m.spearman, k.kendall_tau, m.r2, r.rmse,
