@@ -160,6 +160,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
        "exceeds an exactly evaluated D, and the argmin is taken over the exactly evaluated rows (first position), so "
        "other seeds, re-evaluated seeds or rows handled twice give the same argmin and value" for line in (
         "seeds = np.unique(np.linspace(0, starts.size - 2, _SEEDS).astype(np.intp))",
+        "seeds = np.unique(np.linspace(1, starts.size - 1, _SEEDS).astype(np.intp))",  # pruned path: > 1 candidate
         "pending[seeds] = True", "exact = pending[tails <= grid + 2]", "large = pending[tails >= grid + 1]",
         "pending = large[:1]")},
     ("scanner/spectra/csn.py", "large = pending[tails > grid - 1]"):
@@ -212,6 +213,12 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'if starts.size * n < _FULL_SCAN_ELEMENTS:  # small ESDs (≲ 180 values): one exact pass beats the rounds',
         'if starts.size * n > _FULL_SCAN_ELEMENTS:  # small ESDs (≲ 180 values): one exact pass beats the rounds',
     )},
+    **{("scanner/spectra/mp.py", line): "a constant factor of the CDF integrand (cancelled when the table is "
+       "divided by its last value), and no change at Q = 1, the only case with the special θ = 0 value (there "
+       "half = 2 and y = 1)" for line in (
+        "integrand = half*2 * np.sin(theta) ** 2 / (2.0 * np.pi * y * x)",
+        "integrand = half**2 * np.sin(theta) ** 2 / (2.0 * np.pi / y * x)",
+        "integrand[0] = 4.0 * half**2 / (hi * 2.0 * np.pi / y)  # limit of sin²θ/x at θ → 0 when λ⁻ = 0")},
     ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
         "indentation of scan.json only",
     ("scanner/store.py", "text = json.dumps(manifest, indent=2, sort_keys=False, default=str).encode()"):
