@@ -160,7 +160,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
        "exceeds an exactly evaluated D, and the argmin is taken over the exactly evaluated rows (first position), so "
        "other seeds, re-evaluated seeds or rows handled twice give the same argmin and value" for line in (
         "seeds = np.unique(np.linspace(0, starts.size - 2, _SEEDS).astype(np.intp))",
-        "seeds = np.unique(np.linspace(1, starts.size - 1, _SEEDS).astype(np.intp))",  # pruned path: > 1 candidate
         "pending[seeds] = True", "exact = pending[tails <= grid + 2]", "large = pending[tails >= grid + 1]",
         "pending = large[:1]")},
     ("scanner/spectra/csn.py", "large = pending[tails > grid - 1]"):
