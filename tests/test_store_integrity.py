@@ -198,14 +198,17 @@ def test_d2_tmp_cleanup_removes_only_dead_writers_files(tmp_path) -> None:
     folder = tmp_path / "s1" / "layers"
     live_tmp = folder / f"k.parquet.tmp-{host}_{live.pid}_abc"
     dead_tmp = folder / f"k.parquet.tmp-{host}_{dead.pid}_abc"
-    for path in (live_tmp, dead_tmp):
+    own_tmp = folder / f"j.parquet.tmp-{host}_{os.getpid()}_abc"
+    for path in (live_tmp, dead_tmp, own_tmp):
         path.write_bytes(b"half")
+        os.utime(path, (1.0, 1.0))  # far older than the lock: on this host the pid decides, not the age
     try:
         removed = results.cleanup_tmp()
     finally:
         live.kill()
         live.wait()
     assert removed == [dead_tmp] and live_tmp.exists()  # before: both removed (a live peer's write failed)
+    assert own_tmp.exists()
 
 
 def test_d2_rerun_after_scan_json_was_deleted_never_relabels_rows(tmp_path) -> None:

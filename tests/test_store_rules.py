@@ -118,20 +118,6 @@ def test_tmp_files_of_other_hosts_are_removed_only_when_older_than_the_lock(tmp_
     assert paths["same"].exists() and paths["newer"].exists()
 
 
-def test_tmp_files_of_this_host_are_judged_by_their_pid_not_their_age(tmp_path) -> None:
-    results = _open(tmp_path)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    host = os.uname().nodename
-    folder = tmp_path / "s1" / "models"
-    dead_tmp = folder / f"k.parquet.tmp-{host}_{dead.pid}_abc"
-    own_tmp = folder / f"j.parquet.tmp-{host}_{os.getpid()}_abc"
-    for path in (dead_tmp, own_tmp):
-        path.write_bytes(b"half")
-        os.utime(path, (1.0, 1.0))  # far older than the lock: the age rule would remove both
-    assert results.cleanup_tmp() == [dead_tmp] and own_tmp.exists()
-
-
 def test_pid_alive_probes_without_signalling() -> None:
     assert storage.pid_alive(os.getpid())
     child = subprocess.Popen([sys.executable, "-c", "pass"])
