@@ -58,6 +58,18 @@ def test_each_matrix_of_a_batch_keeps_its_own_entries():
             np.testing.assert_array_equal(np.sort(mixed.ravel()), original.ravel())
 
 
+def test_batches_larger_than_one_key_block_keep_every_matrix():
+    """8192 matrices of 16×16 (2²¹ entries, two blocks of SHUFFLE_BLOCK = 2²⁰ keys): every matrix is a
+    permutation of its own entries, the second block's included."""
+    from scanner.spectra.randomize import SHUFFLE_BLOCK
+
+    batch = np.random.default_rng(13).standard_normal((8192, 16, 16)).astype(np.float32)
+    assert batch.size == 2 * SHUFFLE_BLOCK
+    mixed = shuffled(batch, 2)
+    np.testing.assert_array_equal(np.sort(mixed.reshape(8192, -1), axis=1), np.sort(batch.reshape(8192, -1), axis=1))
+    assert not np.array_equal(mixed[-1], batch[-1])
+
+
 def _two_valued(n, m, high, low):
     """An n×m matrix (n·m = 16) with half its entries ``high`` and half ``low``."""
     return np.array([high, low] * 8, dtype=np.float64).reshape(1, n, m)
