@@ -161,7 +161,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
        "other seeds, re-evaluated seeds or rows handled twice give the same argmin and value" for line in (
         "seeds = np.unique(np.linspace(0, starts.size - 2, _SEEDS).astype(np.intp))",
         "pending[seeds] = True", "exact = pending[tails <= grid + 2]", "large = pending[tails >= grid + 1]",
-        "pending = large[:1]")},
+        "pending = large[:1]",
+        "tails = n + starts[pending]")},  # every row bounded on the grid: K + 1 points inside any tail, still valid
     ("scanner/spectra/csn.py", "large = pending[tails > grid - 1]"):
         "a schedule choice: rows with a tail of grid or grid + 1 points are then both evaluated exactly and bounded "
         "(and maybe evaluated again): the same values, and the argmin takes the first position",
@@ -218,6 +219,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "integrand = half*2 * np.sin(theta) ** 2 / (2.0 * np.pi * y * x)",
         "integrand = half**2 * np.sin(theta) ** 2 / (2.0 * np.pi / y * x)",
         "integrand[0] = 4.0 * half**2 / (hi * 2.0 * np.pi / y)  # limit of sin²θ/x at θ → 0 when λ⁻ = 0")},
+    ("scanner/spectra/mp.py", "steps = 0.5 * (integrand[1:] + integrand[:-1]) / np.diff(theta)"):
+        "θ is an even grid, so every step is divided instead of multiplied by the same dθ: a constant factor, "
+        "cancelled when the table is divided by its last value",
     ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
         "indentation of scan.json only",
     ("scanner/store.py", "text = json.dumps(manifest, indent=2, sort_keys=False, default=str).encode()"):
