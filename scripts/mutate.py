@@ -222,6 +222,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/mp.py", "steps = 0.5 * (integrand[1:] + integrand[:-1]) / np.diff(theta)"):
         "θ is an even grid, so every step is divided instead of multiplied by the same dθ: a constant factor, "
         "cancelled when the table is divided by its last value",
+    ("scanner/spectra/mp.py", "p = (np.arange(1, count + 2) - 0.5) / count"):
+        "one extra plotting position, (count + ½)/count > 1, never inside [0.05, 0.85]; the first count are "
+        "unchanged, so the same central slice and quantiles",
     ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
         "indentation of scan.json only",
     ("scanner/store.py", "text = json.dumps(manifest, indent=2, sort_keys=False, default=str).encode()"):
