@@ -18,7 +18,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow.parquet as pq
 import pytest
@@ -31,6 +33,7 @@ from tests.test_distributed import write_mlp
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="unshare needs root")]
 
 REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 N_MODELS = 12
 LAYER_COLUMNS = ["status", "phase", "num_evals", "alpha", "lambda_max", "n", "m"]
 MODEL_COLUMNS = ["status", "n_layers", "n_ok", "alpha_mean", "alpha_hat"]
@@ -75,7 +78,7 @@ class Scan:
     def __init__(self, cluster: LocalCluster, models: list[str], results: Path, scan_id: str, *extra: str,
                  env: dict[str, str] | None = None) -> None:
         self.dir = results / scan_id
-        self.log = results.parent / f"{scan_id}.log"
+        self.log = results.parent / f"{scan_id}-{len(RUNNING)}.log"  # two drivers of one scan id: two logs
         environment = {**ray_env(cluster.root), "ZOOSCAN_FAULTS": ";".join(f"{m}=slow" for m in models),
                        **(env or {})}
         argv = [sys.executable, "-m", "scanner", "scan", "--models", *models, "--results", str(results),
@@ -92,11 +95,8 @@ class Scan:
         return len([p for p in folder.glob("*.parquet")]) if folder.is_dir() else 0
 
     def wait_committed(self, count: int, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while self.committed() < count:
-            assert self.process.poll() is None, self.output()[-3000:]
-            assert time.monotonic() < deadline, f"no {count} commits in {timeout} s\n{self.output()[-3000:]}"
-            time.sleep(0.3)
+        assert poll(lambda: self.committed() >= count, timeout, self), \
+            f"no {count} commits in {timeout} s\n{self.output()[-3000:]}"
 
     def finish(self, timeout: float = SCAN_TIMEOUT_S) -> tuple[int | None, bool]:
         """(exit status, hung): the scan is killed (by its PID) if it runs past ``timeout``."""
@@ -165,9 +165,24 @@ def add_nodes(cluster: LocalCluster, results: Path, count: int) -> list[RayNode]
     return [cluster.add_node(num_cpus=1, private_dirs=(results,)) for _ in range(count)]
 
 
-def spectrum_workers(node: RayNode) -> int:
-    """Spectrum actors running on ``node`` (their process title starts with ``ray::_SpectrumWorker``)."""
-    return sum(_cmdline(pid).startswith(b"ray::_SpectrumWorker") for pid in node.pids())
+def running(node: RayNode, title: bytes) -> int:
+    """Ray workers on ``node`` whose process title starts with ``title`` (``ray::_SpectrumWorker``: spectrum
+    actors; ``ray::_fit``: fit tasks running now)."""
+    return sum(_cmdline(pid).startswith(title) for pid in node.pids())
+
+
+def poll(condition: Callable[[], T], timeout: float, scan: Scan | None = None) -> T | None:
+    """The first truthy value of ``condition()`` within ``timeout`` seconds (None if none came); with ``scan``,
+    asserts the scan is still running at every try (a scan that ended cannot be waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if scan is not None:
+            assert scan.process.poll() is None, scan.output()[-3000:]
+        time.sleep(0.2)
+    return None
 
 
 def _cmdline(pid: int) -> bytes:
@@ -201,14 +216,7 @@ def test_node_holding_fit_tasks_killed_mid_scan(zoo, cluster, tmp_path):
     nodes = add_nodes(cluster, results, 2)
     scan = Scan(cluster, models, results, "fitnode", env={"ZOOSCAN_FAULTS": ";".join(f"{m}=slow@fit" for m in models)})
     scan.wait_committed(3)
-    deadline = time.monotonic() + 60
-    victim = None
-    while victim is None and time.monotonic() < deadline:  # the node running a fit task right now
-        for node in nodes:
-            if any(_cmdline(pid).startswith(b"ray::_fit") for pid in node.pids()):
-                victim = node
-                break
-        time.sleep(0.1)
+    victim = poll(lambda: next((n for n in nodes if running(n, b"ray::_fit")), None), 60, scan)
     assert victim is not None, "no fit task seen running"
     cluster.kill_node(victim)  # every process of the node: raylet, actor, fit workers
     check(scan, "SIGKILL of every process of the node running fit tasks at 3 committed", models, reference)
@@ -221,10 +229,8 @@ def test_node_added_mid_scan_gets_work(zoo, cluster, tmp_path):
     scan = Scan(cluster, models, results, "grow")
     scan.wait_committed(2)
     late = cluster.add_node(num_cpus=1, private_dirs=(results,))
-    deadline = time.monotonic() + 60
-    while spectrum_workers(late) == 0 and time.monotonic() < deadline and scan.process.poll() is None:
-        time.sleep(0.2)
-    got_actor = spectrum_workers(late) > 0
+    poll(lambda: running(late, b"ray::_SpectrumWorker") or scan.process.poll() is not None, 60)
+    got_actor = running(late, b"ray::_SpectrumWorker") > 0  # seen while the scan ran (it may have ended since)
     check(scan, "worker node added at 2 committed (it got a spectrum worker)", models, reference)
     assert got_actor, "the node added mid-scan never got a spectrum worker"
 
@@ -235,10 +241,7 @@ def test_no_gpu_node_at_start_then_one_joins(zoo, cluster, tmp_path):
     add_nodes(cluster, results, 1)  # CPU nodes only: --device cuda must wait
     scan = Scan(cluster, models, results, "gpu0", "--device", "cuda", "--wait-for-gpus", "240",
                 env={"ZOOSCAN_LOGICAL_GPUS": "1"})
-    deadline = time.monotonic() + 120
-    while "waiting for a GPU node" not in scan.output() and time.monotonic() < deadline:
-        assert scan.process.poll() is None, scan.output()[-3000:]
-        time.sleep(0.5)
+    poll(lambda: "waiting for a GPU node" in scan.output(), 120, scan)
     assert "waiting for a GPU node (--device cuda)" in scan.output()
     assert scan.committed() == 0
     cluster.add_node(num_cpus=2, num_gpus=1, private_dirs=(results,))  # a logical GPU
