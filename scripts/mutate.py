@@ -225,6 +225,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("scanner/spectra/mp.py", "p = (np.arange(1, count + 2) - 0.5) / count"):
         "one extra plotting position, (count + ½)/count > 1, never inside [0.05, 0.85]; the first count are "
         "unchanged, so the same central slice and quantiles",
+    ("scanner/spectra/randomize.py",
+     "usable = rand_evals[rand_evals > max(floor, near_zero_tolerance(rand_evals, is_sorted=False))]"):
+        "rand_evals is sorted two lines above; is_sorted=False only partitions it again: the same quantile",
     ("scanner/store.py", "text = json.dumps(manifest, indent=3, sort_keys=True, default=str).encode()"):
         "indentation of scan.json only",
     ("scanner/store.py", "text = json.dumps(manifest, indent=2, sort_keys=False, default=str).encode()"):
