@@ -10,7 +10,8 @@ difference is who writes the three Parquet files of a model:
   needs a filesystem every node shares).
 
 Usage: ``python bench/bench_cluster_results.py [N_MODELS] [NUM_CPUS] [ROUNDS]``; prints one line per run and
-writes nothing else. Models: N small safetensors MLPs (Linear 256-192-128-64-10, randomize off).
+writes nothing else: wall time, and CPU time (user + system, from /proc) of the driver process alone and of the
+driver plus every Ray process under it (GCS, raylet, actors, fit workers), per model, over the timed loop. Models: N small safetensors MLPs (Linear 256-192-128-64-10, randomize off).
 """
 
 from __future__ import annotations
@@ -62,7 +63,31 @@ def node_side_fit(root: str, scan_id: str):
     return fit_and_write
 
 
-def run(mode: str, models: list[str], num_cpus: int, results: str) -> float:
+def cpu_seconds(root: int) -> dict[int, float]:
+    """User + system CPU seconds of ``root`` and of every live process below it (from /proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in stats:
+            found[pid] = stats[pid][1]
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def run(mode: str, models: list[str], num_cpus: int, results: str) -> tuple[float, float, float]:
+    """(wall s, driver CPU s, driver + Ray processes CPU s) of the timed loop."""
     import ray
 
     scan_id = f"bench-{mode}"
@@ -75,6 +100,8 @@ def run(mode: str, models: list[str], num_cpus: int, results: str) -> float:
     while sum(a.info is not None for a in executor.actors) < len(executor.actors) or not executor.actors:
         executor.wait(1.0)  # actors up before the clock starts: both modes pay the same start-up
     queue = list(models)
+    tree_before = cpu_seconds(os.getpid())
+    driver_before = time.process_time()
     started = time.perf_counter()
     done = 0
     writes = []
@@ -91,10 +118,13 @@ def run(mode: str, models: list[str], num_cpus: int, results: str) -> float:
     for write in writes:
         write.result()
     seconds = time.perf_counter() - started
+    driver_cpu = time.process_time() - driver_before
+    tree_after = cpu_seconds(os.getpid())
+    tree_cpu = sum(cpu - tree_before.get(pid, 0.0) for pid, cpu in tree_after.items())
     executor.close()
     store.close()
     assert done == len(models) and len(store.done_keys()) == len(models)
-    return seconds
+    return seconds, driver_cpu, tree_cpu
 
 
 def main() -> None:
@@ -107,9 +137,10 @@ def main() -> None:
               f"load {os.getloadavg()[0]:.1f}")
         for round_ in range(rounds):
             for mode in ("driver", "node"):
-                seconds = run(mode, models, num_cpus, f"{tmp}/results-{round_}")
-                print(f"round {round_ + 1} {mode:6s}: {seconds:6.1f} s, {1000 * seconds / count:6.1f} ms/model, "
-                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+                seconds, driver_cpu, tree_cpu = run(mode, models, num_cpus, f"{tmp}/results-{round_}")
+                print(f"round {round_ + 1} {mode:6s}: {seconds:6.1f} s, {1000 * seconds / count:6.1f} ms/model wall, "
+                      f"CPU {1000 * driver_cpu / count:5.1f} ms/model driver, {1000 * tree_cpu / count:5.1f} ms/model "
+                      f"driver + Ray, load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":
