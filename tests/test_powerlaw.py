@@ -236,6 +236,37 @@ def test_fingers_that_move_alpha_by_3_sigma_are_set_aside():
     rise = (fit.alpha - fit.alpha_raw) * np.sqrt(fit.n_tail + 8) / (fit.alpha_raw - 1)
     assert 3.0 < rise < 3.5
 
+def _rise(fit, n_fingers):
+    """(α_clipped − α_raw)·√n_raw/(α_raw − 1): how far removing the fingers moves α, in σ_α of the raw fit."""
+    from scanner.spectra.powerlaw import _count_fingers, _csn_robust
+
+    x = np.sort(fit)
+    raw = _csn_robust(x, 10)
+    assert _count_fingers(x, raw, 10, 10) == n_fingers
+    clipped = _csn_robust(x[:-n_fingers], 10)
+    return (clipped.alpha - raw.alpha) * np.sqrt(raw.n_tail) / (raw.alpha - 1), clipped
+
+
+def test_fingers_that_would_move_alpha_by_more_than_5_sigma_are_kept():
+    """Ten fingers at 100–150× the top of a Pareto(3) sample pass the gap test, but removing them would move α
+    by 5.1 σ_α (> 5): the top of the tail counts as genuinely heavier, no finger is set aside."""
+    x = pareto_sample(3.0, 1000, seed=5)
+    fingered = np.concatenate([x, x.max() * 100.0 * np.linspace(1.0, 1.5, 10)])
+    rise, _ = _rise(fingered, 10)
+    assert 5.0 < rise < 5.5
+    fit = fit_power_law(fingered)
+    assert fit.n_fingers == 0 and fit.alpha == fit.alpha_raw
+
+
+def test_fingers_are_kept_when_the_fit_without_them_is_not_heavy_tailed():
+    """Three fingers on a Pareto(9) sample: significant gap and a small rise (1.3 σ), but the clipped fit has
+    α ≈ 9.1 > 8 (not heavy-tailed), so it is not reported."""
+    x = pareto_sample(9.0, 2000, seed=1)
+    fingered = np.concatenate([x, x.max() * 5.0 * np.linspace(1.0, 1.2, 3)])
+    rise, clipped = _rise(fingered, 3)
+    assert rise < 5.0 and clipped.alpha > 8.0
+    assert fit_power_law(fingered).n_fingers == 0
+
 @pytest.mark.parametrize("big, fingers", [(-np.log(0.5e-4), 1), (-np.log(1.5e-4), 0)])
 def test_finger_count_uses_p_below_1e_minus_4(big, fingers):
     """T_1 = −ln p with all other T_j = 1: p = exp(−T_1/1) is the finger's p-value."""
