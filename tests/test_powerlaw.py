@@ -126,6 +126,11 @@ def test_reference_hand_values():
     fit = fit_power_law(np.array([1.0, 2.0, 2.0, 2.0, 2.0]), method="reference")
     assert fit.alpha == pytest.approx(1.0 + 1.0 / np.log(2.0), rel=1e-12) and fit.n_tail == 5
     assert "1 eigenvalue(s) above" in fit_power_law(np.array([0.5, 1e-6]), method="reference").reason
+    # nineteen 1s and one 2 (n = 20, plain MLE): the candidate with a tail of n_i points has α = 1 + n_i/ln 2 and
+    # D = max((n_i − 2)/n_i, |1/n_i − e^(−n_i)|): 1/3 at n_i = 3 beats 0.365 (n_i = 2) and 1/2 (n_i = 4)
+    fit = fit_power_law(np.array([1.0] * 19 + [2.0]), method="reference")
+    assert fit.n_tail == 3 and fit.xmin == 1.0 and fit.ks_distance == pytest.approx(1 / 3, rel=1e-12)
+    assert fit.alpha == pytest.approx(1.0 + 3.0 / np.log(2.0), rel=1e-12)
 
 
 def test_reference_mode_keeps_eigenvalues_above_1e_minus_5_strictly():
