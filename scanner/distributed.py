@@ -289,7 +289,7 @@ class RayExecutor:
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
             else:  # "local": a Ray of our own; never join a `ray start` cluster found on the machine
                 gpus = None if self.num_gpus is None else math.ceil(self.num_gpus)
-                with loopback_only():
+                with loopback_only(), workers_at_driver_priority():
                     ray.init(address="local", num_cpus=self.num_cpus, num_gpus=gpus, include_dashboard=False,
                              log_to_driver=False, logging_level=logging.WARNING)
         self._worker_cls = ray.remote(_SpectrumWorker)
@@ -545,6 +545,28 @@ def loopback_only() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = saved_env
+
+
+@contextlib.contextmanager
+def workers_at_driver_priority() -> Iterator[None]:
+    """Within this block, a local Ray started here runs its workers at this process's niceness.
+
+    Ray adds 15 to every worker's niceness (its ``worker_niceness`` setting, an increment the raylet applies,
+    read from ``RAY_worker_niceness``), so the spectrum actors and fit tasks of an embedded scan yielded to every
+    other job on the machine while ``--serial`` computed at the user's priority: on a busy host the same scan ran
+    several times slower through Ray. The block sets the increment to 0: workers inherit the driver's niceness
+    through the raylet, so ``nice zooscan scan`` still lowers the whole scan. A ``RAY_worker_niceness`` the user
+    set is kept. Clusters joined with ``--address`` keep their own setting.
+    """
+    name = "RAY_worker_niceness"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _kill(handle: Any) -> None:

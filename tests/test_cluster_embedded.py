@@ -5,6 +5,7 @@ Ray's plain ``ray.init()`` joins the cluster named in ``$RAY_TMPDIR/ray/ray_curr
 ``ray start --head``) or in ``$RAY_ADDRESS``; with ``--num-cpus`` it then fails with "When connecting to an
 existing cluster, num_cpus and num_gpus must not be provided", and without it the "laptop" scan silently runs on
 the cluster. A local Ray also listens on every interface of the machine's outward IP unless told otherwise.
+Its workers run at the scan's own priority (Ray's default niceness 15 made an embedded scan yield to every other job).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def test_embedded_scan_ignores_a_ray_start_cluster_and_listens_on_loopback_only(
             assert "gcs_server" in {_comm(p) for p in tree}  # a GCS of its own: it did not join the head
             assert {name for _, _, name in sockets} >= {"gcs_server", "raylet"}, sockets
             assert [s for s in sockets if not is_loopback(s[0])] == [], sockets
+            # its workers compute at the scan's own priority (Ray's default is niceness 15)
+            workers = [p for p in tree if _cmdline(p).startswith(b"ray::_SpectrumWorker")]
+            priority = os.getpriority(os.PRIO_PROCESS, scan.pid)
+            assert workers and {os.getpriority(os.PRIO_PROCESS, p) for p in workers} == {priority}
             (faults / f"{model_key(models[0])}.spectra.go").touch()
             assert scan.wait(timeout=300) == 0, log.read_text()[-3000:]
         finally:
