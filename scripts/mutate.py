@@ -80,6 +80,9 @@ PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-m", 
 
 # Mutants that cannot change any observable result: (file, the mutated line, stripped) -> reason.
 EQUIVALENT: dict[tuple[str, str], str] = {
+    ("scanner/spectra/metrics.py",
+     "n_near_zero=int(np.count_nonzero(lam <= near_zero_tolerance(lam, is_sorted=False))),"):
+        "lam is sorted two lines above; is_sorted only spares a partition: the same order statistics",
     ("scanner/spectra/metrics.py", "positive = evals[evals >= 0]"):
         "a zero adds α·ln 0 = −inf to the logsumexp, i.e. exp(−inf) = 0 to the sum (α > 0): same value",
     ("scanner/spectra/metrics.py", "fitted = alpha if lambda_max >= 0 else None  # the α metrics need λ_max > 0"):

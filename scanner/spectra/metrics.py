@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp
 
 from scanner.records import NormMetrics
 
@@ -82,12 +81,13 @@ def log_alpha_norm(evals: NDArray[np.float64], alpha: float) -> float:
     The log-sum-exp is scipy's ``logsumexp`` algorithm (1.17) written out for a finite 1-D array, bit for bit
     (its array-API dispatch costs ~0.1 ms a call): with a = α ln λ, a_max its maximum and m the number of
     entries equal to it, log(Σ e^a) = log1p(s) + log(m) + a_max, s = Σ_{a < a_max} e^(a − a_max) / m (the
-    maxima enter the same pairwise sum as zeros). Non-finite input falls back to scipy itself."""
+    maxima enter the same pairwise sum as zeros). A non-finite maximum (λ = ∞, or α NaN) is the result, +∞ or
+    NaN, as scipy's gives."""
     positive = evals[evals > 0]
     a = alpha * np.log(positive)
     a_max = a.max()
     if not np.isfinite(a_max):
-        return float(logsumexp(a) / np.log(10.0))
+        return float(a_max)
     top = a == a_max
     m = float(np.count_nonzero(top))
     shifted = a - a_max
