@@ -143,9 +143,17 @@ class FakeHub:
                     return fault
         return None
 
-    def log(self, method: str, path: str, status: int) -> None:
+    def arrive(self, method: str, path: str) -> int:
+        """Log a request as it arrives (status 0 until answered), so a client that has its answer always finds
+        its request in the log (logging after the answer raced with the client's next step)."""
         with self.lock:
-            self.requests.append((method, path, status, time.monotonic()))
+            self.requests.append((method, path, 0, time.monotonic()))
+            return len(self.requests) - 1
+
+    def log(self, index: int, status: int) -> None:
+        with self.lock:
+            method, path, _, at = self.requests[index]
+            self.requests[index] = (method, path, status, at)
 
     def hits(self, method: str, pattern: str) -> list[tuple[str, str, int, float]]:
         """Logged requests of ``method`` whose path matches ``pattern``."""
@@ -174,16 +182,18 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:  # noqa: C901 (one c
         def answer(self, method: str) -> None:
             url = urlparse(self.path)
             path = unquote(url.path)
+            index = self.index = hub.arrive(method, path)
             fault = hub.take_fault(method, path)
             if fault is not None and fault.status:
-                hub.log(method, path, fault.status)
+                hub.log(index, fault.status)
                 self.send(fault.status, b'{"error": "injected"}', {"Content-Type": "application/json",
                                                                      **fault.headers}, method)
                 return
             status = self.route(method, path, parse_qs(url.query), fault)
-            hub.log(method, path, status)
+            hub.log(index, status)
 
         def send(self, status: int, body: bytes, headers: dict[str, str], method: str) -> None:
+            hub.log(self.index, status)  # before the client can read the answer
             self.send_response(status)
             for key, value in {"Content-Length": str(len(body)), **headers}.items():
                 self.send_header(key, value)
@@ -243,6 +253,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:  # noqa: C901 (one c
                 end = int(ranged[2]) if ranged[2] else len(data) - 1
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
                 data, status = data[start:end + 1], 206
+            hub.log(self.index, status)  # before the client can read the answer
             self.send_response(status)
             for key, value in {**headers, "Content-Length": str(len(data))}.items():
                 self.send_header(key, value)

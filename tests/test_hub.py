@@ -123,7 +123,7 @@ def test_unknown_repo_is_not_retried(online, tmp_path: Path) -> None:
         cache = online(server, CacheSettings(cache_dir=str(tmp_path / "cache"), retry=FAST))
         with pytest.raises(SourceError, match="no such repo or revision"):
             cache.fetch(hf_request("org/absent", None), "hf:org/absent")
-        assert len(server.hits("GET", r"^/api/models/")) == 1
+        assert len(server.hits("GET", r"^/api/models/")) == 1, server.requests
 
 
 def test_unreachable_hub_fails_at_once_naming_hf_hub_offline(online, tmp_path: Path) -> None:
