@@ -62,7 +62,10 @@ def test_ctrl_c_stops_a_serial_scan_at_once_with_one_line_and_nothing_lost(tmp_p
     argv = [sys.executable, "-m", "scanner", "scan", "--models", small, big, "--results", str(tmp_path / "res"),
             "--scan-id", "c", "--serial", "--threads", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal's foreground job: a shell's background job (`cmd &`, as CI may be run) starts
+    # with SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     committed = tmp_path / "res" / "c" / "models"
     deadline = time.monotonic() + 240
     while not (committed.is_dir() and any(committed.glob("*.parquet"))):

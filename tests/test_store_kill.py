@@ -18,7 +18,7 @@ from scanner.config import ScanConfig
 from scanner.store import ResultStore, verify
 from tests._factories import make_model
 
-N_MODELS, N_LAYERS = 80, 12
+N_MODELS, N_LAYERS = 240, 12  # enough writes that most random kills land mid-work (a write is ~25 ms)
 IDS = [f"timm:k{i:03d}" for i in range(N_MODELS)]
 NO_CATALOGS = "/nonexistent-catalogs"
 
