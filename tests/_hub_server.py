@@ -185,15 +185,17 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:  # noqa: C901 (one c
             index = self.index = hub.arrive(method, path)
             fault = hub.take_fault(method, path)
             if fault is not None and fault.status:
-                hub.log(index, fault.status)
                 self.send(fault.status, b'{"error": "injected"}', {"Content-Type": "application/json",
                                                                      **fault.headers}, method)
                 return
             status = self.route(method, path, parse_qs(url.query), fault)
             hub.log(index, status)
 
+        def send_response(self, code: int, message: str | None = None) -> None:
+            hub.log(self.index, code)  # every answer's status, logged before the client can read it
+            super().send_response(code, message)
+
         def send(self, status: int, body: bytes, headers: dict[str, str], method: str) -> None:
-            hub.log(self.index, status)  # before the client can read the answer
             self.send_response(status)
             for key, value in {"Content-Length": str(len(body)), **headers}.items():
                 self.send_header(key, value)
@@ -253,7 +255,6 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:  # noqa: C901 (one c
                 end = int(ranged[2]) if ranged[2] else len(data) - 1
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
                 data, status = data[start:end + 1], 206
-            hub.log(self.index, status)  # before the client can read the answer
             self.send_response(status)
             for key, value in {**headers, "Content-Length": str(len(data))}.items():
                 self.send_header(key, value)
