@@ -1,7 +1,9 @@
 """Local checkpoints: ``file:<path>`` (a .safetensors file, a folder of shards, or a torch state dict).
 
 Safety: torch pickles are read with ``torch.load(..., weights_only=True)`` only, memory-mapped when the
-file is in the zip format (torch ≥ 1.6), so tensors are paged in one at a time. A pickle that needs more
+file is in the zip format (torch ≥ 1.6), so tensors are paged in one at a time; a plain state dict in the
+legacy format (torch < 1.6) is read by ``scanner.sources.torch_legacy`` first, which allows fewer globals than
+torch and leaves every other file to torch.load. A pickle that needs more
 than tensors and containers (a pickled ``nn.Module``, an optimizer, any custom class) is refused with
 ``UnsafeCheckpointError``; there is no fallback to ``weights_only=False`` and none to random weights.
 
@@ -28,6 +30,7 @@ from scanner.errors import SourceError, UnsafeCheckpointError
 from scanner.paths import resolve_data_path
 from scanner.sources.base import ModuleInfo, NamedTensor, WeightSource, declared_size_reason, sha256_files
 from scanner.sources.safetensors_reader import DTYPES, TensorEntry, read_header, read_tensor
+from scanner.sources.torch_legacy import read_plain_legacy
 
 if TYPE_CHECKING:
     import torch
@@ -177,7 +180,8 @@ def _shards_from_index(folder: Path, index: Path) -> list[Path]:
 
 
 def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Load a torch checkpoint with ``weights_only=True`` (memory-mapped when zip format) and return its tensors.
+    """Load a torch checkpoint with ``weights_only=True`` (memory-mapped when zip format; a plain legacy state dict
+    through ``read_plain_legacy``) and return its tensors.
 
     Raises:
         UnsafeCheckpointError: the pickle needs code execution (classes other than tensors and containers).
@@ -188,6 +192,9 @@ def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
     if os.path.getsize(path) == 0:
         raise SourceError(f"{path}: empty file (0 bytes); re-download or re-save the checkpoint")
     is_zip = zipfile.is_zipfile(path)
+    obj = None if is_zip else read_plain_legacy(path)
+    if obj is not None:
+        return _tensors_of(obj, path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
