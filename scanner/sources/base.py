@@ -83,12 +83,12 @@ class NamedTensor:
     skip_reason: str = ""
 
     @classmethod
-    def with_info(cls, name: str, tensor: torch.Tensor, info: ModuleInfo | None) -> NamedTensor:
-        """Attach what is known about the owning module (``info`` may be None)."""
+    def with_info(cls, name: str, tensor: torch.Tensor, info: ModuleInfo | None, skip_reason: str = "") -> NamedTensor:
+        """Attach what is known about the owning module (``info`` may be None) and the reader's ``skip_reason``."""
         if info is None:
-            return cls(name, tensor)
+            return cls(name, tensor, skip_reason=skip_reason)
         return cls(name, tensor, info.module_type, info.family, info.groups, info.gates, info.heads, info.is_buffer,
-                   info.derived)
+                   info.derived, skip_reason=skip_reason)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:

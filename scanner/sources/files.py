@@ -116,7 +116,7 @@ class FileSource(WeightSource):
                 reason = self._too_large(tuple(tensor.shape), tensor.element_size())
                 if reason:  # memory-mapped: the values are not touched, so nothing is allocated
                     tensor = tensor.to("meta")
-                yield dataclasses.replace(NamedTensor.with_info(name, tensor, info), skip_reason=reason)
+                yield NamedTensor.with_info(name, tensor, info, reason)
             return
         for file, entries in self._entries:
             with open(file, "rb") as handle:
@@ -126,8 +126,7 @@ class FileSource(WeightSource):
                         import torch
 
                         meta = torch.empty(entry.shape, dtype=getattr(torch, DTYPES[entry.dtype][0]), device="meta")
-                        yield dataclasses.replace(NamedTensor.with_info(entry.name, meta, self._info(
-                            entry.name, entry.shape)), skip_reason=reason)
+                        yield NamedTensor.with_info(entry.name, meta, self._info(entry.name, entry.shape), reason)
                         continue
                     yield self._read(handle, entry)
 
