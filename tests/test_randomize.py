@@ -13,6 +13,8 @@ from scanner.spectra.randomize import (
     analytic_null_eigenvalues,
     compare_with_randomized,
     esd_distance,
+    histogram_counts,
+    jensen_shannon_base2,
     null_eigenvalues,
     randomization_test,
     shuffled,
@@ -395,3 +397,48 @@ def test_null_model_option_is_validated_and_hashed():
     assert ScanConfig(null="exact").config_hash() != ScanConfig().config_hash()
     with pytest.raises(ValueError, match="null model"):
         null_eigenvalues(as_matrix_batch(np.eye(4)), 0, null="bogus")
+
+
+# -- fast paths pinned to the library computations they replace, bit for bit ----------------------------------
+
+
+def test_histogram_counts_equal_numpy_histogram_exactly():
+    """Random log-ESDs, ties, values on the edges and outside them: the same counts as np.histogram."""
+    rng = np.random.default_rng(11)
+    for trial in range(600):
+        n = int(rng.integers(1, 700))
+        values = np.log10(rng.pareto(rng.uniform(0.5, 4.0), n) + 1e-3)
+        if trial % 3 == 0:
+            values = np.round(values, 1)  # ties
+        lo, hi = float(values.min()), float(values.max())
+        if trial % 5 == 0:
+            lo += 0.1 * (hi - lo)  # values below the first edge are not counted
+        if hi - lo < 1e-12:
+            continue
+        edges = np.linspace(lo, hi, 65)
+        if trial % 7 == 0:
+            values = np.concatenate([values, edges[::3], edges[-1:]])  # exactly on edges, the last one included
+        expected = np.histogram(values, bins=edges)[0].astype(np.float64)
+        got = histogram_counts(values, edges)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(histogram_counts(np.array([0.0, 0.5, 1.0, 1.0, 2.0]), np.array([0.0, 0.5, 1.0])),
+                                  [1.0, 3.0])
+
+
+def test_jensen_shannon_base2_equals_scipy_exactly():
+    """Histograms with empty bins on either side, disjoint and identical ones: scipy's value, bit for bit."""
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(12)
+    for _ in range(600):
+        n = int(rng.integers(2, 130))
+        a, b = rng.standard_normal(n) ** 2, rng.random(n)
+        a[rng.random(n) < 0.3] = 0.0
+        b[rng.random(n) < 0.3] = 0.0
+        if a.sum() == 0.0 or b.sum() == 0.0:
+            continue
+        p, q = a / a.sum(), b / b.sum()
+        assert jensen_shannon_base2(p, q).hex() == float(jensenshannon(p, q, base=2.0)).hex()
+    assert jensen_shannon_base2(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == 1.0
+    assert jensen_shannon_base2(np.array([0.25, 0.75]), np.array([0.25, 0.75])) == 0.0

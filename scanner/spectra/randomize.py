@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.spatial.distance import jensenshannon
+from scipy.special import rel_entr
 
 from scanner.records import RandomizationResult
 from scanner.spectra.esd import FLOAT32_FLOOR, as_matrix_batch, batch_eigenvalues
@@ -181,9 +181,33 @@ def esd_distance(evals_a: NDArray[np.float64], evals_b: NDArray[np.float64], flo
     if hi - lo < 1e-12:
         return 0.0
     edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
-    ha = np.histogram(la, bins=edges)[0].astype(np.float64)
-    hb = np.histogram(lb, bins=edges)[0].astype(np.float64)
-    return float(jensenshannon(ha / ha.sum(), hb / hb.sum(), base=2.0))
+    ha = histogram_counts(la, edges)
+    hb = histogram_counts(lb, edges)
+    return jensen_shannon_base2(ha / ha.sum(), hb / hb.sum())
+
+
+def histogram_counts(values: NDArray[np.float64], edges: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.histogram(values, bins=edges)[0]`` as float64, bit for bit, for 1-D values and increasing edges,
+    without its argument checks (about 0.1 ms a call, two calls per layer). numpy's own method for explicit
+    edges: the number of sorted values below each edge (``searchsorted`` left; right at the last edge, so the
+    last bin includes it), differenced; values outside [edges[0], edges[-1]] are not counted."""
+    ordered = np.sort(values)
+    below = np.empty(edges.size, dtype=np.intp)
+    below[:-1] = ordered.searchsorted(edges[:-1], "left")
+    below[-1] = ordered.searchsorted(edges[-1], "right")
+    return np.diff(below).astype(np.float64)
+
+
+def jensen_shannon_base2(p: NDArray[np.float64], q: NDArray[np.float64]) -> float:
+    """``scipy.spatial.distance.jensenshannon(p, q, base=2.0)`` for two 1-D non-negative arrays, bit for bit
+    (scipy 1.17's steps: p and q renormalised, m = (p + q)/2, Σ rel_entr(p, m) + Σ rel_entr(q, m), divided by
+    ln 2, then √(·/2)), without its array-API dispatch."""
+    p = p / np.sum(p)
+    q = q / np.sum(q)
+    m = (p + q) / 2.0
+    js = np.sum(rel_entr(p, m)) + np.sum(rel_entr(q, m))
+    js /= np.log(2.0)
+    return float(np.sqrt(js / 2.0))
 
 
 def compare_with_randomized(
