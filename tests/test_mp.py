@@ -253,3 +253,47 @@ def test_gaussian_matrices_have_no_spikes_and_right_scale(m, q):
         assert fit.scale == pytest.approx(n * 0.05**2, rel=0.05)
         assert fit.bulk_ks < 0.06
         assert fit.bulk_fraction == 1.0
+
+
+# -- fast paths pinned to the plain computations they replace, bit for bit ------------------------------------
+
+
+def test_split_counts_equal_the_comparison_counts():
+    """Bisection on sorted eigenvalues counts what ``np.count_nonzero(lam <= x)`` and ``(lam > x)`` count: ties,
+    values equal to x, x outside the range, ±inf, and NaN (which no comparison admits)."""
+    from scanner.spectra.mp import _split
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        lam = np.sort(np.round(rng.pareto(2.0, int(rng.integers(1, 300))), int(rng.integers(0, 4))))
+        probes = np.concatenate([lam[rng.integers(0, lam.size, 5)], rng.uniform(-1.0, lam[-1] + 1.0, 5),
+                                 [0.0, -np.inf, np.inf, np.nan]])
+        for x in probes:
+            assert _split(lam, float(x)) == (int(np.count_nonzero(lam <= x)), int(np.count_nonzero(lam > x)))
+
+
+def test_scalar_math_equals_the_numpy_scalar_formulas():
+    """``tracy_widom_scale`` in Python floats gives numpy's float64 result bit for bit (and ``mp_edges`` its
+    documented formula)."""
+    rng = np.random.default_rng(6)
+    for _ in range(5000):
+        n = int(rng.integers(1, 20000))
+        m = int(rng.integers(1, n + 1))
+        scale = float(10.0 ** rng.uniform(-8, 8))
+        sigma2 = scale / n
+        tw = float(sigma2 * (np.sqrt(n) + np.sqrt(m)) * (1.0 / np.sqrt(n) + 1.0 / np.sqrt(m)) ** (1.0 / 3.0))
+        assert tracy_widom_scale(n, m, scale).hex() == tw.hex()
+        root = 1.0 / np.sqrt(n / m)
+        edges = (scale * (1.0 - root) ** 2, scale * (1.0 + root) ** 2)
+        assert [float(v).hex() for v in mp_edges(n / m, scale)] == [float(v).hex() for v in edges]
+
+
+def test_fit_rejects_nan_and_inf_anywhere():
+    """The finiteness check reads only the ends of the sorted eigenvalues: NaN sorts last, -inf first."""
+    base = np.linspace(0.1, 2.0, 50)
+    for bad in (np.nan, np.inf, -np.inf):
+        for at in (0, 25, 49):
+            lam = base.copy()
+            lam[at] = bad
+            with pytest.raises(FitError, match="NaN/Inf"):
+                fit_marchenko_pastur(lam, q=2.0, n=100)

@@ -26,6 +26,7 @@ below λ⁺_TW and the fitted MP law (``bulk_ks``). Cost: O(M log M), well under
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -94,9 +95,11 @@ def mp_quantile(p: NDArray[np.floating] | float, q: float, scale: float = 1.0) -
 
 
 def tracy_widom_scale(n: int, m: int, scale: float) -> float:
-    """Tracy–Widom fluctuation scale of λ_max in raw units (Johnstone 2001), for mean eigenvalue ``scale``."""
-    sigma2 = scale / n
-    return float(sigma2 * (np.sqrt(n) + np.sqrt(m)) * (1.0 / np.sqrt(n) + 1.0 / np.sqrt(m)) ** (1.0 / 3.0))
+    """Tracy–Widom fluctuation scale of λ_max in raw units (Johnstone 2001), for mean eigenvalue ``scale``.
+    Python floats (``math``): the same IEEE operations as numpy scalars, without their per-operation cost."""
+    sigma2 = float(scale) / n
+    root_n, root_m = math.sqrt(n), math.sqrt(m)
+    return sigma2 * (root_n + root_m) * (1.0 / root_n + 1.0 / root_m) ** (1.0 / 3.0)
 
 
 def spike_threshold(q: float, n: int, m: int, scale: float) -> tuple[float, float]:
@@ -119,28 +122,28 @@ def fit_marchenko_pastur(evals: NDArray[np.floating], *, q: float, n: int) -> MP
     """
     _check_q(q)
     lam = np.sort(np.asarray(evals, dtype=np.float64))
-    if not np.all(np.isfinite(lam)):
-        raise FitError("eigenvalues contain NaN/Inf; compute the ESD of a finite matrix first")
     total = lam.size
-    positive = lam[lam > 0]
-    if positive.size < 4:
-        raise FitError(f"an MP fit needs at least 4 positive eigenvalues; got {positive.size}")
+    if total and not (math.isfinite(lam[0]) and math.isfinite(lam[-1])):  # sorted: -inf first, +inf and NaN last
+        raise FitError("eigenvalues contain NaN/Inf; compute the ESD of a finite matrix first")
+    n_positive = _split(lam, 0.0)[1]
+    if n_positive < 4:
+        raise FitError(f"an MP fit needs at least 4 positive eigenvalues; got {n_positive}")
     n_rows = int(n)
     m_eff = max(1, int(round(n_rows / q)))
 
     k = 0
-    scale = float(np.mean(lam))
+    scale = 0.0
     for _ in range(8):
         scale = _fit_scale(lam[: total - k], q)
         edge, edge_tw = spike_threshold(q, n_rows, m_eff, scale)
-        new_k = min(int(np.count_nonzero(lam > edge_tw)), int(MAX_SPIKE_FRACTION * total))
+        new_k = min(_split(lam, edge_tw)[1], int(MAX_SPIKE_FRACTION * total))
         if new_k == k:
             break
         k = new_k
     edge, edge_tw = spike_threshold(q, n_rows, m_eff, scale)
     lower, _ = mp_edges(q, scale)
-    n_spikes = int(np.count_nonzero(lam > edge_tw))
-    bulk = lam[lam <= edge_tw]
+    in_bulk, n_spikes = _split(lam, edge_tw)
+    bulk = lam[:in_bulk]
     return MPFit(
         scale=scale,
         lambda_minus=lower,
@@ -152,6 +155,16 @@ def fit_marchenko_pastur(evals: NDArray[np.floating], *, q: float, n: int) -> MP
         bulk_fraction=float(bulk.size / total),
         q=float(q),
     )
+
+
+def _split(lam: NDArray[np.float64], x: float) -> tuple[int, int]:
+    """(#{λ ≤ x}, #{λ > x}) of sorted finite eigenvalues, by bisection: ``np.count_nonzero`` of both comparisons
+    without a pass over them (the fit asks up to ten times per ESD). A NaN x is in neither, as in the
+    comparisons (the bulk below a NaN edge is empty, with no spikes above it)."""
+    if math.isnan(x):
+        return 0, 0
+    at_most = int(lam.searchsorted(x, "right"))
+    return at_most, lam.size - at_most
 
 
 @lru_cache(maxsize=1024)
