@@ -64,9 +64,9 @@ def machine_lines() -> list[str]:
                                                               if k in ("torch", "ray", "numpy", "timm"))]
 
 
-def run_setting(name: str, models: list[str], config: ScanConfig, num_cpus: int | None) -> str:
+def run_setting(name: str, models: list[str], config: ScanConfig, num_cpus: int | None, handover: bool = True) -> str:
     with tempfile.TemporaryDirectory(prefix="zooscan-bench-") as results:
-        options = runner.RunOptions(results=results, scan_id="bench", num_cpus=num_cpus)
+        options = runner.RunOptions(results=results, scan_id="bench", num_cpus=num_cpus, handover=handover)
         started = time.perf_counter()
         if num_cpus is None:
             stats = runner.run_serial(models, config, options)
@@ -82,7 +82,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=120, help="number of timm architectures (default 120)")
     parser.add_argument("--randomize", action="store_true", help="also run the shuffled-matrix test (slower)")
-    parser.add_argument("--settings", default="serial,ray1,ray2", help="comma list of serial, ray1, ray2")
+    parser.add_argument("--settings", default="serial,ray1,ray2",
+                        help="comma list of serial, ray1, ray2 (scans start in the driver while Ray starts), "
+                             "ray2-plain (ray2 with --no-handover)")
     parser.add_argument("--zoo", action="store_true",
                         help="scan every checkpoint of the shared zoo ($ZOOSCAN_SHARED/zoo) instead of timm models")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
@@ -102,10 +104,11 @@ def main() -> int:
              *machine_lines(), f"{described}; randomize={args.randomize} (null={config.null}); OMP_NUM_THREADS="
              f"{os.environ.get('OMP_NUM_THREADS', '')}", ""]
     print("\n".join(lines), flush=True)
-    settings = {"serial": ("serial (no Ray)", None), "ray1": ("ray, num_cpus=1", 1), "ray2": ("ray, num_cpus=2", 2)}
+    settings = {"serial": ("serial (no Ray)", None, True), "ray1": ("ray, num_cpus=1", 1, True),
+                "ray2": ("ray, num_cpus=2", 2, True), "ray2-plain": ("ray, num_cpus=2, no handover", 2, False)}
     for key in args.settings.split(","):
-        label, cpus = settings[key]
-        line = run_setting(label, models, config, cpus)
+        label, cpus, handover = settings[key]
+        line = run_setting(label, models, config, cpus, handover)
         print(line, flush=True)
         lines.append(line)
     if args.out:

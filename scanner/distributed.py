@@ -580,11 +580,19 @@ def _kill(handle: Any) -> None:
 
 def run_ray(model_ids: Sequence[str], config: ScanConfig, options: Any, *,
             catalog_info: Mapping[str, Any] | None = None, stream: Any = None) -> Any:
-    """``scanner.runner.run_scan`` with a :class:`RayExecutor` built from ``options`` (a ``RunOptions``)."""
+    """``scanner.runner.run_scan`` with a :class:`RayExecutor` built from ``options`` (a ``RunOptions``); on an
+    embedded Ray of a CPU machine, models are scanned in this process while Ray starts
+    (``scanner.executors.handover``)."""
+    from scanner.executors import Executor
+    from scanner.executors.handover import HandoverExecutor, handover_applies
+    from scanner.executors.serial import SerialExecutor
     from scanner.runner import run_scan
 
-    executor = RayExecutor(config, address=options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus,
+    executor: Executor = RayExecutor(config, address=options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus,
                            gpus_per_worker=options.gpus_per_worker, wait_for_gpus=options.wait_for_gpus,
                            max_in_flight=options.max_in_flight, faults=options.faults, fault_dir=options.fault_dir,
                            logical_gpus=options.logical_gpus)
+    if options.handover and handover_applies(options.address, config.device, options.num_gpus,
+                                             options.timeout_per_model, options.faults):
+        executor = HandoverExecutor(SerialExecutor(config), executor)
     return run_scan(model_ids, config, options, executor, catalog_info=catalog_info, stream=stream)

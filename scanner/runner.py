@@ -71,6 +71,8 @@ class RunOptions:
         fault_dir: folder for the ``kill_once`` and ``block`` markers.
         logical_gpus: let GPU actors on nodes without CUDA compute on the CPU even for ``--device cuda``
             (test hook ``ZOOSCAN_LOGICAL_GPUS=1``; for clusters that declare logical GPUs).
+        handover: with a local Ray on a CPU machine, scan models in this process while Ray starts
+            (``scanner.executors.handover``); False: only Ray's workers compute.
     """
 
     results: str
@@ -90,6 +92,7 @@ class RunOptions:
     faults: Mapping[str, str] = field(default_factory=dict)
     fault_dir: str = ""
     logical_gpus: bool = False
+    handover: bool = True
 
     def __post_init__(self) -> None:
         checks = (("num_cpus", self.num_cpus, 1), ("max_in_flight", self.max_in_flight, 1),

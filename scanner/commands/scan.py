@@ -86,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ray_group.add_argument("--max-failed-fraction", type=float, metavar="F", default=0.0,
                            help="exit 3 when more than this fraction of the scan's models failed (default 0)")
     ray_group.add_argument("--serial", action="store_true", help="no Ray: one model after another on this machine")
+    ray_group.add_argument("--no-handover", dest="handover", action="store_false",
+                           help="with a local Ray: compute nothing in this process while Ray starts (by default the "
+                                "first models are scanned here until Ray's workers are up)")
     ray_group.add_argument("--retry-failed", action="store_true", help="also redo models an earlier run recorded as failed")
     add_config_arguments(parser)
     add_cache_arguments(parser)
@@ -122,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             timeout_per_model=args.timeout_per_model, retry_failed=args.retry_failed,
             wait_for_gpus=args.wait_for_gpus, stall_s=60.0 * args.stall_minutes,
             max_failed_fraction=args.max_failed_fraction, faults=parse_faults(os.environ.get(FAULTS_ENV)),
-            fault_dir=os.environ.get(FAULT_DIR_ENV, ""), logical_gpus=os.environ.get(LOGICAL_GPUS_ENV) == "1")
+            fault_dir=os.environ.get(FAULT_DIR_ENV, ""), logical_gpus=os.environ.get(LOGICAL_GPUS_ENV) == "1",
+            handover=args.handover)
         print(f"scan {options.scan_id}: {len(model_ids)} models -> {args.results.rstrip('/')}/{options.scan_id}",
               file=sys.stderr)
         if args.serial:

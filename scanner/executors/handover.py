@@ -1,0 +1,188 @@
+"""The handover executor: scan in this process while a local Ray starts, then hand the queue over to Ray.
+
+Starting an embedded Ray (GCS, raylet, workers that import torch) takes about 8 s on a 2-CPU machine, during
+which a plain Ray scan computes nothing: a 10-model scan spent most of its time waiting, and 120 small models
+went through embedded Ray at 0.94× the rate of ``--serial``. Here ``start`` returns at once; a thread starts
+the Ray executor while a serial executor scans models in this process. Each model goes to Ray as soon as Ray
+has a free worker; until Ray takes its first model, the serial executor takes the next one whenever it is
+idle; afterwards it only finishes the model it holds. The rows are those of either executor alone (both run
+``scanner.scan`` on the same machine with the same config).
+
+Used for CPU scans on an embedded Ray only (``handover_applies``): a cluster (``--address``) is already
+running; on a GPU machine the driver would compete with the GPU actors; ``--timeout-per-model`` needs
+workers that can be stopped; the fault hooks target Ray workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from scanner.executors import Executor, InFlight, ModelOutcome
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.05  # while both executors hold models: how long each wait looks at one of them
+
+
+class HandoverExecutor:
+    """``local`` computes while ``remote`` starts in a thread; then ``remote`` takes every new model."""
+
+    def __init__(self, local: Executor, remote: Executor) -> None:
+        self.local, self.remote = local, remote
+        self.name = remote.name
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._closing = threading.Event()
+        self._start_error: BaseException | None = None
+        self._handed_over = False
+        self._local_models: set[str] = set()
+
+    def start(self, models: int) -> None:
+        self.local.start(models)
+        _exit_on_sigterm()
+        self._thread = threading.Thread(target=self._remote_lifetime, args=(models,), name="zooscan-ray", daemon=True)
+        self._thread.start()
+
+    def _remote_lifetime(self, models: int) -> None:
+        """Start the remote executor, then wait for ``close`` and close it — in this one thread: Ray's driver
+        shutdown took 15 s when called from another thread than its ``ray.init`` (1.4 s from the same one)."""
+        try:
+            with _quiet_sigterm_warning():
+                self.remote.start(models)
+        except BaseException as exc:  # raised in the driver's thread by the next call that needs Ray
+            self._start_error = exc
+        finally:
+            self._ready.set()
+        self._closing.wait()
+        try:
+            self.remote.close()
+        except Exception as exc:  # the scan's rows are committed; a failed shutdown is only worth a line
+            logger.warning("closing the local Ray: %s: %s", type(exc).__name__, exc)
+
+    def _remote_ready(self) -> bool:
+        if not self._ready.is_set():
+            return False
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            raise error
+        return True
+
+    def _local_busy(self) -> bool:
+        return bool(self.local.in_flight())
+
+    # -- the executor protocol -------------------------------------------------------------------------
+    def free_slots(self) -> int:
+        remote = self.remote.free_slots() if self._remote_ready() else 0
+        local = 0 if self._handed_over else self.local.free_slots()
+        return remote + local
+
+    def submit(self, model_id: str) -> None:
+        if self._remote_ready() and self.remote.free_slots() > 0:
+            if not self._handed_over:
+                self._handed_over = True
+                logger.info("Ray is ready: it takes the remaining models")
+            self.remote.submit(model_id)
+            return
+        self._local_models.add(model_id)
+        self.local.submit(model_id)
+
+    def wait(self, timeout: float) -> Sequence[ModelOutcome]:
+        if not self._remote_ready():
+            if self._local_busy():
+                return self._local_wait(timeout)
+            self._ready.wait(timeout)
+            return []
+        if not self._local_busy():
+            return self.remote.wait(timeout)
+        outcomes = list(self._local_wait(0.0))
+        outcomes += self.remote.wait(0.0 if outcomes else min(timeout, POLL_S))
+        return outcomes
+
+    def _local_wait(self, timeout: float) -> Sequence[ModelOutcome]:
+        outcomes = self.local.wait(timeout)
+        for outcome in outcomes:
+            self._local_models.discard(outcome.model_id)
+        return outcomes
+
+    def in_flight(self) -> Sequence[InFlight]:
+        remote = self.remote.in_flight() if self._ready.is_set() and self._start_error is None else []
+        return [*self.local.in_flight(), *remote]
+
+    def abandon(self, model_id: str) -> None:
+        if model_id in self._local_models:
+            self._local_models.discard(model_id)
+            self.local.abandon(model_id)
+        elif self._remote_ready():
+            self.remote.abandon(model_id)
+
+    def workers(self) -> int:
+        return max(self.remote.workers() if self._ready.is_set() and self._start_error is None else 0, 1)
+
+    def status(self) -> str:
+        if not self._ready.is_set():
+            return "starting the local Ray (scanning in this process meanwhile)"
+        return self.remote.status()
+
+    def upcoming(self, model_ids: Sequence[str]) -> None:
+        if not self._handed_over:
+            self.local.upcoming(model_ids)
+        if self._ready.is_set() and self._start_error is None:
+            self.remote.upcoming(model_ids)
+
+    def committed(self, model_id: str) -> None:
+        self.local.committed(model_id)
+        if self._ready.is_set() and self._start_error is None:
+            self.remote.committed(model_id)
+
+    def close(self) -> None:
+        """Close both; a Ray still starting is waited for, so that it can be shut down."""
+        self.local.close()
+        if self._thread is None:
+            return
+        waited = time.monotonic()
+        if not self._ready.is_set():
+            logger.info("waiting for the local Ray to finish starting, to stop it")
+        self._closing.set()
+        self._thread.join()
+        logger.debug("the local Ray stopped in %.1f s", time.monotonic() - waited)
+
+
+def _exit_on_sigterm() -> None:
+    """What ``ray.init`` does in the main thread and cannot do in another: SIGTERM exits through ``sys.exit``, so
+    the exit handlers (Ray's shutdown among them) run. Only where SIGTERM still has its default action."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))
+
+
+class _DropSigtermWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+@contextlib.contextmanager
+def _quiet_sigterm_warning() -> Iterator[None]:
+    """Ray warns that a ``ray.init`` outside the main thread sets no SIGTERM handler; ``_exit_on_sigterm`` has."""
+    ray_logger, dropped = logging.getLogger("ray._private.worker"), _DropSigtermWarning()
+    ray_logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        ray_logger.removeFilter(dropped)
+
+
+def handover_applies(address: str | None, device: str, num_gpus: float | None, timeout_per_model: float | None,
+                     faults: object) -> bool:
+    """Whether a Ray scan starts in this process while its local Ray starts (see the module docstring)."""
+    if address is not None or device == "cuda" or num_gpus or timeout_per_model is not None or faults:
+        return False
+    try:
+        import torch
+    except ImportError:
+        return True
+    return not torch.cuda.is_available()

@@ -1,0 +1,188 @@
+"""The handover executor: models scanned in the driver while a local Ray starts, then by Ray — every model
+exactly one row, Ray started and stopped in one thread, its start errors raised in the driver."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from scanner.config import ScanConfig
+from scanner.errors import ConfigError
+from scanner.executors import InFlight, ModelOutcome
+from scanner.executors.handover import HandoverExecutor, handover_applies
+from scanner.executors.serial import SerialExecutor
+from scanner.runner import RunOptions, run_scan
+from tests.test_distributed import models_table, write_mlp
+
+
+@pytest.fixture
+def models(tmp_path) -> list[str]:
+    return [write_mlp(tmp_path / f"m{i}.safetensors", seed=i) for i in range(8)]
+
+FAST = ScanConfig(randomize=False)
+
+
+class FakeRemote:
+    """A 'Ray' that starts when ``gate`` opens, has one worker, and runs each model with the serial code."""
+
+    name = "ray"
+
+    def __init__(self, gate: threading.Event, fail: BaseException | None = None) -> None:
+        self.gate, self.fail = gate, fail
+        self.worker = SerialExecutor(FAST)
+        self.taken: list[str] = []
+        self.threads: dict[str, int] = {}
+
+    def start(self, models: int) -> None:
+        self.threads["start"] = threading.get_ident()
+        self.gate.wait(30)
+        if self.fail is not None:
+            raise self.fail
+        self.worker.start(models)
+
+    def close(self) -> None:
+        self.threads["close"] = threading.get_ident()
+        self.worker.close()
+
+    def free_slots(self) -> int:
+        return self.worker.free_slots()
+
+    def submit(self, model_id: str) -> None:
+        self.taken.append(model_id)
+        self.worker.submit(model_id)
+
+    def wait(self, timeout: float) -> Sequence[ModelOutcome]:
+        return self.worker.wait(timeout)
+
+    def in_flight(self) -> Sequence[InFlight]:
+        return self.worker.in_flight()
+
+    def abandon(self, model_id: str) -> None:
+        self.worker.abandon(model_id)
+
+    def workers(self) -> int:
+        return 1
+
+    def status(self) -> str:
+        return ""
+
+    def upcoming(self, model_ids: Sequence[str]) -> None:
+        pass
+
+    def committed(self, model_id: str) -> None:
+        pass
+
+
+class CountingLocal(SerialExecutor):
+    """The serial executor, recording what it took; opens ``gate`` once it has finished ``after`` models."""
+
+    def __init__(self, gate: threading.Event, after: int) -> None:
+        super().__init__(FAST)
+        self.gate, self.after, self.taken, self.done = gate, after, [], 0
+
+    def submit(self, model_id: str) -> None:
+        self.taken.append(model_id)
+        super().submit(model_id)
+
+    def wait(self, timeout: float) -> Sequence[ModelOutcome]:
+        outcomes = super().wait(timeout)
+        self.done += len(outcomes)
+        if self.done >= self.after:
+            self.gate.set()
+        return outcomes
+
+
+def _rows(root, scan_id: str) -> dict[str, tuple]:
+    return {m: (r["status"], r["alpha_mean"], r["n_layers"]) for m, r in models_table(root, scan_id).items()}
+
+
+def test_models_go_to_the_driver_until_ray_is_up_then_to_ray(tmp_path, models) -> None:
+    gate = threading.Event()
+    local, remote = CountingLocal(gate, after=3), FakeRemote(gate)
+    executor = HandoverExecutor(local, remote)
+    stats = run_scan(models, FAST, RunOptions(str(tmp_path), "h"), executor)
+    assert (stats.ok, stats.failed) == (len(models), 0)
+    # the driver scans from the queue's head until Ray is up (3 models, or one more if it was idle before
+    # Ray's start thread caught up), then only Ray takes models
+    assert 3 <= len(local.taken) <= 4 and local.taken + remote.taken == models
+    assert remote.threads["start"] == remote.threads["close"] != threading.get_ident(), \
+        "Ray must be started and stopped in one thread of its own"
+    serial = run_scan(models, FAST, RunOptions(str(tmp_path), "s"), SerialExecutor(FAST))
+    assert serial.ok == len(models)
+    assert _rows(tmp_path, "h") == _rows(tmp_path, "s")
+
+
+def test_a_scan_that_ends_before_ray_is_up_waits_for_it_and_stops_it(models) -> None:
+    gate = threading.Event()
+    local, remote = CountingLocal(gate, after=len(models) + 1), FakeRemote(gate)
+    executor = HandoverExecutor(local, remote)
+    opener = threading.Timer(0.5, gate.set)  # Ray comes up only after the driver has done everything
+    started = time.monotonic()
+    executor.start(len(models))
+    opener.start()
+    done = []
+    for model_id in models[:2]:
+        assert executor.free_slots() == 1
+        executor.submit(model_id)
+        while not (out := executor.wait(1.0)):
+            pass
+        done += [o.model_id for o in out]
+    assert executor.status().startswith("starting the local Ray") or gate.is_set()
+    executor.close()
+    assert done == models[:2] and remote.taken == []
+    assert "close" in remote.threads and time.monotonic() - started >= 0.5
+
+
+def test_a_ray_that_cannot_start_stops_the_scan_with_its_error(tmp_path, models) -> None:
+    gate = threading.Event()
+    gate.set()
+    local = CountingLocal(threading.Event(), after=99)
+    remote = FakeRemote(gate, fail=ConfigError("no node able to compute"))
+    with pytest.raises(ConfigError, match="no node able to compute"):
+        run_scan(models, FAST, RunOptions(str(tmp_path), "f"), HandoverExecutor(local, remote))
+    assert "close" in remote.threads
+
+
+def test_handover_only_for_an_embedded_cpu_ray_without_timeouts_or_faults() -> None:
+    assert handover_applies(None, "auto", None, None, {}) is True  # (no CUDA on the test machines)
+    assert handover_applies(None, "cpu", 0, None, {}) is True
+    assert handover_applies("auto", "cpu", None, None, {}) is False  # a cluster is already running
+    assert handover_applies(None, "cuda", None, None, {}) is False
+    assert handover_applies(None, "auto", 1, None, {}) is False  # logical GPUs declared
+    assert handover_applies(None, "auto", None, 30.0, {}) is False  # timeouts need workers that can be stopped
+    assert handover_applies(None, "auto", None, None, {"m": "raise@spectra"}) is False
+
+
+class TwoThenStop(SerialExecutor):
+    """The serial executor taking the first two models only, so that the rest wait for the real Ray."""
+
+    def __init__(self) -> None:
+        super().__init__(FAST)
+        self.taken: list[str] = []
+
+    def free_slots(self) -> int:
+        return 0 if len(self.taken) >= 2 else super().free_slots()
+
+    def submit(self, model_id: str) -> None:
+        self.taken.append(model_id)
+        super().submit(model_id)
+
+
+@pytest.mark.slow
+def test_a_real_local_ray_takes_over_and_the_rows_equal_a_serial_scan(tmp_path, models) -> None:
+    from scanner.distributed import RayExecutor
+    from scanner.sources import canonical_id
+    from tests._fixtures_sources import RESNETS, zoo_file
+
+    ray = pytest.importorskip("ray")
+    catalog = [f"file:{zoo_file(RESNETS, 'resnet20-12fca82f.th')}", *models[:4]]
+    local, remote = TwoThenStop(), RayExecutor(FAST, num_cpus=2)
+    stats = run_scan(catalog, FAST, RunOptions(str(tmp_path / "r"), "h"), HandoverExecutor(local, remote))
+    assert (stats.ok, stats.failed, stats.runner) == (len(catalog), 0, "ray")
+    assert local.taken == [canonical_id(m) for m in catalog[:2]]
+    assert not ray.is_initialized(), "the local Ray must be shut down at the end"
+    run_scan(catalog, FAST, RunOptions(str(tmp_path / "q"), "s"), SerialExecutor(FAST))
+    assert _rows(tmp_path / "r", "h") == _rows(tmp_path / "q", "s")
