@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scanner.errors import SpectrumError
-from scanner.spectra.esd import FLOAT32_FLOOR, FLOAT32_MIN_WIDTH, eigenvalues
+from scanner.spectra.esd import FLOAT32_FLOOR, FLOAT32_MIN_WIDTH, eigenvalues, validated_batch
 
 
 def _svd_evals(w: np.ndarray) -> np.ndarray:
@@ -121,3 +121,33 @@ def test_narrow_matrices_asked_in_float32_are_solved_in_float64():
 def test_unknown_precision():
     with pytest.raises(SpectrumError, match="precision"):
         eigenvalues(np.eye(3), precision="float16")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8])
+@pytest.mark.parametrize("shape", [(3, 20, 7), (3, 7, 20), (30, 12)])
+def test_validated_batch_extremes_are_each_matrix_max_and_min(dtype, shape):
+    """The finiteness check's by-product, used by the closed-form null: per matrix, np.max and np.min of the
+    oriented values, in the validated dtype (float16 -> float32, integers -> float64)."""
+    w = (np.random.default_rng(7).standard_normal(shape) * 40).astype(dtype)
+    checked = validated_batch(w)
+    assert checked.values.shape[1] >= checked.values.shape[2]
+    assert checked.highs.dtype == checked.values.dtype == checked.lows.dtype
+    assert checked.values.dtype == {np.float16: np.float32, np.int8: np.float64}.get(dtype, dtype)
+    np.testing.assert_array_equal(checked.highs, [np.max(m) for m in checked.values])
+    np.testing.assert_array_equal(checked.lows, [np.min(m) for m in checked.values])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_every_non_finite_entry_is_found_and_counted(dtype, bad):
+    """A NaN or an infinity in any matrix of a batch, at any place, fails with the exact count; a float64
+    batch whose entries are finite but would overflow a sum passes."""
+    for where in [(0, 0, 0), (2, 5, 3), (1, 9, 4)]:
+        w = np.ones((3, 10, 5), dtype=dtype)
+        w[where] = bad
+        w[2, 0, 0] = bad
+        expected = 1 if where == (2, 0, 0) else 2
+        with pytest.raises(SpectrumError, match=f"contains {expected} non-finite value"):
+            validated_batch(w)
+    huge = np.full((2, 6, 4), 1e308)
+    assert validated_batch(huge).highs.tolist() == [1e308, 1e308]

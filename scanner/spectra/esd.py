@@ -20,6 +20,7 @@ is present, else on the CPU). torch is imported only inside the torch backend.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,12 +36,25 @@ FLOAT32_FLOOR = 1e-5
 """Relative floor λ/λ_max below which float32 eigenvalues are round-off (see the module docstring)."""
 
 
-def as_matrix_batch(matrices: Any) -> NDArray[np.floating]:
+@dataclass(frozen=True)
+class MatrixBatch:
+    """A validated batch (k, N, M), oriented N ≥ M (see :func:`validated_batch`), with each matrix's largest
+    and smallest entry (shape (k,), the batch's dtype): the finiteness check's by-product, which the
+    closed-form null model (``scanner.spectra.randomize``) would otherwise find in two more passes."""
+
+    values: NDArray[np.floating]
+    highs: NDArray[np.floating]
+    lows: NDArray[np.floating]
+
+
+def validated_batch(matrices: Any) -> MatrixBatch:
     """Validate one matrix (rows, cols) or a batch (k, rows, cols) and view it oriented rows ≥ cols.
 
     float32 and float64 stay as they are (no copy: the float64 Gram matrix is formed from float32 weights
     without a float64 copy of the whole layer being kept), float16 becomes float32 and integers float64
-    (all exact).
+    (all exact). Finiteness is read from each matrix's maximum and minimum (a NaN entry makes both NaN, an
+    infinite one one of them infinite; exact in any dtype, unlike a sum, which can overflow); only when one
+    is not finite are the bad entries counted, for the message.
 
     Raises:
         SpectrumError: wrong rank, empty, non-numeric or boolean dtype, or any NaN/Inf entry.
@@ -59,15 +73,25 @@ def as_matrix_batch(matrices: Any) -> NDArray[np.floating]:
         raise SpectrumError(f"empty matrix of shape {array.shape}: nothing to analyse")
     if array.dtype not in (np.float32, np.float64):
         array = np.asarray(array, dtype=np.float32 if array.dtype == np.float16 else np.float64)
-    n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-    if n_bad:
+    highs, lows = array.max(axis=(1, 2)), array.min(axis=(1, 2))
+    if not (np.isfinite(highs).all() and np.isfinite(lows).all()):
+        n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise SpectrumError(
             f"matrix contains {n_bad} non-finite value(s) (NaN/Inf) out of {array.size}; the checkpoint is "
             "corrupt or was saved after the training diverged — reload or re-export it"
         )
     if array.shape[1] < array.shape[2]:
         array = np.swapaxes(array, 1, 2)
-    return array
+    return MatrixBatch(array, highs, lows)
+
+
+def as_matrix_batch(matrices: Any) -> NDArray[np.floating]:
+    """The oriented, validated batch of :func:`validated_batch` (its values only).
+
+    Raises:
+        SpectrumError: wrong rank, empty, non-numeric or boolean dtype, or any NaN/Inf entry.
+    """
+    return validated_batch(matrices).values
 
 
 def gram_eigenvalues_numpy(batch: NDArray[np.floating], precision: str = "float64") -> NDArray[np.float64]:

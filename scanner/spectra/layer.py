@@ -20,7 +20,7 @@ from scanner.config import ScanConfig
 from scanner.errors import SpectrumError
 from scanner.phases import RANK_COLLAPSE_FRACTION, classify_spectrum
 from scanner.records import LayerSpectrum, Phase, PhaseCall, PowerLawFit
-from scanner.spectra.esd import as_matrix_batch, batch_eigenvalues
+from scanner.spectra.esd import batch_eigenvalues, validated_batch
 from scanner.spectra.metrics import FLOAT32_EPS, near_zero_tolerance, norm_metrics
 from scanner.spectra.mp import fit_marchenko_pastur
 from scanner.spectra.powerlaw import fit_power_law
@@ -71,13 +71,16 @@ def layer_eigenvalues(
     Raises:
         SpectrumError: NaN/Inf entries, an empty or non-numeric matrix.
     """
-    batch = as_matrix_batch(matrices)
+    checked = validated_batch(matrices)
+    batch = checked.values
     k, n, m = batch.shape
     per_matrix = batch_eigenvalues(batch, backend=backend, pooled=False)
     evals = np.sort(per_matrix.ravel())
     rand = None
-    if randomize:  # each matrix's Σλ = Σw² (trace of its Gram matrix) spares the closed-form null a pass
-        rand = null_eigenvalues(batch, seed, null=null, backend=backend, sum_squares=per_matrix.sum(axis=1))
+    if randomize:  # each matrix's Σλ = Σw² (trace of its Gram matrix) and its extreme entries spare the
+        # closed-form null three of its four passes
+        rand = null_eigenvalues(batch, seed, null=null, backend=backend, sum_squares=per_matrix.sum(axis=1),
+                                extremes=(checked.highs, checked.lows))
     return LayerEigen(evals=evals, n=n, m=m, k=k, rand_evals=rand, seed=seed, reference_scale=reference_scale)
 
 

@@ -37,7 +37,8 @@ Null models (``ScanConfig.null``):
   Pareto or Student-t weights; a mean near its transition) get the exact shuffle. The certified null is the
   MP quantiles at plotting positions (i − ½)/M, their top replaced by the expected λ_max (the edge plus the
   mean of the TW₁ law on the Tracy–Widom scale) or by the mean's outlier: a deterministic pseudo-sample that
-  :func:`compare_with_randomized` reads like a shuffled ESD. It costs three passes over the entries (sum, max, min; Σw² is the sum of the ESD).
+  :func:`compare_with_randomized` reads like a shuffled ESD. It costs one pass over the entries (the sum; Σw² is
+  the sum of the ESD, and the largest and smallest entries come from the finiteness check of ``esd.validated_batch``).
 """
 
 from __future__ import annotations
@@ -114,13 +115,15 @@ def shuffled_eigenvalues(batch: NDArray[np.floating], seed: int, *, backend: str
     return batch_eigenvalues(shuffled(batch, seed), backend=backend, precision="float32")
 
 
-def analytic_null_eigenvalues(batch: NDArray[np.floating],
-                              sum_squares: NDArray[np.float64] | None = None) -> NDArray[np.float64] | None:
+def analytic_null_eigenvalues(batch: NDArray[np.floating], sum_squares: NDArray[np.float64] | None = None,
+                              extremes: tuple[NDArray[np.floating], NDArray[np.floating]] | None = None,
+                              ) -> NDArray[np.float64] | None:
     """The closed-form ESD of the shuffled copies of an oriented batch (k, N, M), pooled, or None when a
     matrix of the batch is not certified light-tailed (see the module docstring for the law and the
     certificate). ``sum_squares``: each matrix's Σw² if known (the trace of its Gram matrix, i.e. the sum of
-    its eigenvalues), which saves a pass. Three float64-accumulated passes over each matrix's entries (sum,
-    max, min; no copy); nothing is shuffled or solved."""
+    its eigenvalues), which saves a pass; ``extremes``: each matrix's largest and smallest entry if known
+    (``esd.validated_batch`` finds them), which saves two. Up to three passes over each matrix's entries
+    (float64-accumulated sum, max, min; no copy); nothing is shuffled or solved."""
     k, n, m = batch.shape
     q = n / m
     size = n * m
@@ -133,7 +136,9 @@ def analytic_null_eigenvalues(batch: NDArray[np.floating],
         var = squares / size - mean * mean
         if not var > 1e-12 * squares / size:  # constant, or a mean so large that the variance is round-off
             return None
-        largest = max(float(np.max(w)) - mean, mean - float(np.min(w)))
+        high, low = (float(extremes[0][i]), float(extremes[1][i])) if extremes is not None else (
+            float(np.max(w)), float(np.min(w)))
+        largest = max(high - mean, mean - low)
         if largest * largest > CERTIFY_RATIO * var * np.sqrt(size):
             return None
         scale = n * var
@@ -151,14 +156,16 @@ def analytic_null_eigenvalues(batch: NDArray[np.floating],
 
 
 def null_eigenvalues(batch: NDArray[np.floating], seed: int, *, null: str = "exact", backend: str = "auto",
-                     sum_squares: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+                     sum_squares: NDArray[np.float64] | None = None,
+                     extremes: tuple[NDArray[np.floating], NDArray[np.floating]] | None = None,
+                     ) -> NDArray[np.float64]:
     """The ESD of the null model of a validated, oriented batch: the certified closed form (``null="auto"``)
-    or the shuffled copies' ESD (``"exact"``, and ``"auto"`` where the certificate fails). ``sum_squares``:
-    see :func:`analytic_null_eigenvalues`."""
+    or the shuffled copies' ESD (``"exact"``, and ``"auto"`` where the certificate fails). ``sum_squares``,
+    ``extremes``: see :func:`analytic_null_eigenvalues`."""
     if null not in NULL_MODELS:
         raise ValueError(f"the null model must be one of {NULL_MODELS}; got {null!r}")
     if null == "auto":
-        closed = analytic_null_eigenvalues(batch, sum_squares)
+        closed = analytic_null_eigenvalues(batch, sum_squares, extremes)
         if closed is not None:
             return closed
     return shuffled_eigenvalues(batch, seed, backend=backend)
