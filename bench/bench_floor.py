@@ -17,7 +17,8 @@ round's floor and the median over rounds, with the load average before each roun
 
 Cases: resnet50 and vit_base_patch16_224 (timm, random init, seed 0), bert_base (transformers
 ``BertModel(BertConfig())``: a BERT-base-sized encoder, random init, seed 0), resnet56_cifar10 (the shared
-zoo's trained checkpoint, read from its file inside the timed region; the floor gets its matrices in memory).
+zoo's trained checkpoint, read from its file inside the timed region by zooscan and — through
+``torch.load`` — by weightwatcher; the floor gets its matrices in memory).
 
 Usage (from the repo root):
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_floor.py run --rounds 3 --ww --out bench/results/floor_cpu.md
@@ -136,10 +137,9 @@ def child(case: str, measure: str, inner: int) -> dict[str, Any]:
     elif measure == "ww":
         import weightwatcher
 
-        ww_target = module if module is not None else torch.load(path, map_location="cpu",
-                                                                 weights_only=True)["state_dict"]
-
-        def run() -> Any:
+        def run() -> Any:  # a checkpoint is read inside the timed region, as zooscan reads it
+            ww_target = module if module is not None else torch.load(path, map_location="cpu",
+                                                                     weights_only=True)["state_dict"]
             return weightwatcher.WeightWatcher(model=ww_target).analyze()
     else:
         mode = {"full": ScanConfig(), "full_exact": ScanConfig(null="exact"),
