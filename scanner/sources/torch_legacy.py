@@ -1,9 +1,9 @@
 """Torch's legacy checkpoint format (``torch.save(..., _use_new_zipfile_serialization=False)``, every file saved
 before torch 1.6), read with the C unpickler and an allow-list of tensors and containers.
 
-``torch.load(weights_only=True)`` reads this format with torch's pure-Python restricted unpickler: 20 ms for
-ResNet-56's 3.4 MB file on the 2-CPU host, against 2 ms here — it was a tenth of that model's whole
-analysis. Safety is the same: the unpickler resolves only the globals in ``_ALLOWED`` (the tensor rebuild
+``torch.load(weights_only=True)`` reads this format with torch's pure-Python restricted unpickler: 31.5 ms of
+CPU for ResNet-56's 3.4 MB file on the 2-CPU host, against 6.9 ms here (best of 20 each, load average 2.2) —
+about a tenth of that model's whole analysis. Safety is the same: the unpickler resolves only the globals in ``_ALLOWED`` (the tensor rebuild
 functions, ``collections.OrderedDict``, ``_codecs.encode`` and the typed storage classes) to inert
 stand-ins, so nothing is imported and no code from the file runs. Any other global (a pickled module, a
 numpy scalar), a storage view, tensor metadata, a big-endian file or anything that does not add up returns
