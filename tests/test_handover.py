@@ -146,6 +146,21 @@ def test_a_ray_that_cannot_start_stops_the_scan_with_its_error(tmp_path, models)
     assert "close" in remote.threads
 
 
+def test_a_ray_that_fails_to_start_otherwise_leaves_the_scan_to_the_driver(tmp_path, models, caplog) -> None:
+    gate = threading.Event()
+    gate.set()
+    local = CountingLocal(threading.Event(), after=99)
+    remote = FakeRemote(gate, fail=RuntimeError("the raylet did not register within 30 s\nmore detail"))
+    executor = HandoverExecutor(local, remote)
+    stats = run_scan(models, FAST, RunOptions(str(tmp_path), "f"), executor)
+    assert (stats.ok, stats.failed, stats.runner) == (len(models), 0, "serial")
+    assert local.taken == models and remote.taken == []
+    assert executor.fallback == "RuntimeError: the raylet did not register within 30 s"
+    assert [r.getMessage() for r in caplog.records if "did not start" in r.getMessage()] == [
+        "the local Ray did not start (RuntimeError: the raylet did not register within 30 s); scanning every model "
+        "in this process instead"]
+
+
 def test_handover_only_for_an_embedded_cpu_ray_without_timeouts_or_faults() -> None:
     assert handover_applies(None, "auto", None, None, {}) is True  # (no CUDA on the test machines)
     assert handover_applies(None, "cpu", 0, None, {}) is True

@@ -6,7 +6,9 @@ went through embedded Ray at 0.94× the rate of ``--serial``. Here ``start`` ret
 the Ray executor while a serial executor scans models in this process. Each model goes to Ray as soon as Ray
 has a free worker; until Ray takes its first model, the serial executor takes the next one whenever it is
 idle; afterwards it only finishes the model it holds. The rows are those of either executor alone (both run
-``scanner.scan`` on the same machine with the same config).
+``scanner.scan`` on the same machine with the same config). A Ray that fails to start on a bad setup
+(``ConfigError``) stops the scan as before; any other start failure (Ray's registration timeout on an
+overloaded host) leaves every model to this process, with a warning, instead of ending the scan.
 
 Used for CPU scans on an embedded Ray only (``handover_applies``): a cluster (``--address``) is already
 running; on a GPU machine the driver would compete with the GPU actors; ``--timeout-per-model`` needs
@@ -23,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+from scanner.errors import ConfigError
 from scanner.executors import Executor, InFlight, ModelOutcome
 
 logger = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ class HandoverExecutor:
         self._closing = threading.Event()
         self._start_error: BaseException | None = None
         self._handed_over = False
+        self.fallback = ""  # why Ray did not start, when the scan went on here without it
         self._local_models: set[str] = set()
 
     def start(self, models: int) -> None:
@@ -66,12 +70,24 @@ class HandoverExecutor:
             logger.warning("closing the local Ray: %s: %s", type(exc).__name__, exc)
 
     def _remote_ready(self) -> bool:
-        if not self._ready.is_set():
+        """Whether Ray is up. A start that failed on a bad setup (``ConfigError``) raises here, in the driver's
+        thread; any other failure (a Ray that could not start on an overloaded host) leaves the scan to this
+        process, with one warning."""
+        if not self._ready.is_set() or self.fallback:
             return False
-        if self._start_error is not None:
-            error, self._start_error = self._start_error, None
+        error = self._start_error
+        if error is None:
+            return True
+        if isinstance(error, ConfigError) or not isinstance(error, Exception):
             raise error
-        return True
+        self.fallback = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+        self.name = self.local.name
+        logger.warning("the local Ray did not start (%s); scanning every model in this process instead",
+                       self.fallback)
+        return False
+
+    def _up(self) -> bool:
+        return self._ready.is_set() and self._start_error is None
 
     def _local_busy(self) -> bool:
         return bool(self.local.in_flight())
@@ -111,7 +127,7 @@ class HandoverExecutor:
         return outcomes
 
     def in_flight(self) -> Sequence[InFlight]:
-        remote = self.remote.in_flight() if self._ready.is_set() and self._start_error is None else []
+        remote = self.remote.in_flight() if self._up() else []
         return [*self.local.in_flight(), *remote]
 
     def abandon(self, model_id: str) -> None:
@@ -122,7 +138,7 @@ class HandoverExecutor:
             self.remote.abandon(model_id)
 
     def workers(self) -> int:
-        return max(self.remote.workers() if self._ready.is_set() and self._start_error is None else 0, 1)
+        return max(self.remote.workers() if self._up() else 0, 1)
 
     def status(self) -> str:
         if not self._ready.is_set():
@@ -132,12 +148,12 @@ class HandoverExecutor:
     def upcoming(self, model_ids: Sequence[str]) -> None:
         if not self._handed_over:
             self.local.upcoming(model_ids)
-        if self._ready.is_set() and self._start_error is None:
+        if self._up():
             self.remote.upcoming(model_ids)
 
     def committed(self, model_id: str) -> None:
         self.local.committed(model_id)
-        if self._ready.is_set() and self._start_error is None:
+        if self._up():
             self.remote.committed(model_id)
 
     def close(self) -> None:
