@@ -35,6 +35,7 @@ class FakeRemote:
         self.worker = SerialExecutor(FAST)
         self.taken: list[str] = []
         self.threads: dict[str, int] = {}
+        self.first_outcome: float | None = None
 
     def start(self, models: int) -> None:
         self.threads["start"] = threading.get_ident()
@@ -55,7 +56,10 @@ class FakeRemote:
         self.worker.submit(model_id)
 
     def wait(self, timeout: float) -> Sequence[ModelOutcome]:
-        return self.worker.wait(timeout)
+        outcomes = self.worker.wait(timeout)
+        if outcomes and self.first_outcome is None:
+            self.first_outcome = time.monotonic()
+        return outcomes
 
     def in_flight(self) -> Sequence[InFlight]:
         return self.worker.in_flight()
@@ -82,9 +86,11 @@ class CountingLocal(SerialExecutor):
     def __init__(self, gate: threading.Event, after: int) -> None:
         super().__init__(FAST)
         self.gate, self.after, self.taken, self.done = gate, after, [], 0
+        self.submitted_at: list[float] = []
 
     def submit(self, model_id: str) -> None:
         self.taken.append(model_id)
+        self.submitted_at.append(time.monotonic())
         super().submit(model_id)
 
     def wait(self, timeout: float) -> Sequence[ModelOutcome]:
@@ -105,9 +111,11 @@ def test_models_go_to_the_driver_until_ray_is_up_then_to_ray(tmp_path, models) -
     executor = HandoverExecutor(local, remote)
     stats = run_scan(models, FAST, RunOptions(str(tmp_path), "h"), executor)
     assert (stats.ok, stats.failed) == (len(models), 0)
-    # the driver scans from the queue's head until Ray is up (3 models, or one more if it was idle before
-    # Ray's start thread caught up), then only Ray takes models
-    assert 3 <= len(local.taken) <= 4 and local.taken + remote.taken == models
+    # the driver scans from the queue's head until Ray is up, and beside Ray until Ray has returned a model;
+    # from then on only Ray takes models
+    assert local.taken[:3] == models[:3] and remote.taken and sorted(local.taken + remote.taken) == sorted(models)
+    assert remote.first_outcome is not None and max(local.submitted_at) < remote.first_outcome
+    assert remote.taken[-1] == models[-1]
     assert remote.threads["start"] == remote.threads["close"] != threading.get_ident(), \
         "Ray must be started and stopped in one thread of its own"
     serial = run_scan(models, FAST, RunOptions(str(tmp_path), "s"), SerialExecutor(FAST))
