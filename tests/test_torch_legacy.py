@@ -197,3 +197,25 @@ def test_a_truncated_legacy_file_is_a_source_error(tmp_path) -> None:
     path.write_bytes(original[: len(original) - 100])
     with pytest.raises(SourceError):
         load_torch_state_dict(str(path))
+
+
+def _handmade_legacy(path, build_state: bytes) -> None:
+    """A legacy file of one 4-float storage and a tensor view (3,) at offset 0, whose record then gets a pickle
+    BUILD with ``build_state`` (protocol-2 opcodes of a dict) — what no torch.save writes."""
+    import struct
+
+    header = b"".join(pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}))
+    storage_id = b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04Nt"
+    tensor = (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage_id + b"QK\x00K\x03\x85K\x01\x85\x89"
+              b"ccollections\nOrderedDict\n)Rt" + b"R")
+    body = b"\x80\x02}X\x01\x00\x00\x00w" + tensor + build_state + b"s."
+    keys = pickle.dumps(["0"], protocol=2)
+    path.write_bytes(header + body + keys + struct.pack("<q", 4) + struct.pack("<4f", 1.0, 2.0, 3.0, 4.0))
+
+
+def test_a_pickle_cannot_rewrite_a_checked_tensor_record(tmp_path) -> None:
+    plain, rewritten = tmp_path / "plain.pt", tmp_path / "rewritten.pt"
+    _handmade_legacy(plain, b"")
+    assert read_plain_legacy(str(plain))["w"].tolist() == [1.0, 2.0, 3.0]  # the hand-made format is right
+    _handmade_legacy(rewritten, b"}X\x06\x00\x00\x00offsetK\x01sb")  # BUILD: offset 0 -> 1, after the bounds check
+    assert read_plain_legacy(str(rewritten)) is None  # left to torch.load, which decides

@@ -42,19 +42,19 @@ class NotPlain(Exception):
     """The file is not a plain legacy state dict; torch.load decides what it is."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # no __dict__: a pickle's BUILD cannot rewrite it
 class _StorageType:
     dtype: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # no __dict__: a pickle's BUILD cannot rewrite it
 class _Storage:
     key: str
     dtype: str
     numel: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # no __dict__: a pickle's BUILD cannot rewrite it
 class _PendingTensor:
     storage: _Storage
     offset: int
@@ -159,7 +159,8 @@ def read_plain_legacy(path: str) -> Any | None:
         offsets = _storage_offsets(buffer, data_start, keys, storages)
         tensors = _tensors(buffer, offsets)
         return _resolve(obj, tensors, 0)
-    except (NotPlain, ValueError, TypeError, RuntimeError, RecursionError):
+    except (NotPlain, ValueError, TypeError, RuntimeError, RecursionError, OverflowError, IndexError, KeyError,
+            AttributeError, MemoryError, BufferError):
         return None
 
 
