@@ -1,13 +1,13 @@
 """The handover executor: scan in this process while a local Ray starts, then hand the queue over to Ray.
 
-Starting an embedded Ray (GCS, raylet, workers that import torch) takes about 8 s on a 2-CPU machine, during
-which a plain Ray scan computes nothing: a 10-model scan spent most of its time waiting, and 120 small models
-went through embedded Ray at 0.94× the rate of ``--serial``. Here ``start`` returns at once; a thread starts
-the Ray executor while a serial executor scans models in this process. Each model goes to Ray as soon as Ray
-has a free worker; until Ray has returned its first model, the serial executor also takes the next one
+Starting an embedded Ray (GCS, raylet, agents, workers that import torch) takes about 8 s on a 2-CPU machine,
+during which a plain Ray scan computes nothing: a 10-model scan spent most of its time waiting, and 120 small
+models went through embedded Ray at 0.94× the rate of ``--serial``. Here ``start`` returns at once; a thread
+starts the Ray executor while a serial executor scans models in this process. Each model goes to Ray as soon
+as Ray has a free worker; until Ray has returned its first model, the serial executor also takes the next one
 whenever it is idle (a Ray worker's first model pays its imports: 6.6 s for a small timm model here, while
-this process scanned models in 0.1–0.3 s each); afterwards it only finishes the model it holds. The rows are those of either executor alone (both run
-``scanner.scan`` on the same machine with the same config). A Ray that fails to start on a bad setup
+this process scanned models in 0.1–0.3 s each); afterwards it only finishes the model it holds. The rows are
+those of either executor alone (both run ``scanner.scan`` on the same machine with the same config). A Ray that fails to start on a bad setup
 (``ConfigError``) stops the scan as before; any other start failure (Ray's registration timeout on an
 overloaded host) leaves every model to this process, with a warning, instead of ending the scan.
 
