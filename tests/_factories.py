@@ -115,3 +115,14 @@ def make_model(
 def failed_model(model_id: str) -> rec.ModelResult:
     """A model that failed to load: no summary, no layers."""
     return rec.ModelResult(model_id, model_id.split(":", 1)[0], Status.FAILED, "cannot read", "SourceError")
+
+
+def write_models(results, model_ids: Iterable[str], n_layers: int) -> None:
+    """Write one made-up model per id into an open ``ResultStore``: ``file:`` ids as failed rows, the others
+    as ``make_model`` rows of ``n_layers`` layers (seeded by position)."""
+    for seed, model_id in enumerate(model_ids):
+        if model_id.startswith("file:"):
+            results.write_model(failed_model(model_id), [], [], host="h", device="cpu")
+        else:
+            model, layers, spectra = make_model(model_id, n_layers=n_layers, seed=seed)
+            results.write_model(model, layers, spectra, host="h", device="cpu")

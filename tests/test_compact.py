@@ -9,7 +9,7 @@ from scanner import compact, query
 from scanner.cli import main
 from scanner.config import ScanConfig
 from scanner.store import ResultStore, verify
-from tests._factories import failed_model, make_model
+from tests._factories import failed_model, make_model, write_models
 
 IDS = [f"timm:m{i}" for i in range(6)] + ["file:/zoo/broken.pt"]
 NO_CATALOGS = "/nonexistent-catalogs"
@@ -18,12 +18,7 @@ NO_CATALOGS = "/nonexistent-catalogs"
 def _scan(root, ids=IDS) -> ResultStore:
     results = ResultStore(root, "s1")
     results.open_scan(ScanConfig(), {}, {})
-    for seed, model_id in enumerate(ids):
-        if model_id.startswith("file:"):
-            results.write_model(failed_model(model_id), [], [], host="h", device="cpu")
-        else:
-            model, layers, spectra = make_model(model_id, n_layers=4, seed=seed)
-            results.write_model(model, layers, spectra, host="h", device="cpu")
+    write_models(results, ids, n_layers=4)
     results.finish_scan({})
     return results
 

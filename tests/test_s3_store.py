@@ -22,7 +22,7 @@ from scanner.config import ScanConfig
 from scanner.errors import StoreError
 from scanner.storage import ObjectStorage, open_storage
 from scanner.store import ResultStore, verify
-from tests._factories import failed_model, make_model
+from tests._factories import write_models
 
 IDS = ["timm:a", "timm:b", "file:/zoo/broken.pt"]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -67,12 +67,7 @@ def _uri(port: int, prefix: str) -> str:
 def _scan(uri: str) -> ResultStore:
     results = ResultStore(uri, "s1")
     results.open_scan(ScanConfig(), {}, {})
-    for seed, model_id in enumerate(IDS):
-        if model_id.startswith("file:"):
-            results.write_model(failed_model(model_id), [], [], host="h", device="cpu")
-        else:
-            model, layers, spectra = make_model(model_id, n_layers=3, seed=seed)
-            results.write_model(model, layers, spectra, host="h", device="cpu")
+    write_models(results, IDS, n_layers=3)
     return results
 
 
