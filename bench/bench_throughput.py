@@ -1,4 +1,5 @@
-"""Scan throughput (models/minute) of random-init timm models: serial, and embedded Ray on 1 and 2 CPUs.
+"""Scan throughput (models/minute) of random-init timm models: serial, and embedded Ray on 1 and 2 CPUs (with
+the handover — the driver scans while Ray starts — and, as ``ray2-plain``, without it).
 
 Models: the ``--count`` smallest timm architectures (by parameter count) that built without error in the
 layer sweep ``bench/results/timm_layer_sweep.csv`` (``scripts/sweep_timm_layers.py``), scanned as
