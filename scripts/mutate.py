@@ -131,10 +131,12 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "numpy takes any negative size as the one unknown dimension (checked with numpy 2.4): the same shape",
     ("scanner/spectra/randomize.py", "for values, row in zip(flat, out, strict=False):"):
         "out is allocated with flat's shape, so the two always have the same length",
-    **{("scanner/spectra/randomize.py", line): "scipy's jensenshannon divides each vector by its sum, so any "
-       "positive factor on a histogram cancels (up to round-off)" for line in (
-        "return float(jensenshannon(ha * ha.sum(), hb / hb.sum(), base=2.0))",
-        "return float(jensenshannon(ha / ha.sum(), hb * hb.sum(), base=2.0))")},
+    **{("scanner/spectra/randomize.py", line): "jensen_shannon_base2 divides each vector by its sum (as scipy's "
+       "jensenshannon), so any positive factor on a histogram cancels (up to round-off)" for line in (
+        "return jensen_shannon_base2(ha * ha.sum(), hb / hb.sum())",
+        "return jensen_shannon_base2(ha / ha.sum(), hb * hb.sum())")},
+    ("scanner/spectra/mp.py", "scale = 1.0"):
+        "the loop below runs at least once and sets scale before any use; the first value only declares it",
     ("scanner/spectra/synthetic.py",
      'return SyntheticMatrix(low - noise, Phase.RANK_COLLAPSE, "low_rank_plus_noise", {"rank": r})'):
         "the noise is centred Gaussian and independent of the low-rank part: low − noise has the law of "
