@@ -30,12 +30,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from scanner.sources.formats.torch_archive import STORAGE_DTYPES, view_extent
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
-STORAGE_DTYPES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-                  "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
-                  "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool"}
-"""Legacy typed storage class (``torch.<name>``) -> torch dtype name."""
 
 
 class NotPlain(Exception):
@@ -75,8 +73,7 @@ def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, _requi
     size_t, stride_t = _ints(size), _ints(stride)
     if len(size_t) != len(stride_t):
         raise NotPlain("size and stride lengths")
-    extent = offset + sum((s - 1) * st for s, st in zip(size_t, stride_t, strict=True)) + 1 if all(size_t) else 0
-    if extent > storage.numel:
+    if view_extent(offset, size_t, stride_t) > storage.numel:
         raise NotPlain("tensor view beyond its storage")
     return _PendingTensor(storage, offset, size_t, stride_t)
 

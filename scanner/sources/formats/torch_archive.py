@@ -155,13 +155,19 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def view_extent(offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    """Elements of its storage a strided view reaches: offset + Σ(size − 1)·stride + 1, or 0 for an empty view
+    (non-negative sizes and strides of equal length)."""
+    return offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True)) + 1 if all(size) else 0
+
+
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> LazyTensor | Placeholder:
     if not isinstance(storage, StorageRef):
         return Placeholder(storage, offset, size, stride)
     size_t, stride_t = _ints(size, "size"), _ints(stride, "stride")
     if not isinstance(offset, int) or offset < 0 or len(size_t) != len(stride_t):
         raise SourceError(f"tensor view (offset {offset!r}, size {size_t}, stride {stride_t}) is malformed")
-    extent = offset + sum((s - 1) * st for s, st in zip(size_t, stride_t, strict=True)) + 1 if all(size_t) else 0
+    extent = view_extent(offset, size_t, stride_t)
     if extent > storage.numel:
         raise SourceError(f"tensor view {size_t} at offset {offset} reaches element {extent} of a storage of "
                           f"{storage.numel}; the checkpoint is corrupt")
