@@ -7,9 +7,10 @@ starts the Ray executor while a serial executor scans models in this process. Ea
 as Ray has a free worker; until Ray has returned its first model, the serial executor also takes the next one
 whenever it is idle (a Ray worker's first model pays its imports: 6.6 s for a small timm model here, while
 this process scanned models in 0.1–0.3 s each); afterwards it only finishes the model it holds. The rows are
-those of either executor alone (both run ``scanner.scan`` on the same machine with the same config). A Ray that fails to start on a bad setup
-(``ConfigError``) stops the scan as before; any other start failure (Ray's registration timeout on an
-overloaded host) leaves every model to this process, with a warning, instead of ending the scan.
+those of either executor alone (both run ``scanner.scan`` on the same machine with the same config). A Ray
+that fails to start on a bad setup (``ConfigError``) stops the scan as before; any other start failure (Ray's
+registration timeout on an overloaded host) leaves every model to this process, with a warning, instead of
+ending the scan.
 
 Used for CPU scans on an embedded Ray only (``handover_applies``): a cluster (``--address``) is already
 running; on a GPU machine the driver would compete with the GPU actors; ``--timeout-per-model`` needs

@@ -131,7 +131,7 @@ def short_name(model_id: str) -> str:
             break
         stem = head
     if stem.lower() in _GENERIC_STEMS:
-        folder = next((p for p in reversed(parts[:-1]) if not _VERSION.match(p)), "")
+        folder = _nearest_folder(parts)
         stem = f"{folder}/{stem}" if folder else stem
     return stem
 
@@ -165,10 +165,15 @@ def unique_names(model_ids: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+def _nearest_folder(parts: Sequence[str]) -> str:
+    """The folder nearest the file (the last part) that is not a version, or "" when there is none."""
+    return next((p for p in reversed(parts[:-1]) if not _VERSION.match(p)), "")
+
+
 def _folder_and_file(model_id: str) -> str:
     """``basic-pitch/nmp.onnx``: the nearest folder that is not a version, and the whole file name."""
     parts = [p for p in model_id.split(":", 1)[-1].split("/") if p]
-    folder = next((p for p in reversed(parts[:-1]) if not _VERSION.match(p)), "")
+    folder = _nearest_folder(parts)
     return f"{folder}/{parts[-1]}" if folder and parts else "/".join(parts)
 
 
