@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -581,8 +582,9 @@ def _kill(handle: Any) -> None:
 def run_ray(model_ids: Sequence[str], config: ScanConfig, options: Any, *,
             catalog_info: Mapping[str, Any] | None = None, stream: Any = None) -> Any:
     """``scanner.runner.run_scan`` with a :class:`RayExecutor` built from ``options`` (a ``RunOptions``); on an
-    embedded Ray of a CPU machine, models are scanned in this process while Ray starts
-    (``scanner.executors.handover``)."""
+    embedded Ray of a CPU machine, models are scanned in this process while Ray starts, and a scan too short for
+    Ray to pay off never starts it (``scanner.executors.handover``). A Ray this process has already initialised
+    has nothing left to start: it gets every model."""
     from scanner.executors import Executor
     from scanner.executors.handover import HandoverExecutor, handover_applies
     from scanner.executors.serial import SerialExecutor
@@ -592,7 +594,8 @@ def run_ray(model_ids: Sequence[str], config: ScanConfig, options: Any, *,
                            gpus_per_worker=options.gpus_per_worker, wait_for_gpus=options.wait_for_gpus,
                            max_in_flight=options.max_in_flight, faults=options.faults, fault_dir=options.fault_dir,
                            logical_gpus=options.logical_gpus)
-    if options.handover and handover_applies(options.address, config.device, options.num_gpus,
-                                             options.timeout_per_model, options.faults):
+    ray = sys.modules.get("ray")  # not imported: not initialised either (and the import is not paid for)
+    if options.handover and not (ray is not None and ray.is_initialized()) and handover_applies(
+            options.address, config.device, options.num_gpus, options.timeout_per_model, options.faults):
         executor = HandoverExecutor(SerialExecutor(config), executor)
     return run_scan(model_ids, config, options, executor, catalog_info=catalog_info, stream=stream)

@@ -40,7 +40,7 @@ def write_catalog(path: Path, model_ids: list[str]) -> Path:
 
 def scan_command(catalog: Path, results: Path) -> list[str]:
     return [sys.executable, "-m", "scanner", "scan", str(catalog), "--results", str(results), "--scan-id", "k",
-            "--no-randomize", "--num-cpus", "2", "--max-failed-fraction", "0.2"]
+            "--no-randomize", "--num-cpus", "2", "--max-failed-fraction", "0.2", "--no-handover"]
 
 
 def stop_session(process: subprocess.Popen) -> None:

@@ -12,7 +12,7 @@ import pytest
 from scanner.config import ScanConfig
 from scanner.errors import ConfigError
 from scanner.executors import InFlight, ModelOutcome
-from scanner.executors.handover import HandoverExecutor, handover_applies
+from scanner.executors.handover import HandoverExecutor, handover_applies, projected_seconds
 from scanner.executors.serial import SerialExecutor
 from scanner.runner import RunOptions, run_scan
 from tests.test_distributed import models_table, write_mlp
@@ -108,7 +108,7 @@ def _rows(root, scan_id: str) -> dict[str, tuple]:
 def test_models_go_to_the_driver_until_ray_is_up_then_to_ray(tmp_path, models) -> None:
     gate = threading.Event()
     local, remote = CountingLocal(gate, after=3), FakeRemote(gate)
-    executor = HandoverExecutor(local, remote)
+    executor = HandoverExecutor(local, remote, start_after_s=0)
     stats = run_scan(models, FAST, RunOptions(str(tmp_path), "h"), executor)
     assert (stats.ok, stats.failed) == (len(models), 0)
     # the driver scans from the queue's head until Ray is up, and beside Ray until Ray has returned a model;
@@ -126,7 +126,7 @@ def test_models_go_to_the_driver_until_ray_is_up_then_to_ray(tmp_path, models) -
 def test_a_scan_that_ends_before_ray_is_up_waits_for_it_and_stops_it(models) -> None:
     gate = threading.Event()
     local, remote = CountingLocal(gate, after=len(models) + 1), FakeRemote(gate)
-    executor = HandoverExecutor(local, remote)
+    executor = HandoverExecutor(local, remote, start_after_s=0)
     opener = threading.Timer(0.5, gate.set)  # Ray comes up only after the driver has done everything
     started = time.monotonic()
     executor.start(len(models))
@@ -150,7 +150,7 @@ def test_a_ray_that_cannot_start_stops_the_scan_with_its_error(tmp_path, models)
     local = CountingLocal(threading.Event(), after=99)
     remote = FakeRemote(gate, fail=ConfigError("no node able to compute"))
     with pytest.raises(ConfigError, match="no node able to compute"):
-        run_scan(models, FAST, RunOptions(str(tmp_path), "f"), HandoverExecutor(local, remote))
+        run_scan(models, FAST, RunOptions(str(tmp_path), "f"), HandoverExecutor(local, remote, start_after_s=0))
     assert "close" in remote.threads
 
 
@@ -159,7 +159,7 @@ def test_a_ray_that_fails_to_start_otherwise_leaves_the_scan_to_the_driver(tmp_p
     gate.set()
     local = CountingLocal(threading.Event(), after=99)
     remote = FakeRemote(gate, fail=RuntimeError("the raylet did not register within 30 s\nmore detail"))
-    executor = HandoverExecutor(local, remote)
+    executor = HandoverExecutor(local, remote, start_after_s=0)
     stats = run_scan(models, FAST, RunOptions(str(tmp_path), "f"), executor)
     assert (stats.ok, stats.failed, stats.runner) == (len(models), 0, "serial")
     assert local.taken == models and remote.taken == []
@@ -167,6 +167,39 @@ def test_a_ray_that_fails_to_start_otherwise_leaves_the_scan_to_the_driver(tmp_p
     assert [r.getMessage() for r in caplog.records if "did not start" in r.getMessage()] == [
         "the local Ray did not start (RuntimeError: the raylet did not register within 30 s); scanning every model "
         "in this process instead"]
+
+
+def test_the_projection_is_the_pace_of_the_finished_models_or_of_the_running_one_when_slower() -> None:
+    assert projected_seconds([], 0.0, 10) == 0.0
+    assert projected_seconds([], 0.25, 8) == 2.0  # nothing finished yet: the running model's time so far
+    assert projected_seconds([1.0, 3.0], 0.5, 10) == 20.0  # mean 2 s × 10 models left
+    assert projected_seconds([1.0, 3.0], 5.0, 10) == 50.0  # the running model has already taken 5 s
+    assert projected_seconds([1.0], 0.0, -2) == 0.0  # retries can finish more models than were queued
+
+
+def test_a_scan_too_short_for_ray_to_pay_off_never_starts_it(tmp_path, models, caplog) -> None:
+    gate = threading.Event()
+    gate.set()
+    local, remote = CountingLocal(threading.Event(), after=99), FakeRemote(gate)
+    executor = HandoverExecutor(local, remote, start_after_s=3600.0)
+    with caplog.at_level("INFO", logger="scanner.executors.handover"):
+        stats = run_scan(models, FAST, RunOptions(str(tmp_path), "short"), executor)
+    assert (stats.ok, stats.failed, stats.runner) == (len(models), 0, "serial")
+    assert local.taken == models and remote.taken == [] and remote.threads == {}, "Ray must not even be started"
+    assert any("the local Ray was not started" in r.getMessage() for r in caplog.records)
+    run_scan(models, FAST, RunOptions(str(tmp_path), "s"), SerialExecutor(FAST))
+    assert _rows(tmp_path, "short") == _rows(tmp_path, "s")
+
+
+def test_ray_starts_once_the_projected_work_reaches_the_threshold(tmp_path, models) -> None:
+    gate = threading.Event()
+    gate.set()
+    local, remote = CountingLocal(threading.Event(), after=99), FakeRemote(gate)
+    executor = HandoverExecutor(local, remote, start_after_s=1e-9)  # any time measured on the first model
+    stats = run_scan(models, FAST, RunOptions(str(tmp_path), "long"), executor)
+    assert (stats.ok, stats.failed, stats.runner) == (len(models), 0, "ray")
+    assert local.taken[0] == models[0], "the first model is taken here before anything is projected"
+    assert remote.threads["start"] == remote.threads["close"] != threading.get_ident()
 
 
 def test_handover_only_for_an_embedded_cpu_ray_without_timeouts_or_faults() -> None:
@@ -203,7 +236,7 @@ def test_a_real_local_ray_takes_over_and_the_rows_equal_a_serial_scan(tmp_path, 
     ray = pytest.importorskip("ray")
     catalog = [f"file:{zoo_file(RESNETS, 'resnet20-12fca82f.th')}", *models[:4]]
     local, remote = TwoThenStop(), RayExecutor(FAST, num_cpus=2)
-    stats = run_scan(catalog, FAST, RunOptions(str(tmp_path / "r"), "h"), HandoverExecutor(local, remote))
+    stats = run_scan(catalog, FAST, RunOptions(str(tmp_path / "r"), "h"), HandoverExecutor(local, remote, start_after_s=0))
     assert (stats.ok, stats.failed, stats.runner) == (len(catalog), 0, "ray")
     assert local.taken == [canonical_id(m) for m in catalog[:2]]
     assert not ray.is_initialized(), "the local Ray must be shut down at the end"

@@ -72,7 +72,7 @@ def test_ray_scan_prefetches_each_model_once_and_empties_the_cache(tmp_path: Pat
     repos = [small_repo(tmp_path, f"org/r{i}", seed=i) for i in range(4)]
     results, cache = tmp_path / "results", tmp_path / "cache"
     with FakeHub(repos, bandwidth=2e6) as server:  # ~0.4 s per model: downloads overlap the computing
-        run = zooscan("scan", "--models", *[f"hf:{r.repo_id}" for r in repos], "--num-cpus", "2", "--no-randomize",
+        run = zooscan("scan", "--models", *[f"hf:{r.repo_id}" for r in repos], "--num-cpus", "2", "--no-randomize", "--no-handover",
                       "--results", str(results), "--scan-id", "ray", "--cache-dir", str(cache),
                       "--cache-max-gb", "0.01", endpoint=server.endpoint)
         assert run.returncode == 0, run.stderr[-3000:]

@@ -68,7 +68,9 @@ class InFlight:
 class Executor(Protocol):
     """What the driver needs from an executor (see the module docstring)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """What ran the models ("serial", "ray"), for the scan's statistics."""
 
     def start(self, models: int) -> None:
         """Get ready for up to ``models`` models (start Ray, workers...). Raises ConfigError on a bad setup."""

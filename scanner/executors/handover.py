@@ -12,6 +12,12 @@ that fails to start on a bad setup (``ConfigError``) stops the scan as before; a
 registration timeout on an overloaded host) leaves every model to this process, with a warning, instead of
 ending the scan.
 
+Ray is started only when it can pay off: once the work left, projected from this process's own pace
+(:func:`projected_seconds`), reaches ``start_after_s`` — by default ``RAY_PAYOFF_S``, the time before a fresh
+local Ray returns anything (``ray.init`` plus a worker's first-model imports). A scan shorter than that runs
+in this process alone and never starts Ray (the 10-model shared zoo: 3.8 s serial, 8.1 s when Ray was
+started and had to finish starting before it could be stopped).
+
 Used for CPU scans on an embedded Ray only (``handover_applies``): a cluster (``--address``) is already
 running; on a GPU machine the driver would compete with the GPU actors; ``--timeout-per-model`` needs
 workers that can be stopped; the fault hooks target Ray workers.
@@ -33,14 +39,27 @@ from scanner.executors import Executor, InFlight, ModelOutcome
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.05  # while both executors hold models: how long each wait looks at one of them
+GATE_POLL_S = 0.1  # before Ray is started: how often the projection is looked at while a model runs here
+RAY_PAYOFF_S = 12.0  # ``ray.init`` (5.1 s wall) + a worker's first-model imports (6.6 s), 2-CPU VM
+
+
+def projected_seconds(finished_seconds: Sequence[float], running_for: float, unfinished: int) -> float:
+    """Seconds this process alone would still need: ``unfinished`` models (the running one included) at the
+    pace of the models it finished — their mean wall time —, or of the running one when that has already taken
+    longer (a slow first model starts Ray without waiting for it to end)."""
+    mean = sum(finished_seconds) / len(finished_seconds) if finished_seconds else 0.0
+    return max(mean, running_for) * max(unfinished, 0)
 
 
 class HandoverExecutor:
     """``local`` computes while ``remote`` starts in a thread; then ``remote`` takes every new model."""
 
-    def __init__(self, local: Executor, remote: Executor) -> None:
+    def __init__(self, local: Executor, remote: Executor, *, start_after_s: float = RAY_PAYOFF_S) -> None:
         self.local, self.remote = local, remote
-        self.name = remote.name
+        self.start_after_s = start_after_s  # Ray starts once the projected work left here reaches this; 0: at once
+        self._models = 0
+        self._submitted: dict[str, float] = {}  # model id → when this process took it
+        self._finished: list[float] = []  # wall seconds of each model this process finished
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._closing = threading.Event()
@@ -49,11 +68,33 @@ class HandoverExecutor:
         self.fallback = ""  # why Ray did not start, when the scan went on here without it
         self._local_models: set[str] = set()
 
+    @property
+    def name(self) -> str:
+        """"ray" once Ray was started (and did start), else the local executor's name: nothing ran on Ray."""
+        return self.remote.name if self._thread is not None and not self.fallback else self.local.name
+
     def start(self, models: int) -> None:
+        self._models = models
         self.local.start(models)
+        if self.start_after_s <= 0:
+            self._start_remote()
+
+    def _start_remote(self) -> None:
         _exit_on_sigterm()
-        self._thread = threading.Thread(target=self._remote_lifetime, args=(models,), name="zooscan-ray", daemon=True)
+        self._thread = threading.Thread(target=self._remote_lifetime, args=(self._models,), name="zooscan-ray",
+                                        daemon=True)
         self._thread.start()
+
+    def _start_remote_if_worth_it(self) -> None:
+        """Start Ray when the work left here is projected to reach ``start_after_s`` (see the module docstring)."""
+        if self._thread is not None:
+            return
+        now = time.monotonic()
+        running_for = max((now - job.started for job in self.local.in_flight()), default=0.0)
+        projected = projected_seconds(self._finished, running_for, self._models - len(self._finished))
+        if projected >= self.start_after_s:
+            logger.info("about %.0f s of work left at this pace: starting the local Ray", projected)
+            self._start_remote()
 
     def _remote_lifetime(self, models: int) -> None:
         """Start the remote executor, then wait for ``close`` and close it — in this one thread: Ray's driver
@@ -83,7 +124,6 @@ class HandoverExecutor:
         if isinstance(error, ConfigError) or not isinstance(error, Exception):
             raise error
         self.fallback = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
-        self.name = self.local.name
         logger.warning("the local Ray did not start (%s); scanning every model in this process instead",
                        self.fallback)
         return False
@@ -96,6 +136,7 @@ class HandoverExecutor:
 
     # -- the executor protocol -------------------------------------------------------------------------
     def free_slots(self) -> int:
+        self._start_remote_if_worth_it()
         remote = self.remote.free_slots() if self._remote_ready() else 0
         local = 0 if self._handed_over else self.local.free_slots()
         return remote + local
@@ -105,9 +146,17 @@ class HandoverExecutor:
             self.remote.submit(model_id)
             return
         self._local_models.add(model_id)
+        self._submitted[model_id] = time.monotonic()
         self.local.submit(model_id)
 
     def wait(self, timeout: float) -> Sequence[ModelOutcome]:
+        if self._thread is None:
+            if not self._local_busy():  # nothing to wait for here: no reason left to keep Ray off
+                self._start_remote()
+            else:
+                outcomes = self._local_wait(min(timeout, GATE_POLL_S))
+                self._start_remote_if_worth_it()
+                return outcomes
         if not self._remote_ready():
             if self._local_busy():
                 return self._local_wait(timeout)
@@ -128,8 +177,10 @@ class HandoverExecutor:
 
     def _local_wait(self, timeout: float) -> Sequence[ModelOutcome]:
         outcomes = self.local.wait(timeout)
+        now = time.monotonic()
         for outcome in outcomes:
             self._local_models.discard(outcome.model_id)
+            self._finished.append(now - self._submitted.pop(outcome.model_id, now))
         return outcomes
 
     def in_flight(self) -> Sequence[InFlight]:
@@ -147,6 +198,8 @@ class HandoverExecutor:
         return max(self.remote.workers() if self._up() else 0, 1)
 
     def status(self) -> str:
+        if self._thread is None:
+            return self.local.status()
         if not self._ready.is_set():
             return "starting the local Ray (scanning in this process meanwhile)"
         return self.remote.status()
@@ -166,6 +219,9 @@ class HandoverExecutor:
         """Close both; a Ray still starting is waited for, so that it can be shut down."""
         self.local.close()
         if self._thread is None:
+            if self._models:
+                logger.info("the local Ray was not started: the scan's projected work stayed under %g s, the time "
+                            "Ray takes to return its first model (--no-handover starts it anyway)", self.start_after_s)
             return
         waited = time.monotonic()
         if not self._ready.is_set():
