@@ -5,7 +5,9 @@ Models: the ``--count`` smallest timm architectures (by parameter count) that bu
 layer sweep ``bench/results/timm_layer_sweep.csv`` (``scripts/sweep_timm_layers.py``), scanned as
 ``random:timm/<arch>`` (random init: no download, the weights only set the work). Each setting writes a
 fresh scan into a temporary results folder; the rate counts every model of the run, ok or failed, and
-includes Ray's start and stop. The machine (uname, nproc, CPU model, load average) heads the output,
+includes Ray's start and stop. Before the first setting the driver scans the first model once, untimed, so
+that the process's own first-use costs (lazy imports, page cache) do not land on whichever setting runs first;
+the ``ran on`` column says whether Ray computed anything (a short scan with the handover never starts it). The machine (uname, nproc, CPU model, load average) heads the output,
 since other jobs may share the cores.
 
 Usage:
@@ -75,8 +77,14 @@ def run_setting(name: str, models: list[str], config: ScanConfig, num_cpus: int 
             stats = distributed.run_ray(models, config, options)
         wall = time.perf_counter() - started
     rate = 60.0 * (stats.ok + stats.failed) / wall
-    return (f"{name:24s} models {stats.ok + stats.failed:4d} (ok {stats.ok}, failed {stats.failed})  "
-            f"wall {wall:7.1f} s  {rate:6.1f} models/min  spectrum workers {stats.workers}")
+    return (f"{name:28s} models {stats.ok + stats.failed:4d} (ok {stats.ok}, failed {stats.failed})  "
+            f"wall {wall:7.1f} s  {rate:6.1f} models/min  ran on {stats.runner:6s}  spectrum workers {stats.workers}")
+
+
+def warm_up(model: str, config: ScanConfig) -> None:
+    """One untimed serial scan of ``model`` in this process (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="zooscan-bench-") as results:
+        runner.run_serial([model], config, runner.RunOptions(results=results, scan_id="warm-up"))
 
 
 def main() -> int:
@@ -105,6 +113,7 @@ def main() -> int:
              *machine_lines(), f"{described}; randomize={args.randomize} (null={config.null}); OMP_NUM_THREADS="
              f"{os.environ.get('OMP_NUM_THREADS', '')}", ""]
     print("\n".join(lines), flush=True)
+    warm_up(models[0], config)
     settings = {"serial": ("serial (no Ray)", None, True), "ray1": ("ray, num_cpus=1", 1, True),
                 "ray2": ("ray, num_cpus=2", 2, True), "ray2-plain": ("ray, num_cpus=2, no handover", 2, False)}
     for key in args.settings.split(","):
