@@ -14,6 +14,8 @@ Usage:
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_throughput.py --count 120 \\
         --out bench/results/throughput_cpu.txt
     ... bench/bench_throughput.py --zoo --randomize --settings serial,ray2      # the shared zoo's checkpoints
+    zooscan zoo ids registry_zoo --default > ids.txt                           # the registry zoo's main-job rows
+    ... bench/bench_throughput.py --ids ids.txt --randomize --settings serial,ray2,ray2-plain
 """
 
 from __future__ import annotations
@@ -96,12 +98,17 @@ def main() -> int:
                              "ray2-plain (ray2 with --no-handover)")
     parser.add_argument("--zoo", action="store_true",
                         help="scan every checkpoint of the shared zoo ($ZOOSCAN_SHARED/zoo) instead of timm models")
+    parser.add_argument("--ids", type=Path,
+                        help="scan the model ids in this file (whitespace-separated, e.g. `zooscan zoo ids`'s output)")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = ScanConfig(randomize=args.randomize)
-    if args.zoo:
+    if args.ids:
+        models = args.ids.read_text().split()
+        described = f"models: the {len(models)} ids of {args.ids.name}"
+    elif args.zoo:
         models = shared_zoo_models()
         described = f"models: every checkpoint of the shared zoo ({len(models)} files)"
     else:
@@ -109,7 +116,8 @@ def main() -> int:
         models = [f"random:timm/{arch}" for arch, _ in chosen]
         described = (f"models: the {len(models)} smallest timm archs of {SWEEP.name} ({chosen[0][1]:,} to "
                      f"{chosen[-1][1]:,} params, {sum(p for _, p in chosen):,} in all)")
-    lines = [f"zooscan scan throughput, {'the shared zoo' if args.zoo else 'random-init timm models'} (CPU)",
+    kind = "listed models" if args.ids else "the shared zoo" if args.zoo else "random-init timm models"
+    lines = [f"zooscan scan throughput, {kind} (CPU)",
              *machine_lines(), f"{described}; randomize={args.randomize} (null={config.null}); OMP_NUM_THREADS="
              f"{os.environ.get('OMP_NUM_THREADS', '')}", ""]
     print("\n".join(lines), flush=True)
