@@ -172,8 +172,9 @@ def test_a_ray_that_fails_to_start_otherwise_leaves_the_scan_to_the_driver(tmp_p
 def test_the_projection_is_the_pace_of_the_finished_models_or_of_the_running_one_when_slower() -> None:
     assert projected_seconds([], 0.0, 10) == 0.0
     assert projected_seconds([], 0.25, 8) == 2.0  # nothing finished yet: the running model's time so far
-    assert projected_seconds([1.0, 3.0], 0.5, 10) == 20.0  # mean 2 s × 10 models left
+    assert projected_seconds([1.0, 3.0], 0.5, 10) == 20.0  # mean 2 s × 10 models waiting
     assert projected_seconds([1.0, 3.0], 5.0, 10) == 50.0  # the running model has already taken 5 s
+    assert projected_seconds([], 600.0, 0) == 0.0  # the last model runs here: nothing Ray could take
     assert projected_seconds([1.0], 0.0, -2) == 0.0  # retries can finish more models than were queued
 
 
@@ -189,6 +190,26 @@ def test_a_scan_too_short_for_ray_to_pay_off_never_starts_it(tmp_path, models, c
     assert any("the local Ray was not started" in r.getMessage() for r in caplog.records)
     run_scan(models, FAST, RunOptions(str(tmp_path), "s"), SerialExecutor(FAST))
     assert _rows(tmp_path, "short") == _rows(tmp_path, "s")
+
+
+class SlowLocal(CountingLocal):
+    """The serial executor whose models report running for an hour (``in_flight`` started long ago)."""
+
+    def in_flight(self) -> Sequence[InFlight]:
+        return [InFlight(job.model_id, job.started - 3600.0) for job in super().in_flight()]
+
+
+def test_a_slow_model_starts_ray_for_the_waiting_ones_but_never_for_the_last_one(tmp_path, models) -> None:
+    gate = threading.Event()
+    gate.set()
+    local, remote = SlowLocal(threading.Event(), after=99), FakeRemote(gate)
+    executor = HandoverExecutor(local, remote, start_after_s=60.0)
+    stats = run_scan(models[:1], FAST, RunOptions(str(tmp_path), "one"), executor)
+    assert (stats.ok, stats.runner) == (1, "serial") and remote.threads == {}, "one model: nothing for Ray to take"
+    local, remote = SlowLocal(threading.Event(), after=99), FakeRemote(gate)
+    executor = HandoverExecutor(local, remote, start_after_s=60.0)
+    stats = run_scan(models[:2], FAST, RunOptions(str(tmp_path), "two"), executor)
+    assert (stats.ok, stats.runner) == (2, "ray") and "start" in remote.threads  # 1 waiting × 1 h ≥ 60 s
 
 
 def test_ray_starts_once_the_projected_work_reaches_the_threshold(tmp_path, models) -> None:

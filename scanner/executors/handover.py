@@ -12,11 +12,11 @@ that fails to start on a bad setup (``ConfigError``) stops the scan as before; a
 registration timeout on an overloaded host) leaves every model to this process, with a warning, instead of
 ending the scan.
 
-Ray is started only when it can pay off: once the work left, projected from this process's own pace
-(:func:`projected_seconds`), reaches ``start_after_s`` — by default ``RAY_PAYOFF_S``, the time before a fresh
-local Ray returns anything (``ray.init`` plus a worker's first-model imports). A scan shorter than that runs
-in this process alone and never starts Ray (the 10-model shared zoo: 3.8 s serial, 8.1 s when Ray was
-started and had to finish starting before it could be stopped).
+Ray is started only when it can pay off: once the models still waiting, at this process's own pace
+(:func:`projected_seconds`), would take ``start_after_s`` — by default ``RAY_PAYOFF_S``, the time before a fresh
+local Ray returns anything (``ray.init`` plus a worker's first-model imports). A scan shorter than that, or
+one whose last model is already running here, never starts Ray (the 10-model shared zoo: 1.2 s, against 8.1 s
+when Ray was always started and had to finish starting before it could be stopped).
 
 Used for CPU scans on an embedded Ray only (``handover_applies``): a cluster (``--address``) is already
 running; on a GPU machine the driver would compete with the GPU actors; ``--timeout-per-model`` needs
@@ -43,12 +43,12 @@ GATE_POLL_S = 0.1  # before Ray is started: how often the projection is looked a
 RAY_PAYOFF_S = 12.0  # ``ray.init`` (5.1 s wall) + a worker's first-model imports (6.6 s), 2-CPU VM
 
 
-def projected_seconds(finished_seconds: Sequence[float], running_for: float, unfinished: int) -> float:
-    """Seconds this process alone would still need: ``unfinished`` models (the running one included) at the
-    pace of the models it finished — their mean wall time —, or of the running one when that has already taken
-    longer (a slow first model starts Ray without waiting for it to end)."""
+def projected_seconds(finished_seconds: Sequence[float], running_for: float, waiting: int) -> float:
+    """Seconds this process alone would need for the ``waiting`` models (not yet started: the work Ray could
+    take) at the pace of the models it finished — their mean wall time —, or of the running one when that has
+    already taken longer (a slow model starts Ray without waiting for it to end)."""
     mean = sum(finished_seconds) / len(finished_seconds) if finished_seconds else 0.0
-    return max(mean, running_for) * max(unfinished, 0)
+    return max(mean, running_for) * max(waiting, 0)
 
 
 class HandoverExecutor:
@@ -90,10 +90,11 @@ class HandoverExecutor:
         if self._thread is not None:
             return
         now = time.monotonic()
-        running_for = max((now - job.started for job in self.local.in_flight()), default=0.0)
-        projected = projected_seconds(self._finished, running_for, self._models - len(self._finished))
+        running = self.local.in_flight()
+        running_for = max((now - job.started for job in running), default=0.0)
+        projected = projected_seconds(self._finished, running_for, self._models - len(self._finished) - len(running))
         if projected >= self.start_after_s:
-            logger.info("about %.0f s of work left at this pace: starting the local Ray", projected)
+            logger.info("about %.0f s of work waiting at this pace: starting the local Ray", projected)
             self._start_remote()
 
     def _remote_lifetime(self, models: int) -> None:
