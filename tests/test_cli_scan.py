@@ -82,3 +82,20 @@ def test_analyze_a_corrupt_file_exits_1_with_the_reason(tmp_path, capsys):
     assert main(["analyze", write_corrupt(tmp_path / "bad.safetensors")]) == 1
     captured = capsys.readouterr()
     assert captured.err.startswith("error: file:") and "not a valid .safetensors" in captured.err
+
+
+def test_a_short_scan_without_serial_finishes_in_the_driver_without_starting_ray(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    models = [write_mlp(tmp_path / f"m{i}.safetensors", i) for i in range(3)]
+    code = ("import sys; from scanner.cli import main; code = main(sys.argv[1:]); "
+            "print('ray imported' if 'ray' in sys.modules else 'ray not imported'); raise SystemExit(code)")
+    run = subprocess.run([sys.executable, "-c", code, "-v", "scan", "--models", *models, "--results",
+                          str(tmp_path / "r"), "--scan-id", "short", "--no-randomize"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ray not imported" in run.stdout  # no Ray start, not even its import
+    assert "the local Ray was not started" in run.stderr
+    manifest = json.loads((tmp_path / "r" / "short" / "scan.json").read_text())
+    assert manifest["stats"]["runner"] == "serial" and manifest["stats"]["ok"] == 3
