@@ -48,7 +48,6 @@ NOT_RUN: dict[str, str] = {
     r"bench/\w+\.(py|sh)": "a benchmark (minutes to hours on 2 cores, writes bench/results/); tests/test_bench*.py "
                           "run their smoke forms",
     r"\.\.\.|…|<(?!scan_id>)[a-z_ ]+>": "a template with placeholders (…, <you>, <time>), not a runnable command",
-    r"^hf download ": "downloads from the hub (no network here)",
     r"^source ": "shell state: applied to the later commands (the venv's bin first on PATH)",
     r"^export ": "shell state: applied to the later commands",
 }
