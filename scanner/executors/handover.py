@@ -56,7 +56,7 @@ class HandoverExecutor:
 
     def __init__(self, local: Executor, remote: Executor, *, start_after_s: float = RAY_PAYOFF_S) -> None:
         self.local, self.remote = local, remote
-        self.start_after_s = start_after_s  # Ray starts once the projected work left here reaches this; 0: at once
+        self.start_after_s = start_after_s  # Ray starts once the projected waiting work reaches this; 0: at once
         self._models = 0
         self._submitted: dict[str, float] = {}  # model id → when this process took it
         self._finished: list[float] = []  # wall seconds of each model this process finished
@@ -86,7 +86,7 @@ class HandoverExecutor:
         self._thread.start()
 
     def _start_remote_if_worth_it(self) -> None:
-        """Start Ray when the work left here is projected to reach ``start_after_s`` (see the module docstring)."""
+        """Start Ray when the waiting models are projected to take ``start_after_s`` here (module docstring)."""
         if self._thread is not None:
             return
         now = time.monotonic()
@@ -152,7 +152,7 @@ class HandoverExecutor:
 
     def wait(self, timeout: float) -> Sequence[ModelOutcome]:
         if self._thread is None:
-            if not self._local_busy():  # nothing to wait for here: no reason left to keep Ray off
+            if not self._local_busy():  # this process took nothing (no free slot): only Ray can go on
                 self._start_remote()
             else:
                 outcomes = self._local_wait(min(timeout, GATE_POLL_S))
