@@ -44,6 +44,7 @@ h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:
 h3{font-size:14px;margin:14px 0 4px}table{border-collapse:collapse;font-size:12px;margin:6px 0}
 th,td{border:1px solid #ddd;padding:2px 6px;text-align:right}th{background:#f3f3f3}
 td.t{text-align:left}.phase{padding:0 4px;border-radius:3px;color:#000}img{max-width:100%}
+td a{white-space:nowrap}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.note{color:#555;font-size:12px}
 """
 

@@ -44,7 +44,7 @@ th,td{border:1px solid #ddd;padding:2px 6px;text-align:left}th{background:#f3f3f
 .L td:nth-child(n+3):nth-child(-n+9){text-align:right}
 .p{padding:0 4px;border-radius:3px}img{max-width:100%}
 .note{color:#555;font-size:12px}.verdict{background:#f6f8fa;border:1px solid #dde;padding:8px 14px;font-size:14px}
-.esd{margin:6px 0 14px}.bad{color:#b00}
+.esd{margin:6px 0 14px}.bad{color:#b00}td a{white-space:nowrap}
 """ + "".join(f".{phase}{{background:{color}}}" for phase, color in plots.PHASE_COLORS.items())
 MAX_FLAGS_LISTED = 50
 _NUMERIC = re.compile(r"^(<b>)?[-+0-9.,e /×R²n=]*(</b>)?$")
