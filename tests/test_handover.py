@@ -11,7 +11,7 @@ import pytest
 
 from scanner.config import ScanConfig
 from scanner.errors import ConfigError
-from scanner.executors import InFlight, ModelOutcome
+from scanner.executors import InFlight, ModelError, ModelOutcome
 from scanner.executors.handover import HandoverExecutor, handover_applies, projected_seconds
 from scanner.executors.serial import SerialExecutor
 from scanner.runner import RunOptions, run_scan
@@ -210,6 +210,47 @@ def test_a_slow_model_starts_ray_for_the_waiting_ones_but_never_for_the_last_one
     executor = HandoverExecutor(local, remote, start_after_s=60.0)
     stats = run_scan(models[:2], FAST, RunOptions(str(tmp_path), "two"), executor)
     assert (stats.ok, stats.runner) == (2, "ray") and "start" in remote.threads  # 1 waiting × 1 h ≥ 60 s
+
+
+class OutageLocal(SerialExecutor):
+    """A driver-side executor whose first ``outages`` models end in a hub outage after 0.01 s (the driver retries
+    them), the rest in a result after 0.2 s."""
+
+    def __init__(self, outages: int) -> None:
+        super().__init__(FAST)
+        self.outages, self.held = outages, ""
+
+    def free_slots(self) -> int:
+        return 0 if self.held else 1
+
+    def submit(self, model_id: str) -> None:
+        self.held = model_id
+
+    def in_flight(self) -> Sequence[InFlight]:
+        return [InFlight(self.held, time.monotonic())] if self.held else []
+
+    def wait(self, timeout: float) -> Sequence[ModelOutcome]:
+        model_id, self.held = self.held, ""
+        if self.outages:
+            self.outages -= 1
+            time.sleep(0.01)
+            return [ModelOutcome(model_id, error=ModelError("HubUnavailable", "503", infrastructure=True))]
+        time.sleep(0.2)
+        return [ModelOutcome(model_id)]
+
+
+def test_models_the_driver_will_retry_still_count_as_waiting() -> None:
+    gate = threading.Event()
+    executor = HandoverExecutor(OutageLocal(outages=5), FakeRemote(gate), start_after_s=0.3)
+    executor.start(5)
+    for _ in range(6):  # m0: five hub outages, each retried, then its result
+        executor.free_slots()
+        executor.submit("m0")
+        assert executor.wait(1.0)
+    executor.free_slots()  # m1 to m4 still wait: 4 × 0.2 s ≥ 0.3 s
+    assert executor._thread is not None, "the retried outages were counted as finished models"
+    gate.set()
+    executor.close()
 
 
 def test_ray_starts_once_the_projected_work_reaches_the_threshold(tmp_path, models) -> None:

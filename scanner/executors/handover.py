@@ -181,7 +181,9 @@ class HandoverExecutor:
         now = time.monotonic()
         for outcome in outcomes:
             self._local_models.discard(outcome.model_id)
-            self._finished.append(now - self._submitted.pop(outcome.model_id, now))
+            seconds = now - self._submitted.pop(outcome.model_id, now)
+            if not _may_come_back(outcome):  # a model the driver requeues is still waiting, not finished
+                self._finished.append(seconds)
         return outcomes
 
     def in_flight(self) -> Sequence[InFlight]:
@@ -230,6 +232,11 @@ class HandoverExecutor:
         self._closing.set()
         self._thread.join()
         logger.debug("the local Ray stopped in %.1f s", time.monotonic() - waited)
+
+
+def _may_come_back(outcome: ModelOutcome) -> bool:
+    """Whether the driver may submit the model again (a hub outage, a worker that died while scanning it)."""
+    return outcome.error is not None and (outcome.error.retry or outcome.error.infrastructure)
 
 
 def _exit_on_sigterm() -> None:
