@@ -87,8 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="exit 3 when more than this fraction of the scan's models failed (default 0)")
     ray_group.add_argument("--serial", action="store_true", help="no Ray: one model after another on this machine")
     ray_group.add_argument("--no-handover", dest="handover", action="store_false",
-                           help="with a local Ray: compute nothing in this process while Ray starts (by default the "
-                                "first models are scanned here until Ray's workers are up)")
+                           help="with a local Ray: start it at once and compute nothing in this process (by "
+                                "default the first models are scanned here until Ray's workers are up, and Ray is "
+                                "not started at all when the models still waiting would take under about 12 s here)")
     ray_group.add_argument("--retry-failed", action="store_true", help="also redo models an earlier run recorded as failed")
     add_config_arguments(parser)
     add_cache_arguments(parser)
