@@ -7,8 +7,8 @@ layer sweep ``bench/results/timm_layer_sweep.csv`` (``scripts/sweep_timm_layers.
 fresh scan into a temporary results folder; the rate counts every model of the run, ok or failed, and
 includes Ray's start and stop. Before the first setting the driver scans the first model once, untimed, so
 that the process's own first-use costs (lazy imports, page cache) do not land on whichever setting runs first;
-the ``ran on`` column says whether Ray computed anything (a short scan with the handover never starts it). The machine (uname, nproc, CPU model, load average) heads the output,
-since other jobs may share the cores.
+the ``ran on`` column says whether Ray computed anything (a short scan with the handover never starts it). The
+machine (uname, nproc, CPU model, load average) heads the output, since other jobs may share the cores.
 
 Usage:
     OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_throughput.py --count 120 \\

@@ -58,7 +58,7 @@ class HandoverExecutor:
         self.local, self.remote = local, remote
         self.start_after_s = start_after_s  # Ray starts once the projected waiting work reaches this; 0: at once
         self._models = 0
-        self._submitted: dict[str, float] = {}  # model id → when this process took it
+        self._local_models: dict[str, float] = {}  # model id → when this process took it (until its outcome)
         self._finished: list[float] = []  # wall seconds of each model this process finished
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -66,7 +66,6 @@ class HandoverExecutor:
         self._start_error: BaseException | None = None
         self._handed_over = False
         self.fallback = ""  # why Ray did not start, when the scan went on here without it
-        self._local_models: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -146,8 +145,7 @@ class HandoverExecutor:
         if self._remote_ready() and self.remote.free_slots() > 0:
             self.remote.submit(model_id)
             return
-        self._local_models.add(model_id)
-        self._submitted[model_id] = time.monotonic()
+        self._local_models[model_id] = time.monotonic()
         self.local.submit(model_id)
 
     def wait(self, timeout: float) -> Sequence[ModelOutcome]:
@@ -180,8 +178,7 @@ class HandoverExecutor:
         outcomes = self.local.wait(timeout)
         now = time.monotonic()
         for outcome in outcomes:
-            self._local_models.discard(outcome.model_id)
-            seconds = now - self._submitted.pop(outcome.model_id, now)
+            seconds = now - self._local_models.pop(outcome.model_id, now)
             if not _may_come_back(outcome):  # a model the driver requeues is still waiting, not finished
                 self._finished.append(seconds)
         return outcomes
@@ -192,7 +189,7 @@ class HandoverExecutor:
 
     def abandon(self, model_id: str) -> None:
         if model_id in self._local_models:
-            self._local_models.discard(model_id)
+            del self._local_models[model_id]
             self.local.abandon(model_id)
         elif self._remote_ready():
             self.remote.abandon(model_id)
