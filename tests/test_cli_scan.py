@@ -84,7 +84,7 @@ def test_analyze_a_corrupt_file_exits_1_with_the_reason(tmp_path, capsys):
     assert captured.err.startswith("error: file:") and "not a valid .safetensors" in captured.err
 
 
-def test_a_short_scan_without_serial_finishes_in_the_driver_without_starting_ray(tmp_path, capsys):
+def test_a_short_scan_without_serial_finishes_in_the_driver_without_starting_ray(tmp_path):
     import subprocess
     import sys
 
