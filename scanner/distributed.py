@@ -57,24 +57,13 @@ TRANSIENT_IO: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, 
 
 @dataclass(frozen=True)
 class NodeShare:
-    """The spectrum actors one node gets: how many, and the CPUs and GPUs each holds."""
+    """The spectrum actors one node gets: how many, the CPUs and GPUs each holds, and the host threads each
+    solves layers on (see :func:`node_share`)."""
 
     actors: int
     cpus: float
     gpus: float
-
-    node_cpus: float = 0.0
-
-    @property
-    def threads(self) -> int:
-        """Host threads an actor solves layers on: the CPUs it holds (at least 1); on a CPU node, the node's
-        CPUs shared among its actors when that is more. The fit reserve is a scheduling bound, not idle
-        cores: a fit takes milliseconds to a few hundred, so on a small node (2 CPUs: one actor beside a
-        1-CPU reserve) the actor's layers use the reserve's core between fits instead of leaving it idle."""
-        held = max(1, int(self.cpus + 1e-9))
-        if self.gpus or not self.actors:
-            return held
-        return max(held, int(self.node_cpus / self.actors + 1e-9))
+    threads: int = 1
 
 
 def node_share(cpus: float, gpus: float, device: str, gpus_per_worker: float = 1.0) -> NodeShare:
@@ -84,16 +73,23 @@ def node_share(cpus: float, gpus: float, device: str, gpus_per_worker: float = 1
     actors sharing the other CPUs. CPU nodes (device auto or cpu): one 1-CPU actor per CPU beyond the
     reserve (one actor of half a CPU on a 1-CPU node). No actor on a node with < 1 CPU and no GPU (a 0-CPU
     head), nor on a CPU node for device cuda.
+
+    Threads: the CPUs an actor holds (at least 1); on a CPU node, the node's CPUs shared among its actors
+    when that is more. The fit reserve is a scheduling bound, not idle cores: a fit takes milliseconds to a
+    few hundred, so on a small node (2 CPUs: one actor beside a 1-CPU reserve) the actor's layers use the
+    reserve's core between fits instead of leaving it idle.
     """
     reserve = min(FIT_RESERVE, cpus / 2)
     usable = max(0.0, cpus - reserve)
     if device != "cpu" and gpus >= gpus_per_worker > 0:
         count = int(gpus / gpus_per_worker + 1e-9)
-        return NodeShare(count, math.floor(usable / count * 1e4) / 1e4, gpus_per_worker)
+        held = math.floor(usable / count * 1e4) / 1e4
+        return NodeShare(count, held, gpus_per_worker, threads=max(1, int(held + 1e-9)))
     if device == "cuda" or cpus < 1:
         return NodeShare(0, 0.0, 0.0)
     count = max(1, int(usable + 1e-9))
-    return NodeShare(count, math.floor(usable / count * 1e4) / 1e4, 0.0, node_cpus=cpus)
+    held = math.floor(usable / count * 1e4) / 1e4
+    return NodeShare(count, held, 0.0, threads=max(1, int(held + 1e-9), int(cpus / count + 1e-9)))
 
 
 def actor_config(config: ScanConfig, share: NodeShare) -> ScanConfig:
@@ -270,7 +266,6 @@ class RayExecutor:
     _waiting_for: str = ""
     _alive: set[str] = field(default_factory=set)
     _fit: Any = None
-    _warm: list[Any] = field(default_factory=list)  # the fit-worker warm-up task (kept until close)
     _worker_cls: Any = None
     _computed_on: dict[str, _Actor] = field(default_factory=dict)  # model -> the worker holding its weights
     _releases: list[Any] = field(default_factory=list)  # release calls not yet known to be done
@@ -296,7 +291,7 @@ class RayExecutor:
         self._worker_cls = ray.remote(_SpectrumWorker)
         self._fit = ray.remote(_fit).options(num_cpus=FIT_CPUS, max_retries=3, retry_exceptions=list(TRANSIENT_IO))
         self._sync(force=True)
-        self._warm = [ray.remote(_warm_fit_worker).options(num_cpus=FIT_CPUS).remote()]
+        ray.remote(_warm_fit_worker).options(num_cpus=FIT_CPUS).remote()  # runs without its reference kept
 
     def close(self) -> None:
         import ray
