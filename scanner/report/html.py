@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from scanner.report import plots
+from scanner.report import plots, style
 from scanner.report.tables import (
     ScanTables,
     batch_size_phase_table,
@@ -38,15 +38,10 @@ MODEL_COLUMNS = ("model", "family", "batch_size", "top1", "status", "n_layers", 
 LAYER_COLUMNS = ("model_id", "layer_index", "layer_name", "kind", "shape", "status", "q", "num_evals", "alpha",
                  "fit_reliable", "alpha_weighted", "num_spikes", "mp_softrank", "stable_rank", "rand_num_traps",
                  "phase", "phase_reason", "reason")
-STYLE = """
-body{font-family:system-ui,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1350px}
-h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:28px}
-h3{font-size:14px;margin:14px 0 4px}table{border-collapse:collapse;font-size:12px;margin:6px 0}
-th,td{border:1px solid #ddd;padding:2px 6px;text-align:right}th{background:#f3f3f3}
-td.t{text-align:left}.phase{padding:0 4px;border-radius:3px;color:#000}img{max-width:100%}
-td a{white-space:nowrap}
-.grid{display:flex;flex-wrap:wrap;gap:8px}.note{color:#555;font-size:12px}
-"""
+STYLE = style.BASE + (
+    "th,td{text-align:right}td.t{text-align:left}.phase{padding:0 4px;border-radius:3px;color:#000}"
+    ".grid{display:flex;flex-wrap:wrap;gap:8px}"
+)
 
 
 def img_tag(png: bytes, alt: str) -> str:

@@ -30,22 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from scanner.report import plots
+from scanner.report import plots, style
 from scanner.report.svg import scatter_svg, svg_img
 from scanner.report.zoo import METRICS, Flag, GroupResult, ModelRow, Zoo, flagged_layers, group_results
 
 logger = logging.getLogger(__name__)
 
-STYLE = """
-body{font-family:system-ui,Helvetica,Arial,sans-serif;margin:20px;color:#222;max-width:1400px}
-h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:26px}
-h3{font-size:14px;margin:14px 0 4px}table{border-collapse:collapse;font-size:12px;margin:6px 0}
-th,td{border:1px solid #ddd;padding:2px 6px;text-align:left}th{background:#f3f3f3}td.n{text-align:right}
-.L td:nth-child(n+3):nth-child(-n+9){text-align:right}
-.p{padding:0 4px;border-radius:3px}img{max-width:100%}
-.note{color:#555;font-size:12px}.verdict{background:#f6f8fa;border:1px solid #dde;padding:8px 14px;font-size:14px}
-.esd{margin:6px 0 14px}.bad{color:#b00}td a{white-space:nowrap}
-""" + "".join(f".{phase}{{background:{color}}}" for phase, color in plots.PHASE_COLORS.items())
+STYLE = style.BASE + style.PHASES + (
+    "th,td{text-align:left}td.n{text-align:right}.L td:nth-child(n+3):nth-child(-n+9){text-align:right}"
+    ".p{padding:0 4px;border-radius:3px}.verdict{background:#f6f8fa;border:1px solid #dde;padding:8px 14px;"
+    "font-size:14px}.esd{margin:6px 0 14px}.bad{color:#b00}"
+)
 MAX_FLAGS_LISTED = 50
 _NUMERIC = re.compile(r"^(<b>)?[-+0-9.,e /×R²n=]*(</b>)?$")
 MAX_GROUP_FIGURES = 24
