@@ -45,8 +45,9 @@ handling them is the spectral core's job.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,8 @@ import numpy as np
 from scanner.config import CONV_MODES
 from scanner.errors import ConfigError
 from scanner.sources.base import RUNNING_STAT_SUFFIXES, NamedTensor, WeightSource, storage_key, tensor_bytes
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -287,14 +290,15 @@ def _conv_pieces(item: NamedTensor, conv: str) -> list[tuple[str, np.ndarray, st
     ]
 
 
-FINGERPRINT_SAMPLE = 4096  # entries hashed per tensor when the source keeps its tensors alive
+FINGERPRINT_SAMPLE = 4096  # entries hashed per tensor when a match can be confirmed (twin kept or read again)
 
 
 def _fingerprint(t: torch.Tensor, *, sampled: bool = False) -> tuple:
     """(shape, dtype, sha256) of a tensor's bytes — of all of them, or (``sampled``) of about
-    ``FINGERPRINT_SAMPLE`` evenly strided entries, for sources that keep every tensor alive: a match is then
-    confirmed by comparing the tensors themselves (:func:`_same_values`), and the model digest, which hashes
-    every byte anyway, is the only full pass over the weights (ViT-B: 344 MB, about 0.18 s of sha256 here).
+    ``FINGERPRINT_SAMPLE`` evenly strided entries, for sources that keep every tensor alive or can read one
+    again: a match is then confirmed by comparing the tensors themselves (:func:`_same_values`), and the model
+    digest, which hashes every byte anyway, is the only full pass over the weights (ViT-B: 344 MB, about
+    0.18 s of sha256 here; a streamed 438 MB safetensors file paid 0.5 s more before it was sampled too).
 
     sha256 rather than blake2b: CPUs with SHA extensions hash it about 2× faster (4.9 vs 9.5 ms for a
     9.4 MB tensor on this project's AMD EPYC VM)."""
@@ -314,6 +318,18 @@ def _is_constant(t: torch.Tensor) -> bool:
     return bool(low == high)
 
 
+def _read_twin(reread: Callable[[str], torch.Tensor | None] | None, name: str) -> torch.Tensor | None:
+    """The earlier tensor ``name`` read again, or None (no reader, or it failed: the match is then not
+    confirmed and the tensor is analysed on its own)."""
+    if reread is None:
+        return None
+    try:
+        return reread(name)
+    except Exception as exc:  # e.g. the file changed under the scan: analyse the layer rather than skip it
+        logger.warning("could not read %s again to confirm a duplicate (%s); analysing the later tensor", name, exc)
+        return None
+
+
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     import torch
 
@@ -331,14 +347,16 @@ def _gram_overflow(pieces: list[tuple[str, np.ndarray, str]]) -> str:
     return ""
 
 
-def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *,
-                stable_storage: bool = False) -> list[LayerMatrix | SkippedTensor]:
+def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_storage: bool = False,
+                reread: Callable[[str], torch.Tensor | None] | None = None) -> list[LayerMatrix | SkippedTensor]:
     """The rows for one tensor, indexed from ``start``.
 
-    ``seen`` maps content fingerprints to (first name, storage key, tensor) and is updated; with
-    ``stable_storage`` (the source keeps every tensor alive) a duplicate sharing its twin's storage is reported
-    as "tied weights", otherwise as "identical values". Constant tensors are checked for only when a
-    fingerprint matches (they are never duplicates).
+    ``seen`` maps content fingerprints to (first name, storage key, tensor or None, sampled) and is updated.
+    A tensor's fingerprint covers a sample of its entries when its twin can be fetched to confirm a match —
+    kept alive (``stable_storage``: the source keeps every tensor, and a duplicate sharing its twin's storage
+    is reported as "tied weights", otherwise "identical values") or read again (``reread``, a streamed
+    source's ``WeightSource.reread``) — and all of its bytes otherwise, the hash then being the proof. Constant
+    tensors are checked for only when a fingerprint matches (they are never duplicates).
     """
     shape, numel, stem = tuple(item.tensor.shape), item.tensor.numel(), item.name.removesuffix(".weight")
     dtype_stored, dequantized = stored_dtype(item), item.dequantized
@@ -348,18 +366,24 @@ def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *,
     if skip is not None:
         return [SkippedTensor(start, stem, skip[0], shape, numel, skip[1], dtype_stored, dequantized)]
     kind = _kind(item)
-    fingerprint = _fingerprint(item.tensor, sampled=stable_storage)
+    sampled = stable_storage or reread is not None
+    fingerprint = _fingerprint(item.tensor, sampled=sampled)
     storage = storage_key(item.tensor) if stable_storage else None
     if fingerprint in seen:
-        twin, twin_storage, twin_tensor = seen[fingerprint]
-        duplicate = not _is_constant(item.tensor) and (twin_tensor is None
-                                                       or _same_values(twin_tensor, item.tensor))
+        twin, twin_storage, twin_tensor, twin_sampled = seen[fingerprint]
+        if _is_constant(item.tensor):
+            duplicate = False
+        elif not twin_sampled:
+            duplicate = True
+        else:
+            twin_tensor = twin_tensor if twin_tensor is not None else _read_twin(reread, twin)
+            duplicate = twin_tensor is not None and _same_values(twin_tensor, item.tensor)
         if duplicate:
             how = "tied weights" if storage is not None and storage == twin_storage else "identical values"
             return [SkippedTensor(start, stem, kind, shape, numel, f"duplicate of {twin} ({how}, analysed once)",
                                   dtype_stored, dequantized)]
     else:
-        seen[fingerprint] = (item.name, storage, item.tensor if stable_storage else None)
+        seen[fingerprint] = (item.name, storage, item.tensor if stable_storage else None, sampled)
     if item.family == "experts":
         pieces = _expert_pieces(item)
     elif item.tensor.ndim >= 3:
@@ -391,7 +415,8 @@ def iter_layers(source: WeightSource, *, conv: str = "pooled") -> Iterator[Layer
     seen: dict = {}
     index = 0
     for item in source.tensors():
-        rows = layer_items(item, conv, seen, index, stable_storage=source.stable_storage)
+        rows = layer_items(item, conv, seen, index, stable_storage=source.stable_storage,
+                           reread=source.reread if source.rereadable else None)
         index += len(rows)
         del item
         while rows:  # hand rows over one by one without keeping them: memory stays at about one layer

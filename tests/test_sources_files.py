@@ -199,3 +199,45 @@ def test_unknown_format_missing_file_and_empty_folder(tmp_path: Path) -> None:
         open_source(f"file:{tmp_path / 'absent.pt'}")
     with pytest.raises(SourceError, match="no weight files"):
         open_source(f"file:{tmp_path}")
+
+
+def _two_twins(tmp_path: Path, second: torch.Tensor) -> Path:
+    """A safetensors file of a 96×64 matrix ``a`` and ``second`` (streamed: a sampled fingerprint)."""
+    first = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "twins.safetensors"
+    save_file({"a.weight": first, "b.weight": second}, str(path))
+    return path
+
+
+def test_a_streamed_duplicate_is_confirmed_by_reading_its_twin_again(tmp_path: Path) -> None:
+    first = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    source = open_source(f"file:{_two_twins(tmp_path, first.clone())}")
+    assert source.rereadable and not source.stable_storage
+    layers, skipped = [], []
+    reads: list[str] = []
+    reread = source.reread
+    source.reread = lambda name: reads.append(name) or reread(name)  # type: ignore[method-assign]
+    for row in iter_layers(source):
+        (layers if isinstance(row, LayerMatrix) else skipped).append(row)
+    assert [m.name for m in layers] == ["a"] and reads == ["a.weight"]
+    assert [s.reason for s in skipped] == ["duplicate of a.weight (identical values, analysed once)"]
+
+
+def test_a_streamed_tensor_that_matches_only_at_the_sampled_entries_is_analysed(tmp_path: Path) -> None:
+    """6144 entries, sampled every 2nd: a change at an odd position leaves the sample equal, not the values."""
+    second = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    second.view(-1)[1] += 1.0
+    layers, skipped = _rows(f"file:{_two_twins(tmp_path, second)}")
+    assert [m.name for m in layers] == ["a", "b"] and skipped == []
+
+
+def test_a_twin_that_cannot_be_read_again_leaves_the_later_tensor_analysed(tmp_path: Path, caplog) -> None:
+    first = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    source = open_source(f"file:{_two_twins(tmp_path, first.clone())}")
+
+    def gone(name: str) -> torch.Tensor:
+        raise SourceError(f"{name}: the file changed")
+    source.reread = gone  # type: ignore[method-assign]
+    rows = list(iter_layers(source))
+    assert [r.name for r in rows if isinstance(r, LayerMatrix)] == ["a", "b"]
+    assert "could not read a.weight again" in caplog.text

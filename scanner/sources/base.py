@@ -184,6 +184,8 @@ class WeightSource(ABC):
     # dict), so that storage addresses identify tied tensors; False for streamed formats, where a freed
     # buffer's address may be reused by the next tensor.
     stable_storage: bool = False
+    # True when ``reread`` can read one yielded tensor again (see there).
+    rereadable: bool = False
 
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
@@ -210,6 +212,16 @@ class WeightSource(ABC):
     @abstractmethod
     def _iter_tensors(self) -> Iterator[NamedTensor]:
         """Yield the tensors (implemented by each source)."""
+
+    def reread(self, name: str) -> torch.Tensor | None:
+        """The tensor yielded under ``name``, read again (the same values), or None where the source cannot
+        read one tensor on its own (the default).
+
+        A streamed source that can (``rereadable``) lets ``scanner.layers`` fingerprint each tensor by a
+        sample of its entries instead of all of its bytes, and confirm a matching sample by comparing the
+        two tensors; one that cannot is fingerprinted in full (sha256 of every byte), which is then the
+        proof of a duplicate."""
+        return None
 
     @abstractmethod
     def digest(self) -> str:

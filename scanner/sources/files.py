@@ -100,6 +100,7 @@ class FileSource(WeightSource):
             raise SourceError(f"{self.path}: the checkpoint holds no tensors")
         self._is_torch = self.files[0].suffix != ".safetensors"
         self.stable_storage = self._is_torch  # a loaded state dict stays in memory; safetensors are streamed
+        self.rereadable = not self._is_torch  # a safetensors entry is read again by its offsets
         self._gates = rnn_gates_from_shapes(shapes)
         self.shapes = shapes
 
@@ -135,6 +136,15 @@ class FileSource(WeightSource):
 
     def _read(self, handle, entry: TensorEntry) -> NamedTensor:
         return NamedTensor.with_info(entry.name, read_tensor(handle, entry), self._info(entry.name, entry.shape))
+
+    def reread(self, name: str) -> torch.Tensor | None:
+        """A safetensors entry read again from its file (None for a torch state dict: it stays in memory)."""
+        for file, entries in self._entries if not self._is_torch else ():
+            for entry in entries:
+                if entry.name == name:
+                    with open(file, "rb") as handle:
+                        return read_tensor(handle, entry)
+        return None
 
     def digest(self) -> str:
         """sha256 over the checkpoint files' bytes, in reading order (computed once, chunked)."""
