@@ -34,6 +34,17 @@ def test_float32_shuffle_is_the_documented_key_sort():
         np.testing.assert_array_equal(shuffled(values.reshape(1, 2, 5), seed).ravel(), expected)
 
 
+def test_float32_shuffle_orders_tied_keys_by_the_entries_bits():
+    """800×400 entries draw about 12 pairs of equal 32-bit keys: each pair is put in ascending order of its
+    float32 bits, as a sort of (key << 32 | bits) would (np.lexsort here: key first, then bits)."""
+    values = np.random.default_rng(8).standard_normal(800 * 400).astype(np.float32)
+    keys = np.random.default_rng([0, SHUFFLE_STREAM]).integers(0, 1 << 32, values.size, dtype=np.uint64)
+    assert np.unique(keys).size < values.size, "the case must hold tied keys"
+    expected = values[np.lexsort((values.view(np.uint32), keys))]
+    result = shuffled(values.reshape(1, 800, 400), 0).ravel()
+    np.testing.assert_array_equal(result.view(np.uint32), expected.view(np.uint32))
+
+
 def test_float64_shuffle_is_generator_shuffle_of_the_exact_values():
     values = np.array([np.pi, np.e, 1 / 3, 1e-300, -2.0, 7.0], dtype=np.float64)  # not float32-representable
     expected = values.copy()
