@@ -36,3 +36,23 @@ def test_truncated_or_object_arrays_are_refused(tmp_path):
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(SourceError, match="object arrays are never read"):
         _read(path)
+
+
+def test_a_format_reader_confirms_a_sampled_duplicate_by_loading_its_twin_again(tmp_path):
+    """Streamed format sources fingerprint a sample of each tensor (no second sha256 pass over the weights);
+    a match is a duplicate only when the twin, loaded again, has the same values."""
+    from scanner.layers import LayerMatrix, iter_layers
+    from scanner.sources import open_source
+
+    first = np.random.default_rng(0).standard_normal((96, 64)).astype(np.float32)
+    near = first.copy()
+    near.ravel()[1] += 1.0  # 6144 entries sampled every 2nd: the sample still matches
+    np.savez(tmp_path / "m.npz", **{"dense.kernel": first, "dense_1.kernel": first.copy(), "dense_2.kernel": near})
+    source = open_source(f"file:{tmp_path / 'm.npz'}")
+    loaded = []
+    reread = source.reread
+    source.reread = lambda name: loaded.append(name) or reread(name)
+    rows = {row.name: row for row in iter_layers(source)}
+    assert [name for name, row in rows.items() if isinstance(row, LayerMatrix)] == ["dense.kernel", "dense_2.kernel"]
+    assert rows["dense_1.kernel"].reason == "duplicate of dense.kernel (identical values, analysed once)"
+    assert loaded == ["dense.kernel", "dense.kernel"]

@@ -83,6 +83,8 @@ class FormatSource(WeightSource):
         entries: the tensors, in file order.
     """
 
+    rereadable = True  # an entry's reader can load it again
+
     def __init__(self, model_id: str, files: list[Path], entries: list[Entry]) -> None:
         from scanner.sources.files import rnn_gates_from_shapes
 
@@ -107,20 +109,32 @@ class FormatSource(WeightSource):
                 yield NamedTensor(entry.name, torch.empty(entry.shape, device="meta"), skip_reason=reason,
                                   **info)  # type: ignore[arg-type]
                 continue
-            values = entry.load()
-            name = entry.name
-            if tuple(values.shape) != entry.shape:
-                raise SourceError(f"{self.model_id}: tensor {entry.name!r} read as {tuple(values.shape)}, declared "
-                                  f"{entry.shape}; the file is inconsistent")
-            if entry.family in _WEIGHT_FAMILIES and not name.endswith(".weight"):
-                name += ".weight"  # the layer's weight, as scanner.layers expects it of a known module
-            yield NamedTensor(name, _as_tensor(values), **info)  # type: ignore[arg-type]
+            yield NamedTensor(_yielded_name(entry), self._load(entry), **info)  # type: ignore[arg-type]
+
+    def _load(self, entry: Entry) -> torch.Tensor:
+        values = entry.load()
+        if tuple(values.shape) != entry.shape:
+            raise SourceError(f"{self.model_id}: tensor {entry.name!r} read as {tuple(values.shape)}, declared "
+                              f"{entry.shape}; the file is inconsistent")
+        return _as_tensor(values)
+
+    def reread(self, name: str) -> torch.Tensor | None:
+        """The entry yielded under ``name`` loaded again by its reader (None if no entry has that name)."""
+        entry = next((e for e in self.entries if _yielded_name(e) == name), None)
+        return None if entry is None else self._load(entry)
 
     def digest(self) -> str:
         """sha256 over the files' bytes, in reading order (computed once, chunked)."""
         if self._digest is None:
             self._digest = sha256_files([str(f) for f in self.files])
         return self._digest
+
+
+def _yielded_name(entry: Entry) -> str:
+    """The entry's name, with ".weight" added to a known module's weight (as ``scanner.layers`` expects it)."""
+    if entry.family in _WEIGHT_FAMILIES and not entry.name.endswith(".weight"):
+        return entry.name + ".weight"
+    return entry.name
 
 
 def _as_tensor(values: np.ndarray) -> torch.Tensor:
