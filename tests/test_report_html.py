@@ -70,3 +70,20 @@ def test_batch_size_table_pairs_runs_with_layers(scan_folder):
 def test_load_scan_without_results_names_the_fix(tmp_path):
     with pytest.raises(Exception, match="scan folder"):
         load_scan(tmp_path)
+
+
+def test_models_named_alike_get_labels_that_tell_them_apart(tmp_path):
+    """Files with a generic name (``model.onnx`` in two packages) are labelled by their package folders, as in
+    the zoo report, not both "model"."""
+    store = ResultStore(tmp_path, "names")
+    config = ScanConfig(device="cpu", randomize=False)
+    store.open_scan(config, {"name": "test"}, {"host": "test"})
+    torch.manual_seed(0)
+    result = scan_model(torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.Linear(48, 40)), config)
+    for model_id in ("file:zoo/alpha-pkg/1.0/model.onnx", "file:zoo/beta-pkg/2.1/model.onnx"):
+        layers = [type(x)(**{**x.__dict__, "model_id": model_id}) for x in result.layers]
+        res = type(result.model)(**{**result.model.__dict__, "model_id": model_id})
+        store.write_model(res, layers, result.spectra, model_key=model_key(model_id), host="test", device="cpu")
+    page = write_report(load_scan(store.scan_dir), tmp_path / "r.html", max_esd_models=0).read_text(encoding="utf-8")
+    assert '<td class="t">alpha-pkg/model<' in page and '<td class="t">beta-pkg/model<' in page
+    assert '<td class="t">model<' not in page

