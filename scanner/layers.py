@@ -318,22 +318,27 @@ def _is_constant(t: torch.Tensor) -> bool:
     return bool(low == high)
 
 
-def _read_twin(reread: Callable[[str], torch.Tensor | None] | None, name: str) -> torch.Tensor | None:
-    """The earlier tensor ``name`` read again, or None (no reader, or it failed: the match is then not
+def _read_twin(reread: Callable[[int], torch.Tensor | None] | None, position: int) -> torch.Tensor | None:
+    """The source's tensor at ``position`` read again, or None (no reader, or it failed: the match is then not
     confirmed and the tensor is analysed on its own)."""
     if reread is None:
         return None
     try:
-        return reread(name)
+        return reread(position)
     except Exception as exc:  # e.g. the file changed under the scan: analyse the layer rather than skip it
-        logger.warning("could not read %s again to confirm a duplicate (%s); analysing the later tensor", name, exc)
+        logger.warning("could not read tensor #%d again to confirm a duplicate (%s); analysing the later one",
+                       position, exc)
         return None
 
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape, dtype and bytes (so NaN equals NaN, and −0.0 differs from 0.0, as their sha256 would say)."""
     import torch
 
-    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a.detach(), b.detach()))
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(torch.equal(a.detach().contiguous().reshape(-1).view(torch.uint8),
+                            b.detach().contiguous().reshape(-1).view(torch.uint8)))
 
 
 def _gram_overflow(pieces: list[tuple[str, np.ndarray, str]]) -> str:
@@ -347,16 +352,43 @@ def _gram_overflow(pieces: list[tuple[str, np.ndarray, str]]) -> str:
     return ""
 
 
+def _twin(tensor: torch.Tensor, candidates: list[_Seen],
+          reread: Callable[[int], torch.Tensor | None] | None) -> _Seen | None:
+    """The first earlier tensor with the same fingerprint and the same bytes (a full fingerprint is proof)."""
+    for candidate in candidates:
+        if not candidate.sampled:
+            return candidate
+        earlier = candidate.tensor if candidate.tensor is not None else _read_twin(reread, candidate.position)
+        if earlier is not None and _same_values(earlier, tensor):
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A tensor kept for duplicate checks: its name, storage key (stable sources), the tensor itself (stable
+    sources) or its position in the source (to read it again), and whether its fingerprint is a sample."""
+
+    name: str
+    storage: tuple | None
+    tensor: torch.Tensor | None
+    position: int
+    sampled: bool
+
+
 def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_storage: bool = False,
-                reread: Callable[[str], torch.Tensor | None] | None = None) -> list[LayerMatrix | SkippedTensor]:
+                reread: Callable[[int], torch.Tensor | None] | None = None,
+                position: int = -1) -> list[LayerMatrix | SkippedTensor]:
     """The rows for one tensor, indexed from ``start``.
 
-    ``seen`` maps content fingerprints to (first name, storage key, tensor or None, sampled) and is updated.
-    A tensor's fingerprint covers a sample of its entries when its twin can be fetched to confirm a match —
-    kept alive (``stable_storage``: the source keeps every tensor, and a duplicate sharing its twin's storage
-    is reported as "tied weights", otherwise "identical values") or read again (``reread``, a streamed
-    source's ``WeightSource.reread``) — and all of its bytes otherwise, the hash then being the proof. Constant
-    tensors are checked for only when a fingerprint matches (they are never duplicates).
+    ``seen`` maps content fingerprints to the tensors seen with them (``_Seen``) and is updated. A tensor's
+    fingerprint covers a sample of its entries when a twin can be fetched to confirm a match — kept alive
+    (``stable_storage``: the source keeps every tensor, and a duplicate sharing its twin's storage is reported
+    as "tied weights", otherwise "identical values") or read again by its ``position`` in the source
+    (``reread``, a streamed source's ``WeightSource.reread``) — and all of its bytes otherwise, the hash then
+    being the proof. A sampled match is a duplicate only when the bytes are equal; otherwise the tensor joins
+    the candidates of that fingerprint, so that a later copy of it is still found. Constant tensors are never
+    duplicates.
     """
     shape, numel, stem = tuple(item.tensor.shape), item.tensor.numel(), item.name.removesuffix(".weight")
     dtype_stored, dequantized = stored_dtype(item), item.dequantized
@@ -369,21 +401,13 @@ def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_
     sampled = stable_storage or reread is not None
     fingerprint = _fingerprint(item.tensor, sampled=sampled)
     storage = storage_key(item.tensor) if stable_storage else None
-    if fingerprint in seen:
-        twin, twin_storage, twin_tensor, twin_sampled = seen[fingerprint]
-        if _is_constant(item.tensor):
-            duplicate = False
-        elif not twin_sampled:
-            duplicate = True
-        else:
-            twin_tensor = twin_tensor if twin_tensor is not None else _read_twin(reread, twin)
-            duplicate = twin_tensor is not None and _same_values(twin_tensor, item.tensor)
-        if duplicate:
-            how = "tied weights" if storage is not None and storage == twin_storage else "identical values"
-            return [SkippedTensor(start, stem, kind, shape, numel, f"duplicate of {twin} ({how}, analysed once)",
-                                  dtype_stored, dequantized)]
-    else:
-        seen[fingerprint] = (item.name, storage, item.tensor if stable_storage else None, sampled)
+    candidates = seen.setdefault(fingerprint, [])
+    twin = _twin(item.tensor, candidates, reread) if candidates and not _is_constant(item.tensor) else None
+    if twin is not None:
+        how = "tied weights" if storage is not None and storage == twin.storage else "identical values"
+        return [SkippedTensor(start, stem, kind, shape, numel, f"duplicate of {twin.name} ({how}, analysed once)",
+                              dtype_stored, dequantized)]
+    candidates.append(_Seen(item.name, storage, item.tensor if stable_storage else None, position, sampled))
     if item.family == "experts":
         pieces = _expert_pieces(item)
     elif item.tensor.ndim >= 3:
@@ -404,7 +428,8 @@ def iter_layers(source: WeightSource, *, conv: str = "pooled") -> Iterator[Layer
     """Stream a model's layers: one row per matrix (or pooled conv layer) and one per skipped tensor.
 
     Args:
-        source: any ``WeightSource``; its tensors are read one at a time.
+        source: any ``WeightSource``; its tensors are read one at a time (two while a streamed source reads
+            a tensor again to confirm a duplicate).
         conv: "pooled" (all kernel positions of a conv layer in one LayerMatrix) or "per_position".
 
     Raises:
@@ -414,9 +439,9 @@ def iter_layers(source: WeightSource, *, conv: str = "pooled") -> Iterator[Layer
         raise ConfigError(f"the 'conv' option must be one of {CONV_MODES}; got {conv!r} instead")
     seen: dict = {}
     index = 0
-    for item in source.tensors():
+    for position, item in enumerate(source.tensors()):
         rows = layer_items(item, conv, seen, index, stable_storage=source.stable_storage,
-                           reread=source.reread if source.rereadable else None)
+                           reread=source.reread if source.rereadable else None, position=position)
         index += len(rows)
         del item
         while rows:  # hand rows over one by one without keeping them: memory stays at about one layer

@@ -214,12 +214,12 @@ def test_a_streamed_duplicate_is_confirmed_by_reading_its_twin_again(tmp_path: P
     source = open_source(f"file:{_two_twins(tmp_path, first.clone())}")
     assert source.rereadable and not source.stable_storage
     layers, skipped = [], []
-    reads: list[str] = []
+    reads: list[int] = []
     reread = source.reread
-    source.reread = lambda name: reads.append(name) or reread(name)  # type: ignore[method-assign]
+    source.reread = lambda position: reads.append(position) or reread(position)  # type: ignore[method-assign]
     for row in iter_layers(source):
         (layers if isinstance(row, LayerMatrix) else skipped).append(row)
-    assert [m.name for m in layers] == ["a"] and reads == ["a.weight"]
+    assert [m.name for m in layers] == ["a"] and reads == [0]
     assert [s.reason for s in skipped] == ["duplicate of a.weight (identical values, analysed once)"]
 
 
@@ -235,9 +235,43 @@ def test_a_twin_that_cannot_be_read_again_leaves_the_later_tensor_analysed(tmp_p
     first = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
     source = open_source(f"file:{_two_twins(tmp_path, first.clone())}")
 
-    def gone(name: str) -> torch.Tensor:
-        raise SourceError(f"{name}: the file changed")
+    def gone(position: int) -> torch.Tensor:
+        raise SourceError(f"tensor {position}: the file changed")
     source.reread = gone  # type: ignore[method-assign]
     rows = list(iter_layers(source))
     assert [r.name for r in rows if isinstance(r, LayerMatrix)] == ["a", "b"]
-    assert "could not read a.weight again" in caplog.text
+    assert "could not read tensor #0 again" in caplog.text
+
+
+def test_a_copy_of_a_tensor_that_only_looked_like_an_earlier_one_is_still_found(tmp_path: Path) -> None:
+    """b matches a's sample but not its values; c is b again: c is b's duplicate, not analysed a third time."""
+    a = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    b = a.clone()
+    b.view(-1)[1] += 1.0
+    path = tmp_path / "three.safetensors"
+    save_file({"a.weight": a, "b.weight": b, "c.weight": b.clone()}, str(path))
+    layers, skipped = _rows(f"file:{path}")
+    assert [m.name for m in layers] == ["a", "b"]
+    assert [s.reason for s in skipped] == ["duplicate of b.weight (identical values, analysed once)"]
+
+
+def test_identical_tensors_holding_nan_are_duplicates(tmp_path: Path) -> None:
+    x = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    x[3, 5] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file({"x.weight": x, "y.weight": x.clone()}, str(path))
+    layers, skipped = _rows(f"file:{path}")
+    assert [m.name for m in layers] == ["x"] and [s.name for s in skipped] == ["y"]
+
+
+def test_twins_are_read_again_by_position_when_shards_repeat_a_name(tmp_path: Path) -> None:
+    """Two shards without an index both hold "w": z equals the second w, and must be found as its duplicate."""
+    first = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    second = torch.randn(96, 64, generator=torch.Generator().manual_seed(1))
+    second.view(-1)[:] = first.view(-1)  # the same sample as the first w, then changed off the sample
+    second.view(-1)[1::2] += 1.0
+    save_file({"w.weight": first}, str(tmp_path / "a.safetensors"))
+    save_file({"w.weight": second, "z.weight": second.clone()}, str(tmp_path / "b.safetensors"))
+    layers, skipped = _rows(f"file:{tmp_path}")
+    assert [m.name for m in layers] == ["w", "w"]
+    assert [(s.name, s.reason) for s in skipped] == [("z", "duplicate of w.weight (identical values, analysed once)")]

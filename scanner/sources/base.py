@@ -213,14 +213,14 @@ class WeightSource(ABC):
     def _iter_tensors(self) -> Iterator[NamedTensor]:
         """Yield the tensors (implemented by each source)."""
 
-    def reread(self, name: str) -> torch.Tensor | None:
-        """The tensor yielded under ``name``, read again (the same values), or None where the source cannot
-        read one tensor on its own (the default).
+    def reread(self, position: int) -> torch.Tensor | None:
+        """The tensor yielded at ``position`` (0-based, in the order of ``tensors()``), read again — the same
+        values — or None where the source cannot read one tensor on its own (the default).
 
         A streamed source that can (``rereadable``) lets ``scanner.layers`` fingerprint each tensor by a
         sample of its entries instead of all of its bytes, and confirm a matching sample by comparing the
-        two tensors; one that cannot is fingerprinted in full (sha256 of every byte), which is then the
-        proof of a duplicate."""
+        two tensors' bytes; one that cannot is fingerprinted in full (sha256 of every byte), which is then the
+        proof of a duplicate. Positions, not names: names need not be unique (shards, RNN nodes)."""
         return None
 
     @abstractmethod

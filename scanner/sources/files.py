@@ -137,14 +137,17 @@ class FileSource(WeightSource):
     def _read(self, handle, entry: TensorEntry) -> NamedTensor:
         return NamedTensor.with_info(entry.name, read_tensor(handle, entry), self._info(entry.name, entry.shape))
 
-    def reread(self, name: str) -> torch.Tensor | None:
-        """A safetensors entry read again from its file (None for a torch state dict: it stays in memory)."""
-        for file, entries in self._entries if not self._is_torch else ():
-            for entry in entries:
-                if entry.name == name:
-                    with open(file, "rb") as handle:
-                        return read_tensor(handle, entry)
-        return None
+    def reread(self, position: int) -> torch.Tensor | None:
+        """The safetensors entry yielded at ``position`` read again from its file (None for a torch state dict:
+        it stays in memory)."""
+        if self._is_torch:
+            return None
+        entries = [(file, entry) for file, listed in self._entries for entry in listed]
+        if not 0 <= position < len(entries):
+            return None
+        file, entry = entries[position]
+        with open(file, "rb") as handle:
+            return read_tensor(handle, entry)
 
     def digest(self) -> str:
         """sha256 over the checkpoint files' bytes, in reading order (computed once, chunked)."""

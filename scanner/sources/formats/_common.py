@@ -75,7 +75,8 @@ _WEIGHT_FAMILIES = ("linear", "conv", "conv_transpose", "embedding")
 
 
 class FormatSource(WeightSource):
-    """A model read by a format reader: streams ``entries``, one tensor in memory at a time.
+    """A model read by a format reader: streams ``entries``, one tensor in memory at a time (two while a
+    duplicate is confirmed: ``reread``).
 
     Args:
         model_id: the id recorded with the results.
@@ -118,10 +119,9 @@ class FormatSource(WeightSource):
                               f"{entry.shape}; the file is inconsistent")
         return _as_tensor(values)
 
-    def reread(self, name: str) -> torch.Tensor | None:
-        """The entry yielded under ``name`` loaded again by its reader (None if no entry has that name)."""
-        entry = next((e for e in self.entries if _yielded_name(e) == name), None)
-        return None if entry is None else self._load(entry)
+    def reread(self, position: int) -> torch.Tensor | None:
+        """The entry yielded at ``position`` (one per entry, in order) loaded again by its reader."""
+        return self._load(self.entries[position]) if 0 <= position < len(self.entries) else None
 
     def digest(self) -> str:
         """sha256 over the files' bytes, in reading order (computed once, chunked)."""
