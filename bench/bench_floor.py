@@ -193,8 +193,8 @@ def machine() -> list[str]:
 def run_child(case: str, measure: str, inner: int, timeout: float) -> dict[str, Any]:
     path = CASES[case][1]
     if path is not None and not path.is_file():
-        return {"case": case, "measure": measure,
-                "error": f"{path} is missing; fetch it: {FETCH_HINT.get(case, 'see the MANIFEST')}"}
+        hint = f"; fetch it: {FETCH_HINT[case]}" if case in FETCH_HINT else ""
+        return {"case": case, "measure": measure, "error": f"{path} is missing{hint}"}
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     command = [sys.executable, str(Path(__file__).resolve()), "child", case, measure, "--inner", str(inner)]
     try:
