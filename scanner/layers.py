@@ -352,28 +352,36 @@ def _gram_overflow(pieces: list[tuple[str, np.ndarray, str]]) -> str:
     return ""
 
 
-def _twin(tensor: torch.Tensor, candidates: list[_Seen],
-          reread: Callable[[int], torch.Tensor | None] | None) -> _Seen | None:
-    """The first earlier tensor with the same fingerprint and the same bytes (a full fingerprint is proof)."""
-    for candidate in candidates:
-        if not candidate.sampled:
-            return candidate
-        earlier = candidate.tensor if candidate.tensor is not None else _read_twin(reread, candidate.position)
-        if earlier is not None and _same_values(earlier, tensor):
-            return candidate
-    return None
-
-
 @dataclass(frozen=True)
 class _Seen:
     """A tensor kept for duplicate checks: its name, storage key (stable sources), the tensor itself (stable
-    sources) or its position in the source (to read it again), and whether its fingerprint is a sample."""
+    sources) or its position in the source (to read it again)."""
 
     name: str
     storage: tuple | None
     tensor: torch.Tensor | None
     position: int
-    sampled: bool
+
+
+def _twin(tensor: torch.Tensor, seen: dict, sample: tuple | None,
+          reread: Callable[[int], torch.Tensor | None] | None) -> tuple[_Seen | None, tuple | None]:
+    """(an earlier tensor with the same bytes or None, ``tensor``'s fingerprint of every byte if it was needed).
+
+    ``sample``: ``tensor``'s sampled fingerprint, already met (None for a source hashed in full). While the
+    first tensor of that sample (``seen[("sample", sample)]``) is the only one, it is compared directly (kept
+    alive, or read again). The first look-alike that differs settles the sample: both are then recorded under
+    their full fingerprints and any later tensor with that sample is told by sha256 alone — one read of the
+    twin per sample, however many tensors share it."""
+    if sample is not None and not seen.get(("resolved", sample)):
+        first = seen[("sample", sample)]
+        earlier = first.tensor if first.tensor is not None else _read_twin(reread, first.position)
+        if earlier is not None and _same_values(earlier, tensor):
+            return first, None
+        seen[("resolved", sample)] = True
+        if earlier is not None:
+            seen[("bytes", _fingerprint(earlier))] = first
+    full = _fingerprint(tensor)
+    return seen.get(("bytes", full)), full
 
 
 def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_storage: bool = False,
@@ -381,13 +389,13 @@ def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_
                 position: int = -1) -> list[LayerMatrix | SkippedTensor]:
     """The rows for one tensor, indexed from ``start``.
 
-    ``seen`` maps content fingerprints to the tensors seen with them (``_Seen``) and is updated. A tensor's
-    fingerprint covers a sample of its entries when a twin can be fetched to confirm a match — kept alive
-    (``stable_storage``: the source keeps every tensor, and a duplicate sharing its twin's storage is reported
-    as "tied weights", otherwise "identical values") or read again by its ``position`` in the source
-    (``reread``, a streamed source's ``WeightSource.reread``) — and all of its bytes otherwise, the hash then
-    being the proof. A sampled match is a duplicate only when the bytes are equal; otherwise the tensor joins
-    the candidates of that fingerprint, so that a later copy of it is still found. Constant tensors are never
+    ``seen`` remembers the tensors met so far (``_Seen``) under content fingerprints and is updated. When an
+    earlier twin can be fetched to confirm a match — kept alive (``stable_storage``: the source keeps every
+    tensor, and a duplicate sharing its twin's storage is reported as "tied weights", otherwise "identical
+    values") or read again by its ``position`` in the source (``reread``, a streamed source's
+    ``WeightSource.reread``) — a tensor is fingerprinted by a sample of its entries, and its bytes are compared
+    or hashed only when that sample was met before (:func:`_twin`); otherwise every byte is hashed at once. A
+    duplicate has the same bytes as its twin, proven by a comparison or a full hash. Constant tensors are never
     duplicates.
     """
     shape, numel, stem = tuple(item.tensor.shape), item.tensor.numel(), item.name.removesuffix(".weight")
@@ -398,16 +406,20 @@ def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_
     if skip is not None:
         return [SkippedTensor(start, stem, skip[0], shape, numel, skip[1], dtype_stored, dequantized)]
     kind = _kind(item)
-    sampled = stable_storage or reread is not None
-    fingerprint = _fingerprint(item.tensor, sampled=sampled)
     storage = storage_key(item.tensor) if stable_storage else None
-    candidates = seen.setdefault(fingerprint, [])
-    twin = _twin(item.tensor, candidates, reread) if candidates and not _is_constant(item.tensor) else None
-    if twin is not None:
-        how = "tied weights" if storage is not None and storage == twin.storage else "identical values"
-        return [SkippedTensor(start, stem, kind, shape, numel, f"duplicate of {twin.name} ({how}, analysed once)",
-                              dtype_stored, dequantized)]
-    candidates.append(_Seen(item.name, storage, item.tensor if stable_storage else None, position, sampled))
+    entry = _Seen(item.name, storage, item.tensor if stable_storage else None, position)
+    sampled = stable_storage or reread is not None
+    sample = _fingerprint(item.tensor, sampled=True) if sampled else None
+    if sample is not None and ("sample", sample) not in seen:
+        seen[("sample", sample)] = entry  # a new sample: no earlier tensor can equal this one
+    elif sample is None or not _is_constant(item.tensor):  # (a full-hash source checks constancy on a match)
+        twin, full = _twin(item.tensor, seen, sample, reread)
+        if twin is not None and (sample is not None or not _is_constant(item.tensor)):
+            how = "tied weights" if storage is not None and storage == twin.storage else "identical values"
+            return [SkippedTensor(start, stem, kind, shape, numel, f"duplicate of {twin.name} ({how}, analysed once)",
+                                  dtype_stored, dequantized)]
+        if full is not None:
+            seen.setdefault(("bytes", full), entry)
     if item.family == "experts":
         pieces = _expert_pieces(item)
     elif item.tensor.ndim >= 3:

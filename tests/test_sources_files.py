@@ -275,3 +275,26 @@ def test_twins_are_read_again_by_position_when_shards_repeat_a_name(tmp_path: Pa
     layers, skipped = _rows(f"file:{tmp_path}")
     assert [m.name for m in layers] == ["w", "w"]
     assert [(s.name, s.reason) for s in skipped] == [("z", "duplicate of w.weight (identical values, analysed once)")]
+
+
+def test_many_look_alikes_cost_one_read_of_their_twin(tmp_path: Path) -> None:
+    """Tensors that share a sample but not their values (a pruned column under every sampled entry, say):
+    the first is read again once; the rest are told apart by sha256 alone, and a late copy is still found."""
+    base = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    tensors = {"t0.weight": base}
+    for i in range(1, 7):
+        alike = base.clone()
+        alike.view(-1)[1::2] += float(i)  # off the every-2nd sample
+        tensors[f"t{i}.weight"] = alike
+    tensors["z_copy.weight"] = base.clone()  # safetensors files list names sorted: read last
+    path = tmp_path / "alike.safetensors"
+    save_file(tensors, str(path))
+    source = open_source(f"file:{path}")
+    reads: list[int] = []
+    reread = source.reread
+    source.reread = lambda position: reads.append(position) or reread(position)  # type: ignore[method-assign]
+    rows = list(iter_layers(source))
+    assert [r.name for r in rows if isinstance(r, LayerMatrix)] == [f"t{i}" for i in range(7)]
+    assert [(r.name, r.reason) for r in rows if isinstance(r, SkippedTensor)] == [
+        ("z_copy", "duplicate of t0.weight (identical values, analysed once)")]
+    assert reads == [0]
