@@ -7,14 +7,17 @@ Three runs of every layer, all seed 0 unless said:
     before s1   ``before`` with seed 1: the run-to-run spread of the shuffled null, the scale for tolerances
 
 Sets: the phase-confusion generators (``scripts/phase_confusion.py``: canonical and crossover, every shape
-and seed), every checkpoint of the shared zoo (``$ZOOSCAN_SHARED/zoo``: all layers of every model), and,
-with ``--random-models``, random-init ResNet-50 and ViT-B/16 (where most layers are certified).
+and seed), every checkpoint of the shared zoo (``$ZOOSCAN_SHARED/zoo``: all layers of every model), with
+``--random-models`` random-init ResNet-50 and ViT-B/16 (where most layers are certified), and with
+``--registry-zoo`` the main job's real networks of the registry zoo (``zooscan zoo ids registry_zoo --default``:
+Keras, ONNX, TF.js, TFLite, torch and spaCy files, fetched beforehand with ``zooscan zoo fetch registry_zoo
+--default --zoo-dir zoo``; a network not fetched is counted and left out).
 
 Reports, per set: layers, layers certified (closed form used), phase calls equal to ``before`` (auto,
 exact), n_traps equal, |Δ rand_distance| auto − before (max, median) beside the seed spread |before s1 −
 before| (max, median), max relative |Δ λ_max_rand|, and every layer whose call differs.
 
-Usage: OMP_NUM_THREADS=2 .venv/bin/python bench/validate_null.py [--random-models] --out bench/results/null_validation.md
+Usage: OMP_NUM_THREADS=2 .venv/bin/python bench/validate_null.py [--random-models] [--registry-zoo] --out bench/results/null_validation.md
 """
 
 from __future__ import annotations
@@ -138,6 +141,21 @@ def random_model_rows() -> list[Row]:
     return rows
 
 
+def registry_rows() -> tuple[list[Row], list[str]]:
+    """Rows of every fetched network of the registry zoo's default subset, and the ids not fetched."""
+    from scanner.zoo.catalog import load_zoo_catalog, select
+
+    rows, missing = [], []
+    for entry in select(load_zoo_catalog("registry_zoo"), default=True):
+        path = ROOT / entry.model_id.removeprefix("file:")
+        if not path.exists():
+            missing.append(entry.model_id)
+            continue
+        rows += model_rows("registry zoo (main job's networks)", lambda p=path: f"file:{p}",
+                           str(path.relative_to(ROOT / "zoo" / "registry")))
+    return rows, missing
+
+
 def summary(rows: list[Row]) -> list[str]:
     lines = ["| set | layers | certified (closed form) | phase = before: auto | phase = before: exact | "
              "n_traps = before: auto | max (median) abs Δ rand_distance auto − before | max (median) seed "
@@ -171,25 +189,76 @@ def differences(rows: list[Row]) -> list[str]:
     return out or ["- none"]
 
 
+def certified_summary(rows: list[Row]) -> list[str]:
+    """|Δ rand_distance| auto − before on the certified layers only (where ``auto`` changes anything), as
+    quantiles beside the seed spread of the same layers."""
+    lines = ["| set | certified layers | abs Δ rand_distance auto − before: median / 95th pct / 99th pct / max | "
+             "seed spread on the same layers: median / 95th pct / 99th pct / max | mean signed Δ: auto − before "
+             "(seed 1 − before) | layers with abs Δ > 0.15 |",
+             "|---|---|---|---|---|---|"]
+    for set_name in dict.fromkeys(r.set_name for r in rows):
+        group = [r for r in rows if r.set_name == set_name and r.certified]
+        if not group:
+            continue
+        d_auto = sorted(abs(r.distance["auto"] - r.distance["before"]) for r in group)
+        d_seed = sorted(abs(r.distance["before_s1"] - r.distance["before"]) for r in group)
+
+        def quantiles(values: list[float]) -> str:
+            at = [values[min(len(values) - 1, int(q * len(values)))] for q in (0.5, 0.95, 0.99)]
+            return " / ".join(f"{v:.3f}" for v in (*at, values[-1]))
+
+        bias = statistics.mean(r.distance["auto"] - r.distance["before"] for r in group)
+        bias_seed = statistics.mean(r.distance["before_s1"] - r.distance["before"] for r in group)
+        lines.append(f"| {set_name} | {len(group)} | {quantiles(d_auto)} | {quantiles(d_seed)} | "
+                     f"{bias:+.4f} ({bias_seed:+.4f}) | {sum(d > 0.15 for d in d_auto)} |")
+    return lines
+
+
+def largest_distance_changes(rows: list[Row], count: int = 5) -> list[str]:
+    """The ``count`` layers of each set whose ``rand_distance`` moved most under ``auto``, beside their seed
+    spread."""
+    out = []
+    for set_name in dict.fromkeys(r.set_name for r in rows):
+        group = sorted((r for r in rows if r.set_name == set_name),
+                       key=lambda r: -abs(r.distance["auto"] - r.distance["before"]))
+        for r in group[:count]:
+            out.append(f"- {set_name}: {r.layer} (certified: {r.certified}): rand_distance before "
+                       f"{r.distance['before']:.4f}, auto {r.distance['auto']:.4f}, exact {r.distance['exact']:.4f}, "
+                       f"seed 1 {r.distance['before_s1']:.4f}; phase {r.phase['before']}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--random-models", action="store_true")
+    parser.add_argument("--registry-zoo", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--skip-shared-zoo", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     started = time.time()
     load = load_average()
     rows = [] if args.skip_synthetic else synthetic_rows()
-    rows += zoo_rows()
+    rows += [] if args.skip_shared_zoo else zoo_rows()
     if args.random_models:
         rows += random_model_rows()
+    missing: list[str] = []
+    if args.registry_zoo:
+        registry, missing = registry_rows()
+        rows += registry
     text = "\n".join([
         "# Null models of the randomization test: validation against the method before", "",
         f"Machine: {host()}, load average at start {load}; {utc_stamp(started)}, {time.time() - started:.0f} s.", "",
         (__doc__ or "").split("Usage:")[0].strip(), "",
         *summary(rows), "",
+        "Certified layers only (the closed form used; elsewhere `auto` is the exact method):", "",
+        *certified_summary(rows), "",
+        *([f"Registry networks not fetched, left out: {len(missing)} ({', '.join(missing[:5])}"
+           f"{', …' if len(missing) > 5 else ''})", ""] if missing else []),
         "Layers whose phase call or n_traps differs from `before`:", "",
         *differences(rows), "",
+        "Largest |Δ rand_distance| under `auto`, per set:", "",
+        *largest_distance_changes(rows), "",
     ])
     return emit(text, args.out)
 

@@ -35,7 +35,7 @@ def test_null_validation_row_compares_every_run():
     validate = _load("validate_null")
     from scanner.spectra.layer import analyse_matrices
 
-    matrix = random_like(256, 128, seed=0).matrix
+    matrix = random_like(512, 256, seed=0).matrix
     spectra = {}
     for run in validate.RUNS:
         validate._with_width(run)
@@ -52,3 +52,29 @@ def test_a_case_whose_checkpoint_is_not_fetched_is_an_error_row_naming_the_fetch
     row = bench.run_child("mpnet_base_trained", "full", inner=1, timeout=5)
     assert "missing.safetensors is missing; fetch it: zooscan zoo fetch registry_zoo --only 'all-mpnet*'" in row["error"]
     assert "Errors:" in bench.report([row], [], [])
+
+
+def _row(validate, certified, before, auto, seed1, layer="l"):
+    runs = {"before": before, "exact": before, "auto": auto, "before_s1": seed1}
+    return validate.Row("set", layer, certified, {r: "random_like" for r in runs}, {r: 0 for r in runs}, runs,
+                        {r: 1.0 for r in runs})
+
+
+def test_null_validation_reports_certified_layers_by_quantile_and_the_largest_changes():
+    """Known rows: four certified layers whose rand_distance moves by 0.0, 0.1, 0.2, 0.3 under ``auto`` and
+    one uncertified layer (not counted in the certified table)."""
+    validate = _load("validate_null")
+    rows = [_row(validate, True, 0.5, 0.5 - d, 0.5 + d / 2, layer=f"c{i}") for i, d in enumerate((0.0, 0.1, 0.2, 0.3))]
+    rows.append(_row(validate, False, 0.5, 0.5, 0.5, layer="u"))
+    table = "\n".join(validate.certified_summary(rows))
+    assert "| set | 4 | 0.200 / 0.300 / 0.300 / 0.300 | 0.100 / 0.150 / 0.150 / 0.150 | -0.1500 (+0.0750) | 2 |" in table, table
+    largest = validate.largest_distance_changes(rows, count=2)
+    assert [line.split(": ")[1].split(" (")[0] for line in largest] == ["c3", "c2"]
+    assert "rand_distance before 0.5000, auto 0.2000" in largest[0]
+
+
+def test_null_validation_leaves_out_registry_networks_not_fetched(tmp_path, monkeypatch):
+    validate = _load("validate_null")
+    monkeypatch.setattr(validate, "ROOT", tmp_path)  # no zoo/registry here: nothing fetched
+    rows, missing = validate.registry_rows()
+    assert rows == [] and len(missing) > 100 and all(m.startswith("file:zoo/registry/") for m in missing)
