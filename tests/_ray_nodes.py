@@ -48,9 +48,10 @@ def free_port() -> int:
 def ray_env(tmp_root: Path | None = None) -> dict[str, str]:
     """Environment for Ray processes and drivers of these tests (no auth token, our own temp root).
 
-    A raylet waits for its node's agents (Python processes) to write their port files, ~15 s by default; on
-    a loaded machine they can take longer and the raylet aborts ("Timed out waiting for file
-    …metrics_agent_port…"), so the wait is raised to 3 minutes."""
+    ``RAY_agent_register_timeout_ms`` widens the window in which a node's Python agents must register with
+    their raylet (Ray's default 30 s) to 3 minutes. It does not widen the raylet's wait for the agents' port
+    files (~15 s, fixed in Ray 2.60): agents held back 40 s at start-up still end ``ray.init`` after ~17 s with
+    "Timed out waiting for file …metrics_agent_port…" in raylet.out, with or without the setting."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
                PYTHONPATH=str(Path(__file__).resolve().parents[1]), RAY_agent_register_timeout_ms="180000")
     if tmp_root is not None:
