@@ -99,7 +99,7 @@ def test_closed_form_null_at_the_lower_mean_boundary(n, m):
     """Entries 1.25/−0.75: mean 1/4, σ² = 1, so θ/(σ²√NM) = (1/16)·16/4 = 1/4 (certified: ≤) and every
     centred entry has a² = 1 = ¼·σ²·√16 (certified: ≤). Null: MP quantiles of s = N at (i − ½)/M, the top
     one replaced by the expected λ_max = λ⁺ + TW1_MEAN·t_TW (hand values for 4×4: 16 − 1.2065·4)."""
-    null = analytic_null_eigenvalues(_two_valued(n, m, 1.25, -0.75))
+    null = analytic_null_eigenvalues(_two_valued(n, m, 1.25, -0.75), min_width=1)  # the law, at hand sizes
     assert null is not None
     expected = mp_quantile((np.arange(m) + 0.5) / m, n / m, float(n))
     expected[-1] = _tw_edge(n, m, float(n))
@@ -114,7 +114,7 @@ def test_closed_form_null_at_the_upper_mean_boundary(n, m, high, outlier):
     """Entries high/0: mean μ = high/2, σ² = μ², so θ/(σ²√NM) = μ²·16/(μ²·4) = 4 = 1/CERTIFY_RATIO exactly:
     the mean's outlier (θ + Nσ²)(θ + Mσ²)/θ with θ = 16μ² (hand values: 20·20/16, 24·18/16, 80·80/64,
     96·72/64) replaces the top MP quantile."""
-    null = analytic_null_eigenvalues(_two_valued(n, m, high, 0.0))
+    null = analytic_null_eigenvalues(_two_valued(n, m, high, 0.0), min_width=1)
     assert null is not None
     var = (high / 2) ** 2
     expected = mp_quantile((np.arange(m) + 0.5) / m, n / m, n * var)
@@ -124,12 +124,12 @@ def test_closed_form_null_at_the_upper_mean_boundary(n, m, high, outlier):
 
 def test_closed_form_null_of_a_gaussian_with_a_small_mean_is_mp_plus_tw():
     """i.i.d. N(0.001, 0.3²) entries (θ/(σ²√NM) ≈ 2e-3): s = N·σ̂², MP quantiles, top = λ⁺ + TW1_MEAN·t_TW."""
-    w = 0.001 + 0.3 * np.random.default_rng(8).standard_normal((256, 128))
+    w = 0.001 + 0.3 * np.random.default_rng(8).standard_normal((512, 256))
     mean, var = w.mean(), w.var()
     assert 0 < mean**2 * np.sqrt(w.size) / var < 0.25
     null = analytic_null_eigenvalues(w[None])
-    expected = mp_quantile((np.arange(128) + 0.5) / 128, 2.0, 256 * var)
-    expected[-1] = _tw_edge(256, 128, 256 * var)
+    expected = mp_quantile((np.arange(256) + 0.5) / 256, 2.0, 512 * var)
+    expected[-1] = _tw_edge(512, 256, 512 * var)
     np.testing.assert_allclose(null, np.sort(expected), rtol=1e-9)
     assert pytest.approx(-1.2065, abs=1e-4) == TW1_MEAN  # E[TW₁] = −1.2065… (Tracy & Widom 1996)
 
@@ -155,27 +155,57 @@ def test_entry_certificate_is_a_squared_at_most_a_quarter_of_sigma2_root_nm(rati
 def test_variance_below_1e_12_of_the_mean_square_is_round_off(relative_var, certified):
     """var ≤ 1e-12·Σw²/NM means the mean swamps the spread: no closed form (constant matrices included)."""
     eps = np.sqrt(relative_var)
-    w = 1.0 + eps * np.random.default_rng(10).standard_normal((256, 128))
+    w = 1.0 + eps * np.random.default_rng(10).standard_normal((512, 256))
     size = w.size
     mean = float(np.sum(w, dtype=np.float64)) / size
     var = float(np.sum(w * w)) / size - mean * mean
     assert var / (float(np.sum(w * w)) / size) == pytest.approx(relative_var, rel=0.1)
     assert (analytic_null_eigenvalues(w[None]) is not None) == certified
-    assert analytic_null_eigenvalues(np.full((1, 64, 32), 0.5)) is None  # σ² = 0 exactly
+    assert analytic_null_eigenvalues(np.full((1, 512, 256), 0.5)) is None  # σ² = 0 exactly
 
 
 def test_exact_null_shuffles_and_auto_null_uses_the_closed_form_where_certified():
     from scanner.spectra.randomize import shuffled_eigenvalues
 
-    batch = as_matrix_batch(np.random.default_rng(12).standard_normal((128, 64)))
+    batch = as_matrix_batch(np.random.default_rng(12).standard_normal((512, 256)))
     assert analytic_null_eigenvalues(batch) is not None
     np.testing.assert_array_equal(null_eigenvalues(batch, 3, null="exact"), shuffled_eigenvalues(batch, 3))
     np.testing.assert_array_equal(null_eigenvalues(batch, 3, null="auto"), analytic_null_eigenvalues(batch))
     np.testing.assert_array_equal(null_eigenvalues(batch, 3), shuffled_eigenvalues(batch, 3))  # default: exact
 
 
+def test_matrices_narrower_than_the_width_limit_get_the_exact_null():
+    """Below ``CLOSED_FORM_MIN_WIDTH`` columns the smooth law misses the sampling noise that the 64-bin
+    histogram of a few hundred eigenvalues sees (module docstring), and the shuffle is cheap: exact null."""
+    from scanner.spectra.randomize import CLOSED_FORM_MIN_WIDTH, shuffled_eigenvalues
+
+    rng = np.random.default_rng(13)
+    narrow = as_matrix_batch(rng.standard_normal((2 * CLOSED_FORM_MIN_WIDTH, CLOSED_FORM_MIN_WIDTH - 1)))
+    wide = as_matrix_batch(rng.standard_normal((2 * CLOSED_FORM_MIN_WIDTH, CLOSED_FORM_MIN_WIDTH)))
+    assert analytic_null_eigenvalues(narrow) is None
+    assert analytic_null_eigenvalues(narrow, min_width=1) is not None  # certified: only the width decides
+    np.testing.assert_array_equal(null_eigenvalues(narrow, 3, null="auto"), shuffled_eigenvalues(narrow, 3))
+    assert analytic_null_eigenvalues(wide) is not None
+
+
+def test_pooled_matrices_take_interleaved_plotting_positions():
+    """k = 3 copies of one certified matrix: the pooled null is the MP quantiles at the 3·M plotting
+    positions (l + ½)/(3M), each copy's top one (l = 3M − 3 + j) replaced by λ⁺ + TW1_MEAN·t_TW — not three
+    copies of the M quantiles at (i + ½)/M."""
+    n, m, k = 512, 256, 3
+    w = np.random.default_rng(14).standard_normal((n, m))
+    var = w.var()
+    null = analytic_null_eigenvalues(np.stack([w] * k))
+    pooled = mp_quantile((np.arange(k * m) + 0.5) / (k * m), n / m, n * var)
+    pooled[-k:] = _tw_edge(n, m, n * var)  # slice j's top position is (m − 1 + (j + ½)/k)/m
+    np.testing.assert_allclose(null, np.sort(pooled), rtol=1e-9)
+    single = analytic_null_eigenvalues(w[None])
+    assert len(np.unique(np.round(null[:-k], 12))) == k * m - k  # no point repeated, unlike k copies
+    np.testing.assert_allclose(single[:-1], mp_quantile((np.arange(m) + 0.5) / m, n / m, n * var)[:-1], rtol=1e-9)
+
+
 def test_sum_squares_argument_is_the_trace():
-    w = np.random.default_rng(11).standard_normal((1, 128, 64))
+    w = np.random.default_rng(11).standard_normal((1, 512, 256))
     np.testing.assert_array_equal(analytic_null_eigenvalues(w, np.array([np.sum(w[0] ** 2)])),
                                   analytic_null_eigenvalues(w))
 
@@ -468,8 +498,8 @@ def test_closed_form_null_with_known_extremes_equals_the_one_that_finds_them():
         w = (w + (0.0, 0.05, 3.0)[trial % 3]).astype(np.float32 if trial % 4 < 2 else np.float64)
         checked = validated_batch(w)
         squares = np.array([np.sum(np.square(m, dtype=np.float64)) for m in checked.values])
-        plain = analytic_null_eigenvalues(checked.values, squares)
-        fast = analytic_null_eigenvalues(checked.values, squares, (checked.highs, checked.lows))
+        plain = analytic_null_eigenvalues(checked.values, squares, min_width=1)
+        fast = analytic_null_eigenvalues(checked.values, squares, (checked.highs, checked.lows), min_width=1)
         outcomes.add(plain is None)
         if plain is None:
             assert fast is None

@@ -34,10 +34,20 @@ Null models (``ScanConfig.null``):
   factor-4 margin no entry can make a trap. The mean is used only when it is clearly below or clearly
   above its transition (θ/(σ²√(NM)) ≤ ``CERTIFY_RATIO`` or ≥ 1/``CERTIFY_RATIO``), where the limit is
   accurate at these sizes. Layers failing either test (heavy-tailed entries: trained layers with outliers,
-  Pareto or Student-t weights; a mean near its transition) get the exact shuffle. The certified null is the
+  Pareto or Student-t weights; a mean near its transition) get the exact shuffle, and so do matrices
+  narrower than ``CLOSED_FORM_MIN_WIDTH`` (256) columns, whose exact null is cheap. The certified null is the
   MP quantiles at plotting positions (i − ½)/M, their top replaced by the expected λ_max (the edge plus the
   mean of the TW₁ law on the Tracy–Widom scale) or by the mean's outlier: a deterministic pseudo-sample that
-  :func:`compare_with_randomized` reads like a shuffled ESD. It costs one pass over the entries (the sum; Σw² is
+  :func:`compare_with_randomized` reads like a shuffled ESD. The k matrices of a pooled batch (a
+  convolution's kernel positions) take interleaved positions (i − 1 + (j + ½)/k)/M, j = 0 … k − 1, so that
+  their union is the pooled law's k·M plotting positions rather than k copies of the same M points.
+  Being smooth, the pseudo-sample lacks the sampling noise of one shuffle, which the 64-bin histogram of
+  ``rand_distance`` sees, so on certified layers ``rand_distance`` comes out lower than with the exact null:
+  measured on 3,381 layers of 147 trained networks and on random-init ResNet-50 and ViT-B/16, by 0.007–0.014
+  on average at M ≥ 256 (largest difference 0.06; two seeds of the shuffle differ by up to 0.05, by 0.001 on
+  average), by 0.015–0.06 on average at M = 128–255 and by 0.03–0.06 below 128, where a layer's few
+  eigenvalues spread over 64 bins (largest 0.25); the k identical copies of a pooled batch raised it by
+  0.04–0.06 on average before the positions were interleaved. Hence the width limit and the interleaving. It costs one pass over the entries (the sum; Σw² is
   the sum of the ESD, and the largest and smallest entries come from the finiteness check of ``esd.validated_batch``).
 """
 
@@ -55,6 +65,8 @@ from scanner.spectra.metrics import near_zero_tolerance
 from scanner.spectra.mp import fit_marchenko_pastur, mp_edges, mp_quantile, tracy_widom_scale
 
 NULL_MODELS = ("exact", "auto")
+CLOSED_FORM_MIN_WIDTH = 256
+"""Narrower matrices (M columns, oriented) always get the exact null (see the module docstring)."""
 CERTIFY_RATIO = 0.25
 """Largest a²/(σ²√(NM)) of a centred entry a for which the closed-form null is used (BBP threshold: 1)."""
 TW1_MEAN = -1.2065
@@ -117,19 +129,21 @@ def shuffled_eigenvalues(batch: NDArray[np.floating], seed: int, *, backend: str
 
 def analytic_null_eigenvalues(batch: NDArray[np.floating], sum_squares: NDArray[np.float64] | None = None,
                               extremes: tuple[NDArray[np.floating], NDArray[np.floating]] | None = None,
-                              ) -> NDArray[np.float64] | None:
-    """The closed-form ESD of the shuffled copies of an oriented batch (k, N, M), pooled, or None when a
-    matrix of the batch is not certified light-tailed (see the module docstring for the law and the
-    certificate). ``sum_squares``: each matrix's Σw² if known (the trace of its Gram matrix, i.e. the sum of
+                              *, min_width: int = CLOSED_FORM_MIN_WIDTH) -> NDArray[np.float64] | None:
+    """The closed-form ESD of the shuffled copies of an oriented batch (k, N, M), pooled, or None when the
+    matrices are narrower than ``min_width`` columns or one of them is not certified light-tailed (see the
+    module docstring for the law, the certificate and the width limit). ``sum_squares``: each matrix's Σw² if known (the trace of its Gram matrix, i.e. the sum of
     its eigenvalues), which saves a pass; ``extremes``: each matrix's largest and smallest entry if known
     (``esd.validated_batch`` finds them), which saves two. Up to three passes over each matrix's entries
     (float64-accumulated sum, max, min; no copy); nothing is shuffled or solved."""
     k, n, m = batch.shape
+    if m < min_width:
+        return None
     q = n / m
     size = n * m
-    positions = (np.arange(m) + 0.5) / m
     parts = []
     for i, w in enumerate(batch):
+        positions = (np.arange(m) + (i + 0.5) / k) / m  # stratified: the k slices' union is the k·M grid
         total = float(np.sum(w, dtype=np.float64))
         squares = float(sum_squares[i]) if sum_squares is not None else float(np.sum(np.square(w, dtype=np.float64)))
         mean = total / size
