@@ -31,13 +31,15 @@ import math
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from scanner.config import ScanConfig
-from scanner.errors import ConfigError
+from scanner.errors import ClusterError, ConfigError
 from scanner.executors import InFlight, ModelError, ModelOutcome
 from scanner.executors.serial import spectra_device
 from scanner.faults import inject_fault
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 FIT_CPUS = 0.5  # CPUs of one fit task; every node keeps FIT_RESERVE of them free of actors
 FIT_RESERVE = 1.0  # at most: a 1-CPU node keeps half of its CPU
 POOL_SYNC_S = 2.0  # how often the pool compares itself with ray.nodes()
+CONNECT_PROBE_S = 10.0  # how long the GCS port of an ``--address`` cluster may take to accept a TCP connection
 RELEASE_WAIT_S = 10.0  # at close, how long the last release calls (weights of committed models) may take
 # Exceptions worth retrying inside the fit task; everything else is final.
 TRANSIENT_IO: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, InterruptedError, BlockingIOError)
@@ -282,12 +285,9 @@ class RayExecutor:
         if not ray.is_initialized():
             self._started_here = True
             if self.address:
-                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+                join_cluster(self.address)
             else:  # "local": a Ray of our own; never join a `ray start` cluster found on the machine
-                gpus = None if self.num_gpus is None else math.ceil(self.num_gpus)
-                with loopback_only(), workers_at_driver_priority():
-                    ray.init(address="local", num_cpus=self.num_cpus, num_gpus=gpus, include_dashboard=False,
-                             log_to_driver=False, logging_level=logging.WARNING)
+                start_local_ray(self.num_cpus, None if self.num_gpus is None else math.ceil(self.num_gpus))
         self._worker_cls = ray.remote(_SpectrumWorker)
         self._fit = ray.remote(_fit).options(num_cpus=FIT_CPUS, max_retries=3, retry_exceptions=list(TRANSIENT_IO))
         self._sync(force=True)
@@ -512,6 +512,130 @@ def plan_prefetch(actors: Sequence[_Actor], model_ids: Sequence[str],
             break
         plans[id(actor)].append(model_id)
     return [(a, tuple(sorted(plans[id(a)], key=order.__getitem__))) for a in started]
+
+
+def join_cluster(address: str) -> None:
+    """``ray.init`` on the cluster at ``address`` (auto, host:port, ray://…), after checking that its GCS port
+    answers: Ray itself retries an address that nothing listens on for minutes, printing a warning every few
+    seconds (a mistyped port kept ``zooscan scan`` waiting for over three minutes).
+
+    Raises:
+        ClusterError: the port does not accept a connection within ``CONNECT_PROBE_S``, or ``ray.init`` failed;
+            the message names the address and what to check.
+    """
+    import ray
+
+    why = unreachable_cluster(address)
+    if why:
+        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {why}; check the address and that the "
+                           f"head node is running (`ray status --address {address}` on this machine must answer)")
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as exc:
+        raise ClusterError(f"could not join the Ray cluster at {address!r}: {_one_line(exc)}; check that this "
+                           "machine runs the cluster's Ray and Python versions (`ray status --address "
+                           f"{address}` must answer)") from exc
+
+
+def unreachable_cluster(address: str, timeout_s: float = CONNECT_PROBE_S) -> str | None:
+    """Why the GCS port of the cluster at ``address`` cannot be reached (one phrase), or None when it accepts a
+    TCP connection within ``timeout_s`` — or when ``address`` is "auto" and Ray finds no cluster to name (then
+    ``ray.init`` says so itself). The address is resolved as ``ray.init`` resolves it (a loopback host becomes
+    this machine's IP, "auto" the last ``ray start`` cluster); a ``ray://`` client address is probed as given."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if address.startswith("ray://"):
+        target: str | None = address.removeprefix("ray://").split("/", 1)[0]
+    else:
+        try:
+            target = canonicalize_bootstrap_address(address)
+        except Exception as exc:  # a malformed address, or "auto" with several clusters recorded
+            return _one_line(exc)
+    if target is None:
+        return None
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except ValueError:
+        return f"{target} has no port number"
+    except OSError as exc:
+        return f"{target} does not accept connections ({exc.strerror or type(exc).__name__})"
+
+
+def start_local_ray(num_cpus: int | None, num_gpus: int | None) -> None:
+    """``ray.init`` of a Ray of this process's own, on loopback (:func:`loopback_only`), its workers at this
+    process's priority (:func:`workers_at_driver_priority`).
+
+    Raises:
+        ClusterError: Ray did not start (e.g. "The current node timed out during startup": on an overloaded
+            machine the raylet gives its agents ~15 s to come up); the message points to Ray's logs and to
+            ``--serial``.
+    """
+    import ray
+
+    before = _ray_children()
+    try:
+        with loopback_only(), workers_at_driver_priority():
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as exc:
+        _stop_processes(_ray_children() - before)
+        logs = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
+        raise ClusterError(f"the local Ray did not start: {_one_line(exc)}; its logs are in {logs} (raylet.out "
+                           "names the cause); on a busy machine try again when it is quieter, or scan in this "
+                           "process with --serial") from exc
+
+
+def _ray_children() -> set[int]:
+    """Process ids of this process's children that run Ray's programs (its package path in their command
+    line); empty where ``/proc`` is absent."""
+    me, found = os.getpid(), set[int]()
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me and b"/ray/" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.add(int(entry))
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+    return found
+
+
+def _stop_processes(pids: set[int], grace_s: float = 5.0) -> None:
+    """SIGTERM the given children of this process, SIGKILL those still running after ``grace_s``, and reap
+    them: what a ``ray.init`` that failed half-way leaves running (its GCS, dashboard, monitors), which
+    ``ray.shutdown`` cannot reach because Ray never recorded the node."""
+    import signal
+
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    left = set(pids)
+    for last_signal in (signal.SIGKILL, None):
+        deadline = time.monotonic() + grace_s
+        while left and time.monotonic() < deadline:
+            for pid in list(left):
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # reaped elsewhere, or not our child
+                    done = pid
+                if done:
+                    left.discard(pid)
+            time.sleep(0.05)
+        if last_signal is not None:
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, last_signal)
+    if left:
+        logger.warning("Ray processes %s did not stop", sorted(left))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -40,6 +40,10 @@ class CatalogError(ScannerError):
     """A catalog file is malformed (missing columns, duplicate ids, bad id syntax)."""
 
 
+class ClusterError(ScannerError):
+    """A Ray cluster could not be started (the local one) or reached (``--address``)."""
+
+
 class SchemaError(ScannerError):
     """A results file does not match the Parquet schema this version writes."""
 

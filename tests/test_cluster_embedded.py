@@ -11,9 +11,11 @@ Its workers run at the scan's own priority (Ray's default niceness 15 made an em
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,3 +74,43 @@ def test_embedded_scan_ignores_a_ray_start_cluster_and_listens_on_loopback_only(
         assert "2 ok, 0 failed" in text
         assert "existing cluster" not in text
     assert {row["status"] for row in models_table(tmp_path / "res", "emb").values()} == {"ok"}
+
+
+_SLOW_AGENTS = '''import os, sys, time
+if any(part in " ".join(sys.argv) for part in ("dashboard/agent.py", "runtime_env/agent/main.py")):
+    time.sleep(float(os.environ["ZOOSCAN_TEST_AGENT_DELAY_S"]))
+'''
+
+
+def test_a_local_ray_that_cannot_start_is_a_one_line_error_and_leaves_no_process(tmp_path):
+    """Ray's agents held back 40 s at start-up (as on an overloaded machine) make the raylet give up after
+    ~15 s. In-process: ``start_local_ray`` raises ClusterError naming Ray's logs and --serial, and stops the
+    GCS, dashboard and monitors that the failed ``ray.init`` left running. Through the CLI (``--timeout-per-model``
+    needs Ray, so no fallback to this process): exit status 1 and one ``error:`` line, no traceback."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SLOW_AGENTS)
+    ray_root = Path(tempfile.mkdtemp(prefix="zr", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
+    env = {**ray_env(ray_root), "ZOOSCAN_TEST_AGENT_DELAY_S": "40",
+           "PYTHONPATH": os.pathsep.join([str(hook), str(Path(__file__).resolve().parents[1])])}
+    probe = ("from scanner.distributed import _ray_children, start_local_ray\nfrom scanner.errors import ClusterError\n"
+             "try:\n    start_local_ray(1, None)\nexcept ClusterError as exc:\n    print('ERROR', exc)\n"
+             "print('LEFT', sorted(_ray_children()))\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+        model = write_mlp(tmp_path / "m.safetensors", seed=0)
+        argv = [sys.executable, "-m", "scanner", "scan", "--models", model, "--results", str(tmp_path / "res"),
+                "--num-cpus", "1", "--no-randomize", "--timeout-per-model", "60"]
+        scan = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(ray_root, ignore_errors=True)
+    lines = out.stdout.splitlines()
+    error = next(line for line in lines if line.startswith("ERROR"))
+    assert "the local Ray did not start: The current node timed out during startup" in error, out.stdout
+    assert "--serial" in error and "raylet.out" in error, out.stdout
+    assert lines[-1] == "LEFT []", out.stdout + out.stderr[-2000:]  # its GCS, dashboard and monitors stopped
+
+    assert scan.returncode == 1, scan.stderr[-3000:]  # the scan command's status for an error before any model
+    assert "Traceback" not in scan.stderr
+    errors = [line for line in scan.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "the local Ray did not start" in errors[0], scan.stderr[-3000:]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +220,45 @@ def test_a_model_is_never_reported_done_unless_its_marker_reads_back(tmp_path, m
     monkeypatch.setattr(ResultStore, "write_model", lambda self, *args, **kwargs: None)  # a store that drops writes
     with pytest.raises(StoreError, match="does not read back"):
         runner.run_serial([lost], FAST, runner.RunOptions(results=str(tmp_path / "res"), scan_id="s"))
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_address_nothing_listens_on_is_named_at_once():
+    """Ray retries such an address for minutes; the probe says why in one phrase (loopback is resolved to this
+    machine's IP, as ``ray.init`` resolves it, so the phrase names that IP)."""
+    from scanner.distributed import unreachable_cluster
+
+    port = _closed_port()
+    why = unreachable_cluster(f"127.0.0.1:{port}", timeout_s=5)
+    assert why is not None and why.endswith("does not accept connections (Connection refused)") and f":{port}" in why
+    assert unreachable_cluster(f"ray://127.0.0.1:{port}", timeout_s=5) == (
+        f"127.0.0.1:{port} does not accept connections (Connection refused)")
+    assert unreachable_cluster("127.0.0.1:notaport", timeout_s=5) is not None
+
+
+def test_an_address_whose_port_answers_passes_the_probe():
+    from ray._private.services import get_node_ip_address
+
+    from scanner.distributed import unreachable_cluster
+
+    with socket.socket() as server:
+        server.bind((get_node_ip_address(), 0))  # where Ray sends a loopback address
+        server.listen()
+        assert unreachable_cluster(f"127.0.0.1:{server.getsockname()[1]}", timeout_s=5) is None
+
+
+def test_scan_on_an_unreachable_cluster_is_a_one_line_error(tmp_path):
+    model = write_mlp(tmp_path / "m.safetensors", seed=0)
+    argv = [sys.executable, "-m", "scanner", "scan", "--models", model, "--results", str(tmp_path / "res"),
+            "--address", f"127.0.0.1:{_closed_port()}", "--no-randomize"]
+    scan = subprocess.run(argv, capture_output=True, text=True, timeout=120,  # Ray alone waited over 3 minutes
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert scan.returncode == 1, scan.stderr[-3000:]  # the scan command's status for an error before any model
+    errors = [line for line in scan.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot reach the Ray cluster at '127.0.0.1:" in errors[0], scan.stderr[-3000:]
+    assert "ray status --address" in errors[0] and "Traceback" not in scan.stderr
