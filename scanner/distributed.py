@@ -31,7 +31,6 @@ import math
 import os
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -515,7 +514,7 @@ def plan_prefetch(actors: Sequence[_Actor], model_ids: Sequence[str],
 
 
 def join_cluster(address: str) -> None:
-    """``ray.init`` on the cluster at ``address`` (auto, host:port, ray://…), after checking that its GCS port
+    """``ray.init`` on the cluster at ``address`` (auto, host:port, ray://…), after checking that its port
     answers: Ray itself retries an address that nothing listens on for minutes, printing a warning every few
     seconds (a mistyped port kept ``zooscan scan`` waiting for over three minutes).
 
@@ -525,40 +524,58 @@ def join_cluster(address: str) -> None:
     """
     import ray
 
+    client = "://" in _effective_address(address)
+    check = ("that the cluster's Ray client server is running" if client else
+             f"that the head node is running (`ray status --address {address}` on this machine must answer)")
     why = unreachable_cluster(address)
     if why:
-        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {why}; check the address and that the "
-                           f"head node is running (`ray status --address {address}` on this machine must answer)")
+        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {why}; check the address and {check}")
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as exc:
-        raise ClusterError(f"could not join the Ray cluster at {address!r}: {_one_line(exc)}; check that this "
-                           "machine runs the cluster's Ray and Python versions (`ray status --address "
-                           f"{address}` must answer)") from exc
+        raise ClusterError(f"could not join the Ray cluster at {address!r}: {_one_line(exc)}; check {check}, with "
+                           "the cluster's Ray and Python versions on this machine") from exc
+
+
+def _effective_address(address: str) -> str:
+    """The address ``ray.init`` acts on: "auto" means ``RAY_ADDRESS`` when that is set."""
+    return (os.environ.get("RAY_ADDRESS", "").strip() or address) if address == "auto" else address
 
 
 def unreachable_cluster(address: str, timeout_s: float = CONNECT_PROBE_S) -> str | None:
-    """Why the GCS port of the cluster at ``address`` cannot be reached (one phrase), or None when it accepts a
-    TCP connection within ``timeout_s`` — or when ``address`` is "auto" and Ray finds no cluster to name (then
-    ``ray.init`` says so itself). The address is resolved as ``ray.init`` resolves it (a loopback host becomes
-    this machine's IP, "auto" the last ``ray start`` cluster); a ``ray://`` client address is probed as given."""
+    """Why the cluster at ``address`` cannot be reached (one phrase), or None when its port accepts a TCP
+    connection within ``timeout_s``.
+
+    The address is resolved as ``ray.init`` resolves it: "auto" is ``RAY_ADDRESS`` when set, else the last
+    ``ray start`` cluster of this machine (none found: Ray's own message is the phrase); a loopback host becomes
+    this machine's IP, where Ray connects. A client address (``ray://host:port``) is probed at host:port; other
+    ``scheme://`` addresses are left to ``ray.init`` (None)."""
     from ray._private.services import canonicalize_bootstrap_address
 
-    if address.startswith("ray://"):
-        target: str | None = address.removeprefix("ray://").split("/", 1)[0]
+    resolved = _effective_address(address)
+    if "://" in resolved:
+        if not resolved.startswith("ray://"):
+            return None
+        target: str | None = resolved.removeprefix("ray://").split("/", 1)[0]
     else:
+        services_log = logging.getLogger("ray._private.services")
+        quiet, services_log.disabled = services_log.disabled, True  # it logs a traceback for a malformed address
         try:
-            target = canonicalize_bootstrap_address(address)
-        except Exception as exc:  # a malformed address, or "auto" with several clusters recorded
+            target = canonicalize_bootstrap_address(resolved)
+        except Exception as exc:  # malformed, or "auto" and no cluster found
             return _one_line(exc)
+        finally:
+            services_log.disabled = quiet
     if target is None:
         return None
-    host, _, port = target.rpartition(":")
+    host, _, port_text = target.rpartition(":")
+    if not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        return f"{target} has no valid port number"
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
             return None
-    except ValueError:
-        return f"{target} has no port number"
+    except UnicodeError as exc:  # an invalid host name (IDNA)
+        return f"{target} has an invalid host name ({exc})"
     except OSError as exc:
         return f"{target} does not accept connections ({exc.strerror or type(exc).__name__})"
 
@@ -570,9 +587,12 @@ def start_local_ray(num_cpus: int | None, num_gpus: int | None) -> None:
     Raises:
         ClusterError: Ray did not start (e.g. "The current node timed out during startup": on an overloaded
             machine the raylet gives its agents ~15 s to come up); the message points to Ray's logs and to
-            ``--serial``.
+            ``--serial``. The Ray processes the failed start left running (GCS, dashboard, monitors) are
+            stopped first; the raylet's agents (the slow starters) exit by themselves once they run and find
+            the raylet gone (seen: within seconds of waking).
     """
     import ray
+    from ray._common.utils import get_default_ray_temp_dir
 
     before = _ray_children()
     try:
@@ -581,15 +601,23 @@ def start_local_ray(num_cpus: int | None, num_gpus: int | None) -> None:
                      log_to_driver=False, logging_level=logging.WARNING)
     except Exception as exc:
         _stop_processes(_ray_children() - before)
-        logs = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
+        logs = Path(get_default_ray_temp_dir()) / "session_latest" / "logs"
         raise ClusterError(f"the local Ray did not start: {_one_line(exc)}; its logs are in {logs} (raylet.out "
                            "names the cause); on a busy machine try again when it is quieter, or scan in this "
                            "process with --serial") from exc
 
 
+RAY_BINARIES = ("raylet", "gcs_server")
+"""Ray's native programs: matched by name when they have exited and wait to be reaped (a zombie has no
+command line)."""
+
+
 def _ray_children() -> set[int]:
-    """Process ids of this process's children that run Ray's programs (its package path in their command
-    line); empty where ``/proc`` is absent."""
+    """Process ids of this process's children that run Ray's programs (Ray's package folder in their command
+    line), and exited children named like Ray's native programs; empty where ``/proc`` is absent."""
+    import ray
+
+    package = os.path.dirname(os.path.abspath(ray.__file__)).encode() + b"/"
     me, found = os.getpid(), set[int]()
     try:
         entries = [e for e in os.listdir("/proc") if e.isdigit()]
@@ -598,7 +626,11 @@ def _ray_children() -> set[int]:
     for entry in entries:
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me and b"/ray/" in Path(f"/proc/{entry}/cmdline").read_bytes():
+            comm, _, rest = stat.partition("(")[2].rpartition(")")
+            state, ppid = rest.split()[:2]
+            if int(ppid) != me:
+                continue
+            if package in Path(f"/proc/{entry}/cmdline").read_bytes() or (state == "Z" and comm in RAY_BINARIES):
                 found.add(int(entry))
         except (OSError, IndexError, ValueError):  # gone meanwhile
             continue

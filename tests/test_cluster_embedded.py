@@ -82,6 +82,26 @@ if any(part in " ".join(sys.argv) for part in ("dashboard/agent.py", "runtime_en
 '''
 
 
+def _processes_naming(folder: Path, settle_s: float) -> list[str]:
+    """Command lines of the processes that still name ``folder`` (Ray's temp root: every Ray process of that
+    session has it in its arguments) once ``settle_s`` has passed or none is left."""
+    needle = str(folder).encode()
+    deadline = time.monotonic() + settle_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if needle in cmdline:
+                    found.append(cmdline.replace(b"\0", b" ").decode(errors="replace")[:200])
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def test_a_local_ray_that_cannot_start_is_a_one_line_error_and_leaves_no_process(tmp_path):
     """Ray's agents held back 40 s at start-up (as on an overloaded machine) make the raylet give up after
     ~15 s. In-process: ``start_local_ray`` raises ClusterError naming Ray's logs and --serial, and stops the
@@ -98,6 +118,8 @@ def test_a_local_ray_that_cannot_start_is_a_one_line_error_and_leaves_no_process
              "print('LEFT', sorted(_ray_children()))\n")
     try:
         out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+        # its raylet's agents (grandchildren, held back 40 s) exit by themselves once they wake: within a minute
+        left = _processes_naming(ray_root, settle_s=90)
         model = write_mlp(tmp_path / "m.safetensors", seed=0)
         argv = [sys.executable, "-m", "scanner", "scan", "--models", model, "--results", str(tmp_path / "res"),
                 "--num-cpus", "1", "--no-randomize", "--timeout-per-model", "60"]
@@ -109,6 +131,7 @@ def test_a_local_ray_that_cannot_start_is_a_one_line_error_and_leaves_no_process
     assert "the local Ray did not start: The current node timed out during startup" in error, out.stdout
     assert "--serial" in error and "raylet.out" in error, out.stdout
     assert lines[-1] == "LEFT []", out.stdout + out.stderr[-2000:]  # its GCS, dashboard and monitors stopped
+    assert left == [], left
 
     assert scan.returncode == 1, scan.stderr[-3000:]  # the scan command's status for an error before any model
     assert "Traceback" not in scan.stderr

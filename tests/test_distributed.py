@@ -262,3 +262,22 @@ def test_scan_on_an_unreachable_cluster_is_a_one_line_error(tmp_path):
     errors = [line for line in scan.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach the Ray cluster at '127.0.0.1:" in errors[0], scan.stderr[-3000:]
     assert "ray status --address" in errors[0] and "Traceback" not in scan.stderr
+
+
+def test_the_probe_reads_addresses_as_ray_init_does(monkeypatch, capfd):
+    """"auto" is RAY_ADDRESS when set (a client address there is probed at its host:port, not refused as
+    malformed); a malformed address, an out-of-range port and an invalid host name are each named, and Ray's
+    traceback for the malformed one is not printed."""
+    from scanner.distributed import join_cluster, unreachable_cluster
+
+    port = _closed_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    assert unreachable_cluster("auto", timeout_s=5) == f"127.0.0.1:{port} does not accept connections (Connection refused)"
+    with pytest.raises(distributed.ClusterError, match="Ray client server is running") as caught:
+        join_cluster("auto")
+    assert "ray status" not in str(caught.value)
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert (unreachable_cluster("127.0.0.1:70000", timeout_s=5) or "").endswith(":70000 has no valid port number")
+    assert "has an invalid host name" in (unreachable_cluster("a..b:6379", timeout_s=5) or "")
+    assert unreachable_cluster(":6379", timeout_s=5)
+    assert "Traceback" not in capfd.readouterr().err

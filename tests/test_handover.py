@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from scanner.config import ScanConfig
-from scanner.errors import ConfigError
+from scanner.errors import ClusterError, ConfigError
 from scanner.executors import InFlight, ModelError, ModelOutcome
 from scanner.executors.handover import HandoverExecutor, handover_applies, projected_seconds
 from scanner.executors.serial import SerialExecutor
@@ -167,6 +167,19 @@ def test_a_ray_that_fails_to_start_otherwise_leaves_the_scan_to_the_driver(tmp_p
     assert [r.getMessage() for r in caplog.records if "did not start" in r.getMessage()] == [
         "the local Ray did not start (RuntimeError: the raylet did not register within 30 s); scanning every model "
         "in this process instead"]
+
+
+def test_a_local_ray_start_error_of_zooscan_is_warned_in_its_own_words(tmp_path, models, caplog) -> None:
+    gate = threading.Event()
+    gate.set()
+    error = ClusterError("the local Ray did not start: The current node timed out during startup; its logs are in "
+                         "/tmp/ray/session_latest/logs")
+    executor = HandoverExecutor(CountingLocal(threading.Event(), after=99), FakeRemote(gate, fail=error),
+                                start_after_s=0)
+    stats = run_scan(models, FAST, RunOptions(str(tmp_path), "f"), executor)
+    assert (stats.ok, stats.failed, stats.runner) == (len(models), 0, "serial")
+    assert [r.getMessage() for r in caplog.records if "did not start" in r.getMessage()] == [
+        f"{error}; scanning every model in this process instead"]
 
 
 def test_the_projection_is_the_pace_of_the_finished_models_or_of_the_running_one_when_slower() -> None:

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, ScannerError
 from scanner.executors import Executor, InFlight, ModelOutcome
 
 logger = logging.getLogger(__name__)
@@ -123,9 +123,14 @@ class HandoverExecutor:
             return True
         if isinstance(error, ConfigError) or not isinstance(error, Exception):
             raise error
-        self.fallback = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
-        logger.warning("the local Ray did not start (%s); scanning every model in this process instead",
-                       self.fallback)
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        if isinstance(error, ScannerError):  # zooscan's own message, which says what failed
+            self.fallback = first_line
+            logger.warning("%s; scanning every model in this process instead", self.fallback)
+        else:
+            self.fallback = f"{type(error).__name__}: {first_line}"
+            logger.warning("the local Ray did not start (%s); scanning every model in this process instead",
+                           self.fallback)
         return False
 
     def _up(self) -> bool:
