@@ -19,6 +19,11 @@ DEVICES = ("auto", "cpu", "cuda")
 # Options that change where or how fast a scan runs, never its results: left out of ``config_hash``.
 NOT_HASHED = ("device", "save_spectra", "threads", "cache_dir", "cache_max_gb", "keep_weights", "prefetch")
 NULL_MODELS = ("auto", "exact")
+RESULTS_REVISION = 2
+"""Part of ``config_hash``: raised whenever the same options give different numbers, so that a scan begun by
+an earlier version is not resumed with rows of this one (the store refuses a different hash). 2: the
+randomization test's closed-form null only for matrices of ≥ 256 columns, and interleaved plotting positions
+across a pooled batch (``rand_distance`` and trap counts of such layers changed); 1: before (not hashed)."""
 
 
 def _require(ok: bool, name: str, allowed: str, value: object) -> None:
@@ -118,6 +123,8 @@ class ScanConfig:
         return cls(**values)  # type: ignore[arg-type]
 
     def config_hash(self) -> str:
-        """A short, stable digest of the options that change results (those in ``NOT_HASHED`` left out)."""
+        """A short, stable digest of the options that change results (those in ``NOT_HASHED`` left out) and
+        of ``RESULTS_REVISION``."""
         payload = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        payload["results_revision"] = RESULTS_REVISION
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -188,6 +188,16 @@ def test_run_in_order_calls_zero_byte_steps_here_and_keeps_them_in_order():
     assert all(where[i] != here for i in range(0, 10, 2))
 
 
+def test_the_results_revision_is_part_of_the_config_hash(monkeypatch):
+    """A version whose numbers differ for the same options raises ``RESULTS_REVISION``; the store then refuses
+    to resume a scan begun by an earlier version (it compares config hashes)."""
+    from scanner import config as config_module
+
+    before = ScanConfig().config_hash()
+    monkeypatch.setattr(config_module, "RESULTS_REVISION", config_module.RESULTS_REVISION + 1)
+    assert ScanConfig().config_hash() != before
+
+
 def test_threads_option_is_validated_and_does_not_change_the_config_hash(monkeypatch):
     from scanner.errors import ConfigError
 
