@@ -45,7 +45,7 @@ Null models (``ScanConfig.null``):
   ``rand_distance`` sees, so on certified layers ``rand_distance`` comes out lower than with the exact null:
   measured on 3,381 layers of 147 trained networks and on random-init ResNet-50 and ViT-B/16, by 0.007–0.014
   on average at M ≥ 256 (largest difference 0.06; two seeds of the shuffle differ by up to 0.05, by 0.001 on
-  average), by 0.015–0.06 on average at M = 128–255 and by 0.03–0.06 below 128, where a layer's few
+  average), by 0.015–0.06 on average at M = 128–255 and by 0.025–0.06 below 128, where a layer's few
   eigenvalues spread over 64 bins (largest 0.25); the k identical copies of a pooled batch raised it by
   0.04–0.06 on average before the positions were interleaved. Hence the width limit and the interleaving. It costs one pass over the entries (the sum; Σw² is
   the sum of the ESD, and the largest and smallest entries come from the finiteness check of ``esd.validated_batch``).
