@@ -186,6 +186,7 @@ def test_matrices_narrower_than_the_width_limit_get_the_exact_null():
     assert analytic_null_eigenvalues(narrow, min_width=1) is not None  # certified: only the width decides
     np.testing.assert_array_equal(null_eigenvalues(narrow, 3, null="auto"), shuffled_eigenvalues(narrow, 3))
     assert analytic_null_eigenvalues(wide) is not None
+    assert CLOSED_FORM_MIN_WIDTH == 256  # the validated limit (bench/results/null_validation.md)
 
 
 def test_pooled_matrices_take_interleaved_plotting_positions():
