@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner import schema, storage_lock
-from scanner.config import ScanConfig
+from scanner.config import NOT_HASHED, RESULTS_REVISION, ScanConfig
 from scanner.errors import SchemaError, StoreError
 from scanner.records import LayerResult, ModelResult, Status
 from scanner.storage import Storage, open_storage, pid_alive, tmp_writer
@@ -182,7 +182,8 @@ class ResultStore:
             scheme = self._check_orphan_rows(config_hash)
             manifest: dict[str, Any] = {
                 "scan_id": self.scan_id, "schema_version": schema.SCHEMA_VERSION, "scanner_version": __version__,
-                "config": config.to_dict(), "config_hash": config_hash, "catalog": dict(catalog_info),
+                "config": config.to_dict(), "config_hash": config_hash, "results_revision": RESULTS_REVISION,
+                "catalog": dict(catalog_info),
                 "host": dict(host_info), "started_at": _utcnow().isoformat(), "finished_at": None, "stats": None,
                 "resumed_at": [], "key_scheme": scheme,
             }
@@ -198,6 +199,13 @@ class ResultStore:
                 "one scan must share one schema. Start a new scan_id (old scans stay queryable)."
             )
         if manifest.get("config_hash") != config_hash:
+            if _same_options(manifest.get("config"), config):
+                raise StoreError(
+                    f"scan {self.scan_id!r} in {self.root} was made by an earlier zooscan whose numbers differ "
+                    f"for these options (results revision {manifest.get('results_revision', 1)}, this one "
+                    f"{RESULTS_REVISION}); its rows cannot be resumed with this version's. Choose a new scan_id "
+                    "(the old scan stays queryable)."
+                )
             raise StoreError(
                 f"scan {self.scan_id!r} in {self.root} was made with config_hash "
                 f"{manifest.get('config_hash')!r}, but this run has {config_hash!r}. Resume with the same "
@@ -381,3 +389,11 @@ def verify(root: str | os.PathLike[str] | Storage, **options: Any) -> Any:
     from scanner.storage_verify import verify as run
 
     return run(root, **options)
+
+
+def _same_options(recorded: object, config: ScanConfig) -> bool:
+    """Whether a manifest's recorded options equal ``config`` in every option that is hashed."""
+    if not isinstance(recorded, dict):
+        return False
+    mine = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in NOT_HASHED}, default=str))
+    return all(k in recorded and recorded[k] == v for k, v in mine.items())

@@ -34,16 +34,19 @@ scan() {
         return $rc
     fi
 }
-scan --models "${present[@]}" --results results --scan-id registry-zoo-default --max-failed-fraction 1
-scan cifar10_resnet --results results --scan-id shared-zoo-cifar10
-scan ai8x_maxim --results results --scan-id shared-zoo-ai8x
+#    Scan ids carry zooscan's results revision: a version whose numbers differ starts new scans beside the old
+#    ones (which stay queryable) instead of refusing to resume them.
+rev=$(.venv/bin/python -c "from scanner.config import RESULTS_REVISION; print(RESULTS_REVISION)")
+scan --models "${present[@]}" --results results --scan-id "registry-zoo-default-r$rev" --max-failed-fraction 1
+scan cifar10_resnet --results results --scan-id "shared-zoo-cifar10-r$rev"
+scan ai8x_maxim --results results --scan-id "shared-zoo-ai8x-r$rev"
 
 # 3. Results: status, per-family rankings beside the published metric (with Kendall tau), correlations, report.
 .venv/bin/zooscan query status_overview --results results
 .venv/bin/zooscan zoo rank registry_zoo --results results --metric alpha_hat
 .venv/bin/zooscan query rank_models --results results --param metric=alpha_hat
 .venv/bin/zooscan query metric_accuracy_correlation --results results --param min_models=3
-.venv/bin/zooscan report results/registry-zoo-default results/shared-zoo-cifar10 results/shared-zoo-ai8x \
+.venv/bin/zooscan report "results/registry-zoo-default-r$rev" "results/shared-zoo-cifar10-r$rev" "results/shared-zoo-ai8x-r$rev" \
     --output results/report --title "zooscan report: registry zoo (default subset) and the shared zoo"
 echo "report: open results/report/index.html"
 echo "main job: $(( $(date +%s) - start )) s"

@@ -117,6 +117,20 @@ def test_resume_keeps_done_keys_and_refuses_other_config(tmp_path) -> None:
     assert "new scan_id" in str(info.value)
 
 
+def test_a_scan_of_an_earlier_results_revision_is_named_as_such(tmp_path, monkeypatch) -> None:
+    """Same options, numbers of an earlier version: refused, saying so (not "use the same options")."""
+    from scanner import config as config_module
+    from scanner import store as store_module
+
+    _open(tmp_path)
+    assert json.loads((tmp_path / "s1" / "scan.json").read_text())["results_revision"] == config_module.RESULTS_REVISION
+    newer = config_module.RESULTS_REVISION + 1
+    monkeypatch.setattr(config_module, "RESULTS_REVISION", newer)
+    monkeypatch.setattr(store_module, "RESULTS_REVISION", newer)
+    with pytest.raises(StoreError, match=rf"earlier zooscan .*results revision {newer - 1}, this one {newer}"):
+        _open(tmp_path)
+
+
 def test_device_only_change_is_the_same_scan(tmp_path) -> None:
     _open(tmp_path, config=ScanConfig(device="cpu"))
     _open(tmp_path, config=ScanConfig(device="cuda"))  # device is excluded from config_hash
