@@ -56,14 +56,6 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def one_line(exc: BaseException) -> str:
-    """The exception as one line: its message with newlines folded (the class name when it has none)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
-        text = f"{text}: {exc.filename}"
-    return text
-
-
 def _silence_stdout() -> None:
     """After a closed pipe (``zooscan ls | head``): point stdout at /dev/null so the exit flush is quiet."""
     import os
@@ -115,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug or not isinstance(exc, user_error_types()):
             raise
+        from scanner.errors import one_line
+
         print(f"error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
         return 2
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.config import ScanConfig
-from scanner.errors import ClusterError, ConfigError
+from scanner.errors import ClusterError, ConfigError, one_line
 from scanner.executors import InFlight, ModelError, ModelOutcome
 from scanner.executors.serial import spectra_device
 from scanner.faults import inject_fault
@@ -533,7 +533,7 @@ def join_cluster(address: str) -> None:
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as exc:
-        raise ClusterError(f"could not join the Ray cluster at {address!r}: {_one_line(exc)}; check {check}, with "
+        raise ClusterError(f"could not join the Ray cluster at {address!r}: {one_line(exc)}; check {check}, with "
                            "the cluster's Ray and Python versions on this machine") from exc
 
 
@@ -563,7 +563,7 @@ def unreachable_cluster(address: str, timeout_s: float = CONNECT_PROBE_S) -> str
         try:
             target = canonicalize_bootstrap_address(resolved)
         except Exception as exc:  # malformed, or "auto" and no cluster found
-            return _one_line(exc)
+            return one_line(exc)
         finally:
             services_log.disabled = quiet
     if target is None:
@@ -602,7 +602,7 @@ def start_local_ray(num_cpus: int | None, num_gpus: int | None) -> None:
     except Exception as exc:
         _stop_processes(_ray_children() - before)
         logs = Path(get_default_ray_temp_dir()) / "session_latest" / "logs"
-        raise ClusterError(f"the local Ray did not start: {_one_line(exc)}; its logs are in {logs} (raylet.out "
+        raise ClusterError(f"the local Ray did not start: {one_line(exc)}; its logs are in {logs} (raylet.out "
                            "names the cause); on a busy machine try again when it is quieter, or scan in this "
                            "process with --serial") from exc
 
@@ -664,10 +664,6 @@ def _stop_processes(pids: set[int], grace_s: float = 5.0) -> None:
                     os.kill(pid, last_signal)
     if left:
         logger.warning("Ray processes %s did not stop", sorted(left))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Exception classes of zooscan.
+"""Exception classes of zooscan, and ``one_line``, how one is shown to a user.
 
 Raise the most specific class inside a layer of the stack. Only ``scanner.scan`` (per layer, and per model
 for a model it cannot open) and the scan driver ``scanner.runner.run_scan`` (per model, for errors an
@@ -54,3 +54,11 @@ class StoreError(ScannerError):
 
 class QueryError(ScannerError, ValueError):
     """A named SQL query is unknown, malformed, or was given a parameter it does not declare."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception as one line: its message with newlines folded (the class name when it has none)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    return text
