@@ -47,8 +47,9 @@ Null models (``ScanConfig.null``):
   on average at M ≥ 256 (largest difference 0.06; two seeds of the shuffle differ by up to 0.05, by 0.001 on
   average), by 0.015–0.06 on average at M = 128–255 and by 0.025–0.06 below 128, where a layer's few
   eigenvalues spread over 64 bins (largest 0.25); the k identical copies of a pooled batch raised it by
-  0.04–0.06 on average before the positions were interleaved. Hence the width limit and the interleaving. It costs one pass over the entries (the sum; Σw² is
-  the sum of the ESD, and the largest and smallest entries come from the finiteness check of ``esd.validated_batch``).
+  0.04–0.06 on average before the positions were interleaved. Hence the width limit and the interleaving.
+  It costs one pass over the entries (the sum; Σw² is the sum of the ESD, and the largest and smallest
+  entries come from the finiteness check of ``esd.validated_batch``).
 """
 
 from __future__ import annotations
@@ -132,10 +133,11 @@ def analytic_null_eigenvalues(batch: NDArray[np.floating], sum_squares: NDArray[
                               *, min_width: int = CLOSED_FORM_MIN_WIDTH) -> NDArray[np.float64] | None:
     """The closed-form ESD of the shuffled copies of an oriented batch (k, N, M), pooled, or None when the
     matrices are narrower than ``min_width`` columns or one of them is not certified light-tailed (see the
-    module docstring for the law, the certificate and the width limit). ``sum_squares``: each matrix's Σw² if known (the trace of its Gram matrix, i.e. the sum of
-    its eigenvalues), which saves a pass; ``extremes``: each matrix's largest and smallest entry if known
-    (``esd.validated_batch`` finds them), which saves two. Up to three passes over each matrix's entries
-    (float64-accumulated sum, max, min; no copy); nothing is shuffled or solved."""
+    module docstring for the law, the certificate and the width limit). ``sum_squares``: each matrix's Σw²
+    if known (the trace of its Gram matrix, i.e. the sum of its eigenvalues), which saves a pass;
+    ``extremes``: each matrix's largest and smallest entry if known (``esd.validated_batch`` finds them),
+    which saves two. Up to three passes over each matrix's entries (float64-accumulated sum, max, min; no
+    copy); nothing is shuffled or solved."""
     k, n, m = batch.shape
     if m < min_width:
         return None
