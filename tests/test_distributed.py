@@ -19,6 +19,7 @@ from scanner.executors import ModelError
 from scanner.faults import InjectedFault, inject_fault, parse_faults
 from scanner.records import Status
 from scanner.store import ResultStore
+from tests._ray_nodes import free_port
 
 FAST = ScanConfig(randomize=False)
 
@@ -222,18 +223,12 @@ def test_a_model_is_never_reported_done_unless_its_marker_reads_back(tmp_path, m
         runner.run_serial([lost], FAST, runner.RunOptions(results=str(tmp_path / "res"), scan_id="s"))
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_an_address_nothing_listens_on_is_named_at_once():
     """Ray retries such an address for minutes; the probe says why in one phrase (loopback is resolved to this
     machine's IP, as ``ray.init`` resolves it, so the phrase names that IP)."""
     from scanner.distributed import unreachable_cluster
 
-    port = _closed_port()
+    port = free_port()
     why = unreachable_cluster(f"127.0.0.1:{port}", timeout_s=5)
     assert why is not None and why.endswith("does not accept connections (Connection refused)") and f":{port}" in why
     assert unreachable_cluster(f"ray://127.0.0.1:{port}", timeout_s=5) == (
@@ -255,7 +250,7 @@ def test_an_address_whose_port_answers_passes_the_probe():
 def test_scan_on_an_unreachable_cluster_is_a_one_line_error(tmp_path):
     model = write_mlp(tmp_path / "m.safetensors", seed=0)
     argv = [sys.executable, "-m", "scanner", "scan", "--models", model, "--results", str(tmp_path / "res"),
-            "--address", f"127.0.0.1:{_closed_port()}", "--no-randomize"]
+            "--address", f"127.0.0.1:{free_port()}", "--no-randomize"]
     scan = subprocess.run(argv, capture_output=True, text=True, timeout=120,  # Ray alone waited over 3 minutes
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert scan.returncode == 1, scan.stderr[-3000:]  # the scan command's status for an error before any model
@@ -270,7 +265,7 @@ def test_the_probe_reads_addresses_as_ray_init_does(monkeypatch, capfd):
     traceback for the malformed one is not printed."""
     from scanner.distributed import join_cluster, unreachable_cluster
 
-    port = _closed_port()
+    port = free_port()
     monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
     assert unreachable_cluster("auto", timeout_s=5) == f"127.0.0.1:{port} does not accept connections (Connection refused)"
     with pytest.raises(distributed.ClusterError, match="Ray client server is running") as caught:
