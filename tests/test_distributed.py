@@ -177,6 +177,35 @@ def test_only_distributed_imports_ray():
     assert result.stdout.strip() == "False"  # ray is imported inside the Ray executor only
 
 
+def test_a_fit_task_never_imports_torch(tmp_path):
+    """The fit worker runs numpy/scipy fits only: importing torch there cost ~1.3 CPU-s and ~470 MB per node.
+    A spectrum actor's output, pickled as Ray ships it, is fitted in a fresh process (the warm-up task first)."""
+    import pickle
+
+    from scanner.scan import compute_spectra
+
+    model = write_mlp(tmp_path / "m.safetensors", seed=3)
+    output = distributed.WorkerOutput(compute_spectra(model, ScanConfig()), "host", "cpu")
+    (tmp_path / "output.pkl").write_bytes(pickle.dumps(output))
+    code = ("import pickle, sys\nfrom scanner.config import ScanConfig\n"
+            "from scanner.distributed import _fit, _warm_fit_worker\n_warm_fit_worker()\n"
+            f"outcome = _fit(pickle.loads(open({str(tmp_path / 'output.pkl')!r}, 'rb').read()), ScanConfig(), {{}}, '')\n"
+            "print(outcome.scan is not None and len(outcome.scan.layers), 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["2", "False"], result.stdout + result.stderr
+
+
+def test_set_torch_threads_pins_a_loaded_torch():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        distributed.set_torch_threads(1, only_if_loaded=True)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_distributed_re_exports_nothing_it_does_not_define():
     assert not hasattr(distributed, "__all__")
     for name in ("RunOptions", "ScanStats", "run_serial", "parse_faults", "FAULTS_ENV", "InjectedFault"):
