@@ -121,7 +121,9 @@ def dequantized_int8(w: np.ndarray, axis: int = 0) -> np.ndarray:
 
 # ---------------------------------------------------------------- TFLite (flatbuffers, schema field slots)
 def write_tflite(  # noqa: C901 (one flatbuffer, written table by table)
-    weights: dict[str, np.ndarray], path: Path, *, int8_fc: bool = False, fp16: bool = False) -> Path:
+    weights: dict[str, np.ndarray], path: Path, *, int8_fc: bool = False, fp16: bool = False,
+    bad_opcode: bool = False) -> Path:
+    """``bad_opcode``: the last operator names an operator code past the end of the table (a corrupt file)."""
     import flatbuffers
 
     b = flatbuffers.Builder(1024)
@@ -169,7 +171,7 @@ def write_tflite(  # noqa: C901 (one flatbuffer, written table by table)
     e = act("e")
     ops.append((4, [weight("emb", weights["emb"]), x], [e]))
     o = act("o")
-    ops.append((2, [e, weight("out", weights["out"]), -1], [o]))
+    ops.append((len(codes) + 5 if bad_opcode else 2, [e, weight("out", weights["out"]), -1], [o]))
 
     def vec_int(values: list[int], start: object) -> int:
         start(b, len(values))  # type: ignore[operator]

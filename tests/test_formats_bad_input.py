@@ -125,6 +125,9 @@ def test_truncated_and_lying_files_fail_with_a_reason(tmp_path: Path) -> None:
     tfl = fw.write_tflite(weights, tmp_path / "n.tflite")
     tfl.write_bytes(tfl.read_bytes()[: tfl.stat().st_size // 2])
     _one_line_error(f"file:{tfl}", str(tfl))
+    # TFLite operator naming an operator code the table does not have
+    _one_line_error(f"file:{fw.write_tflite(weights, tmp_path / 'op.tflite', bad_opcode=True)}",
+                    "names operator code 11 of 6; the file is corrupt")
     # TFJS manifest declaring more than its shards hold
     model_json = fw.write_tfjs(weights, tmp_path / "tfjs")
     model = json.loads(model_json.read_text())

@@ -41,9 +41,14 @@ _LSTM_OPS = {16: "LSTM", 44: "UNIDIRECTIONAL_SEQUENCE_LSTM"}
 _DEQUANTIZE = 6
 
 
-def _op_code(model: Any, op: Any) -> int:
-    code = model.OperatorCodes(op.OpcodeIndex())
-    return max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
+def _op_codes(model: Any) -> list[int]:
+    """The builtin code of each entry of the model's operator-code table (read once: an operator names its code
+    by index, and reading the table entry again for each operator cost more than the rest of ``_roles``)."""
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        codes.append(max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode())))
+    return codes
 
 
 class _Tensors:
@@ -97,16 +102,21 @@ class _Tensors:
 def _roles(tensors: _Tensors) -> dict[int, tuple[str, str, Any]]:
     """tensor index -> (role, op name, op) of the weight operands, looking back through DEQUANTIZE."""
     model, graph = tensors.model, tensors.graph
-    dequant_source: dict[int, int] = {}
+    table = _op_codes(model)
+    ops = []  # (code, inputs, outputs, op) of every operator, each field read once
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
-        if _op_code(model, op) == _DEQUANTIZE and op.InputsLength() and op.OutputsLength():
-            dequant_source[int(op.Outputs(0))] = int(op.Inputs(0))
+        index = int(op.OpcodeIndex())
+        if not 0 <= index < len(table):
+            raise SourceError(f"{tensors.path}: operator {i} names operator code {index} of {len(table)}; the file "
+                              "is corrupt")
+        inputs = op.InputsAsNumpy().tolist() if op.InputsLength() else []
+        outputs = op.OutputsAsNumpy().tolist() if op.OutputsLength() else []
+        ops.append((table[index], inputs, outputs, op))
+    dequant_source = {outputs[0]: inputs[0] for code, inputs, outputs, _ in ops
+                      if code == _DEQUANTIZE and inputs and outputs}
     roles: dict[int, tuple[str, str, Any]] = {}
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        code = _op_code(model, op)
-        inputs = [int(op.Inputs(j)) for j in range(op.InputsLength())]
+    for code, inputs, _, op in ops:
         if code in _LSTM_OPS:
             for j in range(1, 9):
                 if j < len(inputs) and inputs[j] >= 0:
