@@ -89,6 +89,41 @@ def test_digest_is_sha256_of_the_file_and_num_params_counts_float_weights(tmp_pa
     assert sorted(names) == sorted(tensors) and source.num_params == 16
 
 
+def test_the_file_digest_is_computed_beside_the_tensors_and_survives_a_stop(tmp_path: Path) -> None:
+    import time
+
+    from scanner.sources.base import FilesDigest
+
+    parts = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    for i, part in enumerate(parts):
+        part.write_bytes(np.random.default_rng(i).bytes(3 << 20))  # less than one chunk, then the next file
+    expected = hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
+    early = FilesDigest([str(p) for p in parts])
+    early.start()
+    deadline = time.monotonic() + 30
+    while early._thread is not None and early._thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    moved = [p.rename(p.with_suffix(".moved")) for p in parts]  # gone: only a value computed on the thread is left
+    assert early.value() == expected
+    for old, new in zip(parts, moved, strict=True):
+        new.rename(old)
+    stopped = FilesDigest([str(p) for p in parts])
+    stopped.stop()  # a model given up: the thread ends at once; the value is then computed on demand
+    stopped.start()
+    assert stopped.value() == expected
+    missing = FilesDigest([str(tmp_path / "nothing.bin")])
+    missing.start()
+    with pytest.raises(FileNotFoundError):
+        missing.value()
+    # a source starts its digest with its first tensor
+    path = tmp_path / "m.safetensors"
+    save_file({"a.weight": torch.randn(40, 30)}, str(path))
+    with open_source(f"file:{path}") as source:
+        next(iter(source.tensors()))
+        assert source._digest._thread is not None  # type: ignore[attr-defined]
+        assert source.digest() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_sharded_safetensors_folder_reads_every_shard(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     shards = {"model-00001-of-00002.safetensors": {"l0.weight": torch.randn(8, 4, generator=g)},

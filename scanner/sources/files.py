@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from scanner.errors import SourceError, UnsafeCheckpointError
 from scanner.paths import resolve_data_path
-from scanner.sources.base import ModuleInfo, NamedTensor, WeightSource, declared_size_reason, sha256_files
+from scanner.sources.base import FilesDigest, ModuleInfo, NamedTensor, WeightSource, declared_size_reason
 from scanner.sources.safetensors_reader import DTYPES, TensorEntry, read_header, read_tensor
 from scanner.sources.torch_legacy import read_plain_legacy
 
@@ -83,10 +83,10 @@ class FileSource(WeightSource):
         self.path = Path(path)
         super().__init__(model_id or f"file:{self.path}")
         self._annotate = annotate
-        self._digest: str | None = None
         if not self.path.exists():
             raise SourceError(f"{self.path}: no such file or folder; check the path after 'file:'")
         self.files = _resolve_files(self.path)
+        self._digest = FilesDigest([str(f) for f in self.files])
         if self.files[0].suffix == ".safetensors":
             self._entries = [(str(f), read_header(str(f))) for f in self.files]
             shapes = {e.name: e.shape for _, entries in self._entries for e in entries}
@@ -111,6 +111,7 @@ class FileSource(WeightSource):
         return info
 
     def _iter_tensors(self) -> Iterator[NamedTensor]:
+        self._digest.start()
         if self._is_torch:
             for name, tensor in self._state_dict.items():
                 info = self._info(name, tuple(tensor.shape))
@@ -150,14 +151,14 @@ class FileSource(WeightSource):
             return read_tensor(handle, entry)
 
     def digest(self) -> str:
-        """sha256 over the checkpoint files' bytes, in reading order (computed once, chunked)."""
-        if self._digest is None:
-            self._digest = sha256_files([str(f) for f in self.files])
-        return self._digest
+        """sha256 over the checkpoint files' bytes, in reading order (:class:`FilesDigest`: begun with the first
+        tensor, on a thread of its own)."""
+        return self._digest.value()
 
     def close(self) -> None:
         """Drop the (memory-mapped) torch state dict, if any; the source is empty afterwards."""
         self._state_dict = {}
+        self._digest.stop()
 
 
 def _resolve_files(path: Path) -> list[Path]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scanner.errors import SourceError
-from scanner.sources.base import NamedTensor, WeightSource, declared_size_reason, sha256_files
+from scanner.sources.base import FilesDigest, NamedTensor, WeightSource, declared_size_reason
 
 if TYPE_CHECKING:
     import torch
@@ -95,11 +95,12 @@ class FormatSource(WeightSource):
         gates = rnn_gates_from_shapes({e.name: e.shape for e in entries if e.family is None})
         self.entries = [dataclasses.replace(e, gates=gates[e.name]) if e.name in gates and e.gates is None else e
                         for e in entries]
-        self._digest: str | None = None
+        self._digest = FilesDigest([str(f) for f in files])
 
     def _iter_tensors(self) -> Iterator[NamedTensor]:
         import torch
 
+        self._digest.start()
         for entry in self.entries:
             info = {"module_type": entry.module_type, "family": entry.family, "groups": entry.groups,
                     "gates": entry.gates, "is_buffer": entry.is_buffer, "dtype_stored": entry.dtype_stored,
@@ -124,10 +125,13 @@ class FormatSource(WeightSource):
         return self._load(self.entries[position]) if 0 <= position < len(self.entries) else None
 
     def digest(self) -> str:
-        """sha256 over the files' bytes, in reading order (computed once, chunked)."""
-        if self._digest is None:
-            self._digest = sha256_files([str(f) for f in self.files])
-        return self._digest
+        """sha256 over the files' bytes, in reading order (:class:`~scanner.sources.base.FilesDigest`: begun with
+        the first tensor, on a thread of its own)."""
+        return self._digest.value()
+
+    def close(self) -> None:
+        """Stop the digest's thread if the model was given up before its digest was read."""
+        self._digest.stop()
 
 
 def _yielded_name(entry: Entry) -> str:
