@@ -124,6 +124,24 @@ def test_the_file_digest_is_computed_beside_the_tensors_and_survives_a_stop(tmp_
         assert source.digest() == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("writer", ["write_npz", "write_h5", "write_onnx"])
+def test_closing_a_format_source_stops_its_digest_and_releases_its_file(tmp_path: Path, writer: str) -> None:
+    """npz and HDF5 sources also close their archive; every format source stops its digest thread, so a model
+    given up half-way does not go on hashing its file beside the next one."""
+    from tests import _format_writers as fw
+
+    path = getattr(fw, writer)(fw.reference_weights(), tmp_path / f"m.{writer[6:]}")
+    source = open_source(f"file:{path}")
+    next(iter(source.tensors()))
+    digest = source._digest  # type: ignore[attr-defined]
+    source.close()
+    assert digest._stop.is_set()
+    if writer != "write_onnx":  # the archive is closed: an entry can no longer be read
+        with pytest.raises((ValueError, OSError, RuntimeError, AttributeError)):
+            source.entries[0].load()  # type: ignore[attr-defined]
+    assert digest.value() == hashlib.sha256(path.read_bytes()).hexdigest()  # still right, computed on demand
+
+
 def test_sharded_safetensors_folder_reads_every_shard(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     shards = {"model-00001-of-00002.safetensors": {"l0.weight": torch.randn(8, 4, generator=g)},

@@ -209,8 +209,9 @@ class FilesDigest:
 
     def value(self) -> str:
         """The hex digest; raises what reading the files raised (OSError)."""
-        if self._thread is not None:
-            self._thread.join()
+        thread = self._thread
+        if thread is not None:
+            thread.join()
             self._thread = None
             if self._error is not None:
                 error, self._error = self._error, None

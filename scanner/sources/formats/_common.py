@@ -82,14 +82,17 @@ class FormatSource(WeightSource):
         model_id: the id recorded with the results.
         files: the files read, in order (their bytes make the digest).
         entries: the tensors, in file order.
+        on_close: releases what the entries read from (an open archive or HDF5 file), called by ``close``.
     """
 
     rereadable = True  # an entry's reader can load it again
 
-    def __init__(self, model_id: str, files: list[Path], entries: list[Entry]) -> None:
+    def __init__(self, model_id: str, files: list[Path], entries: list[Entry],
+                 on_close: Callable[[], None] | None = None) -> None:
         from scanner.sources.files import rnn_gates_from_shapes
 
         super().__init__(model_id)
+        self._on_close = on_close
         self.files = files
         # plain arrays named like PyTorch RNN weights (weight_ih_l0, weight_hh_l0): gate count from the shapes
         gates = rnn_gates_from_shapes({e.name: e.shape for e in entries if e.family is None})
@@ -130,8 +133,10 @@ class FormatSource(WeightSource):
         return self._digest.value()
 
     def close(self) -> None:
-        """Stop the digest's thread if the model was given up before its digest was read."""
+        """Stop the digest's thread (a model given up before its digest was read), then ``on_close``."""
         self._digest.stop()
+        if self._on_close is not None:
+            self._on_close()
 
 
 def _yielded_name(entry: Entry) -> str:

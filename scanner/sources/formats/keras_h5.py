@@ -116,9 +116,7 @@ def open_h5(path: Path, model_id: str) -> FormatSource:
     if not entries:
         h5.close()
         raise SourceError(f"{path}: the HDF5 file holds no datasets")
-    source = FormatSource(model_id, [path], entries)
-    source.close = h5.close  # type: ignore[method-assign]
-    return source
+    return FormatSource(model_id, [path], entries, on_close=h5.close)
 
 
 def _entry(path: Path, h5: Any, name: str, ds: Any, size: int, classes: dict[str, str], keras3: bool) -> Entry:

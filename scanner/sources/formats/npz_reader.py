@@ -66,9 +66,7 @@ def open_npz(path: Path, model_id: str) -> FormatSource:
         del fortran
     if not entries:
         raise SourceError(f"{path}: the .npz archive holds no arrays")
-    source = FormatSource(model_id, [path], entries)
-    source.close = zf.close  # type: ignore[method-assign]
-    return source
+    return FormatSource(model_id, [path], entries, on_close=zf.close)
 
 
 def open_npy(path: Path, model_id: str) -> FormatSource:
