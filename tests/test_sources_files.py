@@ -92,7 +92,10 @@ def test_digest_is_sha256_of_the_file_and_num_params_counts_float_weights(tmp_pa
 def test_the_file_digest_is_computed_beside_the_tensors_and_survives_a_stop(tmp_path: Path) -> None:
     import time
 
+    from scanner.config import ScanConfig
+    from scanner.scan import compute_spectra
     from scanner.sources.base import FilesDigest
+    from scanner.sources.files import FileSource
 
     parts = [tmp_path / "a.bin", tmp_path / "b.bin"]
     for i, part in enumerate(parts):
@@ -115,13 +118,21 @@ def test_the_file_digest_is_computed_beside_the_tensors_and_survives_a_stop(tmp_
     missing.start()
     with pytest.raises(FileNotFoundError):
         missing.value()
-    # a source starts its digest with its first tensor
+    # a scan begins the digest when it opens the source; reading the layers alone (a listing) does not
     path = tmp_path / "m.safetensors"
     save_file({"a.weight": torch.randn(40, 30)}, str(path))
     with open_source(f"file:{path}") as source:
-        next(iter(source.tensors()))
+        list(source.tensors())
+        assert source._digest._thread is None  # type: ignore[attr-defined]
+        source.begin_digest()
         assert source._digest._thread is not None  # type: ignore[attr-defined]
         assert source.digest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    begun = []
+    real_begin = FileSource.begin_digest
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FileSource, "begin_digest", lambda self: (begun.append(self.model_id), real_begin(self)))
+        scan = compute_spectra(f"file:{path}", ScanConfig(randomize=False))
+    assert begun == [f"file:{path}"] and scan.digest == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("writer", ["write_npz", "write_h5", "write_onnx"])
@@ -132,6 +143,7 @@ def test_closing_a_format_source_stops_its_digest_and_releases_its_file(tmp_path
 
     path = getattr(fw, writer)(fw.reference_weights(), tmp_path / f"m.{writer[6:]}")
     source = open_source(f"file:{path}")
+    source.begin_digest()
     next(iter(source.tensors()))
     digest = source._digest  # type: ignore[attr-defined]
     source.close()

@@ -180,7 +180,8 @@ def _sha256_unless_stopped(paths: list[str], chunk_bytes: int, stop: threading.E
 
 class FilesDigest:
     """The model digest of a checkpoint read from files — sha256 of their bytes, in order — computed on a thread
-    of its own from :meth:`start` (the source's first tensor) on, beside the layers' eigensolves.
+    of its own from :meth:`start` (``WeightSource.begin_digest``, when a scan opens the source) on, beside the
+    layers' eigensolves.
 
     Computed after the last layer, it was a sequential tail on one core: 0.36 s of sha256 over the 438 MB of
     all-mpnet-base-v2, about a tenth of its reference-mode scan on the 2-CPU VM, while the layer threads had
@@ -279,6 +280,11 @@ class WeightSource(ABC):
         two tensors' bytes; one that cannot is fingerprinted in full (sha256 of every byte), which is then the
         proof of a duplicate. Positions, not names: names need not be unique (shards, RNN nodes)."""
         return None
+
+    def begin_digest(self) -> None:  # noqa: B027 (optional hook: only file sources hash on a thread)
+        """Start computing :meth:`digest` in the background where the source can (its files: :class:`FilesDigest`),
+        so that it overlaps reading and solving; called by the scan, which records the digest (a listing of the
+        layers does not, and pays nothing for it). A no-op by default."""
 
     @abstractmethod
     def digest(self) -> str:

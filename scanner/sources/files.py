@@ -111,7 +111,6 @@ class FileSource(WeightSource):
         return info
 
     def _iter_tensors(self) -> Iterator[NamedTensor]:
-        self._digest.start()
         if self._is_torch:
             for name, tensor in self._state_dict.items():
                 info = self._info(name, tuple(tensor.shape))
@@ -150,9 +149,12 @@ class FileSource(WeightSource):
         with open(file, "rb") as handle:
             return read_tensor(handle, entry)
 
+    def begin_digest(self) -> None:
+        """Hash the checkpoint files on a thread of their own from now on (:class:`FilesDigest`)."""
+        self._digest.start()
+
     def digest(self) -> str:
-        """sha256 over the checkpoint files' bytes, in reading order (:class:`FilesDigest`: begun with the first
-        tensor, on a thread of its own)."""
+        """sha256 over the checkpoint files' bytes, in reading order (on its thread if begun, else here)."""
         return self._digest.value()
 
     def close(self) -> None:

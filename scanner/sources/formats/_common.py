@@ -103,7 +103,6 @@ class FormatSource(WeightSource):
     def _iter_tensors(self) -> Iterator[NamedTensor]:
         import torch
 
-        self._digest.start()
         for entry in self.entries:
             info = {"module_type": entry.module_type, "family": entry.family, "groups": entry.groups,
                     "gates": entry.gates, "is_buffer": entry.is_buffer, "dtype_stored": entry.dtype_stored,
@@ -127,9 +126,12 @@ class FormatSource(WeightSource):
         """The entry yielded at ``position`` (one per entry, in order) loaded again by its reader."""
         return self._load(self.entries[position]) if 0 <= position < len(self.entries) else None
 
+    def begin_digest(self) -> None:
+        """Hash the files on a thread of their own from now on (:class:`~scanner.sources.base.FilesDigest`)."""
+        self._digest.start()
+
     def digest(self) -> str:
-        """sha256 over the files' bytes, in reading order (:class:`~scanner.sources.base.FilesDigest`: begun with
-        the first tensor, on a thread of its own)."""
+        """sha256 over the files' bytes, in reading order (on its thread if begun, else here)."""
         return self._digest.value()
 
     def close(self) -> None:
