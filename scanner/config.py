@@ -122,9 +122,13 @@ class ScanConfig:
             raise ConfigError(f"unknown option(s) {unknown}; valid options are {sorted(known)}")
         return cls(**values)  # type: ignore[arg-type]
 
+    def hashed_options(self) -> dict[str, object]:
+        """The options that change results: ``to_dict()`` without those in ``NOT_HASHED``."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+
     def config_hash(self) -> str:
         """A short, stable digest of the options that change results (those in ``NOT_HASHED`` left out) and
         of ``RESULTS_REVISION``."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        payload = self.hashed_options()
         payload["results_revision"] = RESULTS_REVISION
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

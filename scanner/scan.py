@@ -253,9 +253,9 @@ def compute_spectra(model: Any, config: ScanConfig | None = None) -> ModelSpectr
         use_weight_cache(config)  # hub weights: --cache-dir, --cache-max-gb (scanner.cache)
         source = open_source(model)
         source.max_layer_bytes, source.max_evals = config.max_layer_bytes, config.max_evals  # checked before reading
-        source.begin_digest()  # a checkpoint file's sha256, beside the layers (recorded below)
         load_seconds = time.perf_counter() - started
         with source:
+            source.begin_digest()  # a checkpoint file's sha256, beside the layers (recorded below)
             steps = ((_step_bytes(item, config),
                       partial(layer_step_one, model_id, item, config, layer_backend(item, backend)))
                      for item in iter_layers(source, conv=config.conv))

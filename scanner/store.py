@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner import schema, storage_lock
-from scanner.config import NOT_HASHED, RESULTS_REVISION, ScanConfig
+from scanner.config import RESULTS_REVISION, ScanConfig
 from scanner.errors import SchemaError, StoreError
 from scanner.records import LayerResult, ModelResult, Status
 from scanner.storage import Storage, open_storage, pid_alive, tmp_writer
@@ -395,5 +395,5 @@ def _same_options(recorded: object, config: ScanConfig) -> bool:
     """Whether a manifest's recorded options equal ``config`` in every option that is hashed."""
     if not isinstance(recorded, dict):
         return False
-    mine = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in NOT_HASHED}, default=str))
+    mine = json.loads(json.dumps(config.hashed_options(), default=str))
     return all(k in recorded and recorded[k] == v for k, v in mine.items())

@@ -159,7 +159,10 @@ def check_shape(shape: object, what: str) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def sha256_files(paths: list[str], chunk_bytes: int = 1 << 22) -> str:
+HASH_CHUNK_BYTES = 1 << 22  # read and hashed at a time: the memory a file digest holds
+
+
+def sha256_files(paths: list[str], chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
     """sha256 over the files' bytes in the given order (read in chunks; memory stays at one chunk)."""
     digest = _sha256_unless_stopped(paths, chunk_bytes, None)
     assert digest is not None  # nothing to stop it
@@ -204,7 +207,7 @@ class FilesDigest:
 
     def _run(self) -> None:
         try:
-            self._value = _sha256_unless_stopped(self.paths, 1 << 22, self._stop)
+            self._value = _sha256_unless_stopped(self.paths, HASH_CHUNK_BYTES, self._stop)
         except BaseException as exc:  # e.g. the file vanished: raised to the caller of value()
             self._error = exc
 
