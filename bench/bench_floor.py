@@ -13,7 +13,9 @@ Measurements, each in a fresh subprocess (one warm-up run, then the minimum of `
     ref           ``ScanConfig(fit="reference", randomize=False)``
     ww            ``WeightWatcher(model).analyze()`` (weightwatcher 0.7.7's default mode), with ``--ww``
 Rounds (``--rounds``) interleave every (case, measurement); the report gives each round's ratio to that
-round's floor and the median over rounds, with the load average before each round.
+round's floor and the median over rounds, with the load average before each round. With ``--ww`` it also
+compares, layer by layer, weightwatcher's default α with zooscan's reference-mode α from the same round (target
+2 asks for both the speed and the same α to ``ALPHA_TOLERANCE``).
 
 Cases: resnet50 and vit_base_patch16_224 (timm, random init, seed 0), bert_base (transformers
 ``BertModel(BertConfig())``: a BERT-base-sized encoder, random init, seed 0), resnet56_cifar10 (the shared
@@ -45,6 +47,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, host, load_average, utc_stamp  # bench/ is not a package
+from bench_vs_weightwatcher import alpha_agreement, layer_key
+
+ALPHA_TOLERANCE = 1e-6  # target 2: the reference mode gives weightwatcher's α to this (absolute)
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT.parent / "shared" / "zoo"
@@ -173,6 +178,13 @@ def child(case: str, measure: str, inner: int) -> dict[str, Any]:
         cpu.append(time.process_time() - cpu_started)
     if measure in ("full", "full_exact", "ref"):
         info["layers"] = sum(1 for layer in out.layers if layer.spectrum is not None)
+    if measure == "ref":
+        info["alphas"] = {layer_key(layer.layer_name): layer.spectrum.power_law.alpha for layer in out.layers
+                          if layer.spectrum is not None}
+    elif measure == "ww":  # α −1 is weightwatcher's failed fit
+        ok = out[out["status"] == "success"]
+        info["alphas"] = {layer_key(str(name)): (float(alpha) if alpha != -1 else None)
+                          for name, alpha in zip(ok["longname"], ok["alpha"], strict=True)}
     return {"case": case, "measure": measure, "seconds": seconds, "best": min(seconds), "cpu": cpu,
             "best_cpu": min(cpu), "threads": threads,
             "torch_threads": torch.get_num_threads(), **info}
@@ -248,12 +260,39 @@ def report(rows: list[dict[str, Any]], loads: list[str], header: list[str]) -> s
         out.append(f"| {case} | {floors[0].get('matrices')} ({floors[0].get('layers')}) | {floor:.3f} | "
                    + " | ".join(cells) + f" | {ww_vs_ref} | {met} |")
     out += cpu_lines
+    out += agreement_lines(rows)
     errors = [r for r in rows if "error" in r]
     if errors:
         out += ["", "Errors:", *[f"- {r['case']} {r['measure']}: {r['error']}" for r in errors]]
     out += ["", "Raw (seconds of every timed run):", "", "```",
-            *[json.dumps({k: v for k, v in r.items()}) for r in rows], "```"]
+            *[json.dumps({k: v for k, v in r.items() if k != "alphas"}) for r in rows], "```"]
     return "\n".join(out) + "\n"
+
+
+def agreement_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per case, weightwatcher's default α against zooscan's reference-mode α, layer by layer (layers
+    matched by name, ``bench_vs_weightwatcher.alpha_agreement``), from the first round that ran both."""
+    lines = ["", f"α agreement, weightwatcher's default `analyze()` vs zooscan's reference mode (target 2: same α "
+             f"to {ALPHA_TOLERANCE:g}), layers matched by name (\"module.\" and \".weight\" dropped; zooscan splits a "
+             "fused qkv into q, k, v, which weightwatcher fits as one matrix: counted, not compared):", "",
+             "| case | round | matched | only ww | only zooscan | α None | max abs Δα | median abs Δα | worst layer "
+             "| same α |", "|---|---|---|---|---|---|---|---|---|---|"]
+    found = False
+    for case in dict.fromkeys(r["case"] for r in rows):
+        pairs = [(ref, ww) for ref in rows for ww in rows
+                 if ref["case"] == ww["case"] == case and ref.get("round") == ww.get("round")
+                 and ref["measure"] == "ref" and ww["measure"] == "ww" and "alphas" in ref and "alphas" in ww]
+        if not pairs:
+            continue
+        found = True
+        ref, ww = pairs[0]
+        agree = alpha_agreement(ww["alphas"], ref["alphas"])
+        same = "yes" if agree["matched"] and agree["max_abs"] <= ALPHA_TOLERANCE else "no"
+        fmt = (lambda x: "—" if x is None else f"{x:.2e}")
+        lines.append(f"| {case} | {ref.get('round', 0)} | {agree['matched']} | {agree['only_ww']} | {agree['only_zoo']} "
+                     f"| {agree['alpha_none']} | {fmt(agree['max_abs'])} | {fmt(agree['median_abs'])} "
+                     f"| {agree['worst_layer'] or '—'} | {same} |")
+    return lines if found else []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,3 +80,25 @@ def test_null_validation_leaves_out_registry_networks_not_fetched(tmp_path, monk
     monkeypatch.setattr(validate, "ROOT", tmp_path)  # no zoo/registry here: nothing fetched
     rows, missing = validate.registry_rows()
     assert rows == [] and len(missing) > 100 and all(m.startswith("file:zoo/registry/") for m in missing)
+
+
+def test_floor_report_compares_alpha_of_reference_mode_and_weightwatcher_layer_by_layer():
+    bench = _load("bench_floor")
+    ref = {"case": "c", "measure": "ref", "round": 0, "alphas": {"a": 2.0, "b": 3.0, "q": 4.0, "n": None}}
+    ww = {"case": "c", "measure": "ww", "round": 0, "alphas": {"a": 2.0 + 5e-7, "b": 3.0, "qkv": 4.0, "n": 5.0}}
+    lines = "\n".join(bench.agreement_lines([ref, ww]))
+    assert "| c | 0 | 2 | 1 | 1 | 1 | 5.00e-07 | 2.50e-07 | a | yes |" in lines
+    ww["alphas"]["b"] = 3.0 + 2e-6  # past the tolerance
+    assert "| c | 0 | 2 | 1 | 1 | 1 | 2.00e-06 | 1.25e-06 | b | no |" in "\n".join(bench.agreement_lines([ref, ww]))
+    assert bench.agreement_lines([ref]) == []  # no weightwatcher row: no table
+    text = bench.report([ref, ww], [], [])
+    assert "α agreement" in text and '"alphas"' not in text  # the raw rows in the report leave the α out
+
+
+@pytest.mark.reference
+def test_floor_bench_reference_mode_gives_weightwatchers_alpha_on_the_tiny_case():
+    bench = _load("bench_floor")
+    rows = [dict(bench.child("tiny", measure, inner=1), round=0) for measure in ("ref", "ww")]
+    assert len(rows[0]["alphas"]) == 3
+    assert "| tiny | 0 | 3 | 0 | 0 | 0 |" in "\n".join(bench.agreement_lines(rows))
+    assert "| yes |" in "\n".join(bench.agreement_lines(rows))
