@@ -288,11 +288,14 @@ def agreement_lines(rows: list[dict[str, Any]]) -> list[str]:
         ref, ww = pairs[0]
         agree = alpha_agreement(ww["alphas"], ref["alphas"])
         same = "yes" if agree["matched"] and agree["max_abs"] <= ALPHA_TOLERANCE else "no"
-        fmt = (lambda x: "—" if x is None else f"{x:.2e}")
         lines.append(f"| {case} | {ref.get('round', 0)} | {agree['matched']} | {agree['only_ww']} | {agree['only_zoo']} "
-                     f"| {agree['alpha_none']} | {fmt(agree['max_abs'])} | {fmt(agree['median_abs'])} "
+                     f"| {agree['alpha_none']} | {_sci(agree['max_abs'])} | {_sci(agree['median_abs'])} "
                      f"| {agree['worst_layer'] or '—'} | {same} |")
     return lines if found else []
+
+
+def _sci(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2e}"
 
 
 def main(argv: list[str] | None = None) -> int:
