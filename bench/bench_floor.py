@@ -11,6 +11,8 @@ Measurements, each in a fresh subprocess (one warm-up run, then the minimum of `
     full          ``scan_model(model, ScanConfig())``: robust fit, MP fit, randomization (null="auto")
     full_exact    the same with ``null="exact"`` (every layer shuffled and solved: the method before)
     ref           ``ScanConfig(fit="reference", randomize=False)``
+    ref_fused     the same with ``qkv="fused"``: weightwatcher's matrices (a fused qkv as one matrix; differs from
+                  ``ref`` only on models with fused projections, e.g. ViT)
     ww            ``WeightWatcher(model).analyze()`` (weightwatcher 0.7.7's default mode), with ``--ww``
 Rounds (``--rounds``) interleave every (case, measurement); the report gives each round's ratio to that
 round's floor and the median over rounds, with the load average before each round. With ``--ww`` it also
@@ -54,7 +56,8 @@ ALPHA_TOLERANCE = 1e-6  # target 2: the reference mode gives weightwatcher's α 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT.parent / "shared" / "zoo"
 REGISTRY = ROOT / "zoo" / "registry"  # the registry zoo, fetched by `zooscan zoo fetch` (not in git)
-MEASURES = ("floor", "full", "full_exact", "ref", "ww")
+MEASURES = ("floor", "full", "full_exact", "ref", "ref_fused", "ww")
+COMPARED = MEASURES[1:]  # each beside the floor
 TARGET = 1.3
 
 
@@ -121,7 +124,7 @@ def analysed_batches(target: Any, config: Any) -> list[Any]:
 
     batches = []
     with open_source(target) as source:
-        for item in iter_layers(source, conv=config.conv):
+        for item in iter_layers(source, conv=config.conv, qkv=config.qkv):
             if isinstance(item, LayerMatrix) and not size_skip_reason(item, config):
                 batches.append(as_matrix_batch(item.matrices.copy()))
     return batches
@@ -165,7 +168,8 @@ def child(case: str, measure: str, inner: int) -> dict[str, Any]:
             return weightwatcher.WeightWatcher(model=module if module is not None else _state_dict(path)).analyze()
     else:
         mode = {"full": ScanConfig(), "full_exact": ScanConfig(null="exact"),
-                "ref": ScanConfig(fit="reference", randomize=False)}[measure]
+                "ref": ScanConfig(fit="reference", randomize=False),
+                "ref_fused": ScanConfig(fit="reference", randomize=False, qkv="fused")}[measure]
 
         def run() -> Any:
             return scan_model(target, mode)
@@ -176,9 +180,9 @@ def child(case: str, measure: str, inner: int) -> dict[str, Any]:
         out = run()
         seconds.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
-    if measure in ("full", "full_exact", "ref"):
+    if measure in ("full", "full_exact", "ref", "ref_fused"):
         info["layers"] = sum(1 for layer in out.layers if layer.spectrum is not None)
-    if measure == "ref":
+    if measure in ("ref", "ref_fused"):
         info["alphas"] = {layer_key(layer.layer_name): layer.spectrum.power_law.alpha for layer in out.layers
                           if layer.spectrum is not None}
     elif measure == "ww":  # α −1 is weightwatcher's failed fit
@@ -228,13 +232,13 @@ def report(rows: list[dict[str, Any]], loads: list[str], header: list[str]) -> s
            f"analysed matrix, same threads. Target: full ≤ {TARGET}× the floor, judged on the CPU-time "
            "ratio below (on a loaded shared machine the wall ratio is mostly other jobs' noise).", "",
            "| case | matrices (layers) | floor s | full s (×floor) | full_exact s (×floor) | ref s (×floor) "
-           "| ww default s (×floor) | ww / ref | target met (CPU-time ratio) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| ref_fused s (×floor) | ww default s (×floor) | ww / ref | ww / ref_fused | target met (CPU-time ratio) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     cases = list(dict.fromkeys(r["case"] for r in rows))
     cpu_lines = ["", "CPU time (user + system of the process, all threads; robust to other jobs on the machine "
                  "when both are CPU-bound), same statistics:", "",
-                 "| case | floor CPU s | full ×floor | full_exact ×floor | ref ×floor | ww default ×floor |",
-                 "|---|---|---|---|---|---|"]
+                 "| case | floor CPU s | full ×floor | full_exact ×floor | ref ×floor | ref_fused ×floor "
+                 "| ww default ×floor |", "|---|---|---|---|---|---|---|"]
     for case in cases:
         by = {m: [r for r in rows if r["case"] == case and r["measure"] == m and "best" in r] for m in MEASURES}
         floors = by["floor"]
@@ -242,23 +246,24 @@ def report(rows: list[dict[str, Any]], loads: list[str], header: list[str]) -> s
             continue
         cells = []
         ratios: dict[str, float] = {}
-        for m in ("full", "full_exact", "ref", "ww"):
+        for m in COMPARED:
             if not by[m]:
                 cells.append("—")
                 continue
             pairs = [(r["best"], f["best"]) for r, f in zip(by[m], floors, strict=False)]
             ratios[m] = statistics.median(a / b for a, b in pairs)
             cells.append(f"{statistics.median(r['best'] for r in by[m]):.3f} ({ratios[m]:.2f}×)")
-        ww_vs_ref = (f"{ratios['ww'] / ratios['ref']:.1f}×" if "ww" in ratios and "ref" in ratios else "—")
+        ww_vs = [f"{ratios['ww'] / ratios[m]:.1f}×" if "ww" in ratios and m in ratios else "—"
+                 for m in ("ref", "ref_fused")]
         cpu_ratios = {m: statistics.median(r["best_cpu"] / f["best_cpu"] for r, f in zip(by[m], floors, strict=False))
-                      for m in ("full", "full_exact", "ref", "ww") if by[m]}
+                      for m in COMPARED if by[m]}
         cpu_lines.append(f"| {case} | {statistics.median(f['best_cpu'] for f in floors):.3f} | "
                          + " | ".join(f"{cpu_ratios[m]:.2f}×" if m in cpu_ratios else "—"
-                                      for m in ("full", "full_exact", "ref", "ww")) + " |")
+                                      for m in COMPARED) + " |")
         met = "yes" if cpu_ratios.get("full", 99) <= TARGET else "no"
         floor = statistics.median(f["best"] for f in floors)
         out.append(f"| {case} | {floors[0].get('matrices')} ({floors[0].get('layers')}) | {floor:.3f} | "
-                   + " | ".join(cells) + f" | {ww_vs_ref} | {met} |")
+                   + " | ".join(cells) + f" | {' | '.join(ww_vs)} | {met} |")
     out += cpu_lines
     out += agreement_lines(rows)
     errors = [r for r in rows if "error" in r]
@@ -273,22 +278,23 @@ def agreement_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown: per case, weightwatcher's default α against zooscan's reference-mode α, layer by layer (layers
     matched by name, ``bench_vs_weightwatcher.alpha_agreement``), from the first round that ran both."""
     lines = ["", f"α agreement, weightwatcher's default `analyze()` vs zooscan's reference mode (target 2: same α "
-             f"to {ALPHA_TOLERANCE:g}), layers matched by name (\"module.\" and \".weight\" dropped; zooscan splits a "
-             "fused qkv into q, k, v, which weightwatcher fits as one matrix: counted, not compared):", "",
-             "| case | round | matched | only ww | only zooscan | α None | max abs Δα | median abs Δα | worst layer "
-             "| same α |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"to {ALPHA_TOLERANCE:g}), layers matched by name (\"module.\" and \".weight\" dropped); ref_fused where "
+             "measured (a fused qkv as one matrix, as weightwatcher fits it), else ref (which splits it into q, k, v: "
+             "those rows are counted, not compared):", "",
+             "| case | zooscan | round | matched | only ww | only zooscan | α None | max abs Δα | median abs Δα "
+             "| worst layer | same α |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     found = False
     for case in dict.fromkeys(r["case"] for r in rows):
-        pairs = [(ref, ww) for ref in rows for ww in rows
+        pairs = [(ref, ww) for mode in ("ref_fused", "ref") for ref in rows for ww in rows
                  if ref["case"] == ww["case"] == case and ref.get("round") == ww.get("round")
-                 and ref["measure"] == "ref" and ww["measure"] == "ww" and "alphas" in ref and "alphas" in ww]
+                 and ref["measure"] == mode and ww["measure"] == "ww" and "alphas" in ref and "alphas" in ww]
         if not pairs:
             continue
         found = True
         ref, ww = pairs[0]
         agree = alpha_agreement(ww["alphas"], ref["alphas"])
         same = "yes" if agree["matched"] and agree["max_abs"] <= ALPHA_TOLERANCE else "no"
-        lines.append(f"| {case} | {ref.get('round', 0)} | {agree['matched']} | {agree['only_ww']} | {agree['only_zoo']} "
+        lines.append(f"| {case} | {ref['measure']} | {ref.get('round', 0)} | {agree['matched']} | {agree['only_ww']} | {agree['only_zoo']} "
                      f"| {agree['alpha_none']} | {_sci(agree['max_abs'])} | {_sci(agree['median_abs'])} "
                      f"| {agree['worst_layer'] or '—'} | {same} |")
     return lines if found else []

@@ -205,8 +205,8 @@ def plot_esd(model: Any, layer: int | str, path: str | None = None, config: Scan
     return fig
 
 
-def describe(model: Any, *, layers: LayerSelector = None, conv: str = "pooled", min_evals: int = 10,
-             max_evals: int | None = None) -> pa.Table:
+def describe(model: Any, *, layers: LayerSelector = None, conv: str = "pooled", qkv: str = "split",
+             min_evals: int = 10, max_evals: int | None = None) -> pa.Table:
     """The tensors of a model and what a scan would do with each, without computing any eigenvalue.
 
     Columns: layer_index, layer_name, kind, shape (the tensor's), n, m (the matrix analysed, N ≥ M),
@@ -221,11 +221,11 @@ def describe(model: Any, *, layers: LayerSelector = None, conv: str = "pooled", 
     from scanner.scan import size_skip_reason
     from scanner.sources import open_source
 
-    config = make_config(conv=conv, min_evals=min_evals, max_evals=max_evals)
+    config = make_config(conv=conv, qkv=qkv, min_evals=min_evals, max_evals=max_evals)
     keep = layer_filter(layers)
     rows = []
     with open_source(model) as source:
-        for item in iter_layers(source, conv=config.conv):
+        for item in iter_layers(source, conv=config.conv, qkv=config.qkv):
             if not keep(item.index, item.name, item.kind):
                 continue
             row = {"layer_index": item.index, "layer_name": item.name, "kind": item.kind,

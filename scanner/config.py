@@ -15,10 +15,14 @@ from scanner.errors import ConfigError
 
 FIT_MODES = ("robust", "reference")
 CONV_MODES = ("pooled", "per_position")
+QKV_MODES = ("split", "fused")
 DEVICES = ("auto", "cpu", "cuda")
 # Options that change where or how fast a scan runs, never its results: left out of ``config_hash``.
 NOT_HASHED = ("device", "save_spectra", "threads", "cache_dir", "cache_max_gb", "keep_weights", "prefetch")
 NULL_MODELS = ("auto", "exact")
+# Options added after results revision 2 whose default is what every version before them did: hashed only when
+# set to something else, so that a scan begun before they existed keeps its config_hash and can be resumed.
+HASHED_UNLESS_DEFAULT = {"qkv": "split"}
 RESULTS_REVISION = 2
 """Part of ``config_hash``: raised whenever the same options give different numbers, so that a scan begun by
 an earlier version is not resumed with rows of this one (the store refuses a different hash). 2: the
@@ -41,6 +45,10 @@ class ScanConfig:
             "reference" (weightwatcher 0.7.7's default fit, α equal to 1e-6 on the same eigenvalues).
         conv: "pooled" (eigenvalues of all kernel positions in one ESD, as the reference tool does) or
             "per_position" (one row per kernel position).
+        qkv: "split" (a fused attention projection — timm ``qkv``, GPT-2 ``c_attn``, ``Wqkv``, MHA
+            ``in_proj_weight``, per-head ``query_key_value`` — is analysed as three matrices q, k, v) or "fused"
+            (one matrix, as the reference tool does: with ``fit="reference"`` every layer weightwatcher fits then
+            has its row, with its α). See ``scanner.layers``.
         min_evals: layers with fewer eigenvalues than this are skipped with a reason.
         max_evals: layers with more eigenvalues than this are skipped (None: no limit); checked from the declared
             shape before the tensor is read.
@@ -65,6 +73,7 @@ class ScanConfig:
 
     fit: str = "robust"
     conv: str = "pooled"
+    qkv: str = "split"
     min_evals: int = 10
     max_evals: int | None = None
     max_layer_bytes: int | None = 2 << 30
@@ -83,6 +92,7 @@ class ScanConfig:
     def __post_init__(self) -> None:
         _require(self.fit in FIT_MODES, "fit", f"one of {FIT_MODES}", self.fit)
         _require(self.conv in CONV_MODES, "conv", f"one of {CONV_MODES}", self.conv)
+        _require(self.qkv in QKV_MODES, "qkv", f"one of {QKV_MODES}", self.qkv)
         _require(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
         _require(self.null in NULL_MODELS, "null", f"one of {NULL_MODELS}", self.null)
         _require(isinstance(self.min_evals, int) and self.min_evals >= 1, "min_evals", "an int >= 1", self.min_evals)
@@ -123,8 +133,10 @@ class ScanConfig:
         return cls(**values)  # type: ignore[arg-type]
 
     def hashed_options(self) -> dict[str, object]:
-        """The options that change results: ``to_dict()`` without those in ``NOT_HASHED``."""
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        """The options that change results: ``to_dict()`` without those in ``NOT_HASHED``, nor those of
+        ``HASHED_UNLESS_DEFAULT`` left at their default."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in NOT_HASHED and not (k in HASHED_UNLESS_DEFAULT and v == HASHED_UNLESS_DEFAULT[k])}
 
     def config_hash(self) -> str:
         """A short, stable digest of the options that change results (those in ``NOT_HASHED`` left out) and

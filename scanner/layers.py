@@ -19,7 +19,7 @@ or one ``SkippedTensor`` with a sentence saying why. Rules, in order:
 
 Splits: fused attention projections (timm ``qkv``, ``qkv_proj``, ``Wqkv``, GPT-2 ``c_attn``, MHA
 ``in_proj_weight``) become ``<name>.q``, ``.k``, ``.v``: contiguous thirds of the output dimension (rows; columns
-for Conv1D). Only a fused matrix of shape (3d, d) is split, so that grouped-query and multi-query layouts
+for Conv1D). ``qkv="fused"`` keeps each of them one matrix instead, as the reference tool analyses it. Only a fused matrix of shape (3d, d) is split, so that grouped-query and multi-query layouts
 (q larger than k, v) are never cut wrongly; they stay one matrix with a note. (CodeGen's ``qkv_proj``, which is
 interleaved in model-parallel blocks, is not recognised and is cut as contiguous thirds.)
 MoE experts stacked as (experts, out, in) (transformers ≥ 5 ``*Experts`` modules) give one "linear" matrix per
@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scanner.config import CONV_MODES
+from scanner.config import CONV_MODES, QKV_MODES
 from scanner.errors import ConfigError
 from scanner.sources.base import RUNNING_STAT_SUFFIXES, NamedTensor, WeightSource, storage_key, tensor_bytes
 
@@ -253,13 +253,17 @@ def _fused_split(item: NamedTensor, w: np.ndarray, kind: str) -> tuple[list[np.n
     return list(np.split(w, 3, axis=axis)), "fused qkv split into q, k, v"
 
 
-def _dense_pieces(item: NamedTensor, kind: str) -> list[tuple[str, np.ndarray, str]]:
-    """(name suffix, 2-D matrix, note) for the 2-D kinds (linear, conv1d_hf, embedding, RNN gates)."""
+def _dense_pieces(item: NamedTensor, kind: str, qkv: str = "split") -> list[tuple[str, np.ndarray, str]]:
+    """(name suffix, 2-D matrix, note) for the 2-D kinds (linear, conv1d_hf, embedding, RNN gates); a fused q/k/v
+    weight is cut in three unless ``qkv`` is "fused"."""
     w = _as_numpy(item.tensor)
     if kind in ("lstm", "gru"):
         gates = item.gates or 1
         letters = GATE_NAMES[gates]
         return [(f".{g}", part, "RNN weight split per gate") for g, part in zip(letters, np.split(w, gates), strict=True)]
+    if qkv == "fused":
+        fused = _FUSED_QKV.search(item.name) or _PER_HEAD_QKV.search(item.name)
+        return [("", w, "fused qkv analysed as one matrix (qkv='fused')" if fused else "")]
     parts, note = _fused_split(item, w, kind)
     if len(parts) == 3:
         return [(f".{s}", p, note) for s, p in zip("qkv", parts, strict=True)]
@@ -386,7 +390,7 @@ def _twin(tensor: torch.Tensor, seen: dict, sample: tuple | None,
 
 def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_storage: bool = False,
                 reread: Callable[[int], torch.Tensor | None] | None = None,
-                position: int = -1) -> list[LayerMatrix | SkippedTensor]:
+                position: int = -1, qkv: str = "split") -> list[LayerMatrix | SkippedTensor]:
     """The rows for one tensor, indexed from ``start``.
 
     ``seen`` remembers the tensors met so far (``_Seen``) under content fingerprints and is updated. When an
@@ -425,7 +429,7 @@ def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_
     elif item.tensor.ndim >= 3:
         pieces = _conv_pieces(item, conv)
     else:
-        pieces = _dense_pieces(item, kind)
+        pieces = _dense_pieces(item, kind, qkv)
     overflow = _gram_overflow(pieces)
     if overflow:
         return [SkippedTensor(start, stem, kind, shape, numel, overflow, dtype_stored, dequantized)]
@@ -436,24 +440,28 @@ def layer_items(item: NamedTensor, conv: str, seen: dict, start: int, *, stable_
     ]
 
 
-def iter_layers(source: WeightSource, *, conv: str = "pooled") -> Iterator[LayerMatrix | SkippedTensor]:
+def iter_layers(source: WeightSource, *, conv: str = "pooled",
+                qkv: str = "split") -> Iterator[LayerMatrix | SkippedTensor]:
     """Stream a model's layers: one row per matrix (or pooled conv layer) and one per skipped tensor.
 
     Args:
         source: any ``WeightSource``; its tensors are read one at a time (two while a streamed source reads
             a tensor again to confirm a duplicate).
         conv: "pooled" (all kernel positions of a conv layer in one LayerMatrix) or "per_position".
+        qkv: "split" (a fused q/k/v projection as three matrices) or "fused" (one matrix).
 
     Raises:
-        ConfigError: unknown ``conv`` mode.
+        ConfigError: unknown ``conv`` or ``qkv`` mode.
     """
     if conv not in CONV_MODES:
         raise ConfigError(f"the 'conv' option must be one of {CONV_MODES}; got {conv!r} instead")
+    if qkv not in QKV_MODES:
+        raise ConfigError(f"the 'qkv' option must be one of {QKV_MODES}; got {qkv!r} instead")
     seen: dict = {}
     index = 0
     for position, item in enumerate(source.tensors()):
         rows = layer_items(item, conv, seen, index, stable_storage=source.stable_storage,
-                           reread=source.reread if source.rereadable else None, position=position)
+                           reread=source.reread if source.rereadable else None, position=position, qkv=qkv)
         index += len(rows)
         del item
         while rows:  # hand rows over one by one without keeping them: memory stays at about one layer

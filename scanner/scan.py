@@ -258,7 +258,7 @@ def compute_spectra(model: Any, config: ScanConfig | None = None) -> ModelSpectr
             source.begin_digest()  # a checkpoint file's sha256, beside the layers (recorded below)
             steps = ((_step_bytes(item, config),
                       partial(layer_step_one, model_id, item, config, layer_backend(item, backend)))
-                     for item in iter_layers(source, conv=config.conv))
+                     for item in iter_layers(source, conv=config.conv, qkv=config.qkv))
             items.extend(run_in_order(steps, config.layer_threads()))
             outcome = {"digest": source.digest(), "num_params": int(source.num_params or 0)}
     except SourceError as exc:

@@ -122,3 +122,26 @@ def test_file_source_honours_config_json_beside_the_weights(tmp_path):
     (tmp_path / "gpt2" / "config.json").unlink()  # without it the fused matrix stays one linear layer
     names = set(scanner.describe(f"file:{tmp_path / 'gpt2'}").column("layer_name").to_pylist())
     assert "transformer.h.0.attn.c_attn.q" not in names
+
+
+@pytest.mark.reference
+def test_reference_fit_with_fused_qkv_gives_weightwatchers_layer_table_and_alphas():
+    """fit="reference", qkv="fused": every layer weightwatcher 0.7.7 fits on a ViT (fused qkv included) has its
+    row, with the same α to 1e-6; the default split gives q, k, v rows instead of weightwatcher's qkv row."""
+    import timm
+    import weightwatcher
+
+    torch.manual_seed(0)
+    vit = timm.create_model("test_vit", pretrained=False).eval()
+    details = weightwatcher.WeightWatcher(model=vit).analyze()
+    ok = details[details["status"] == "success"]
+    ww = {str(name): float(alpha) for name, alpha in zip(ok["longname"], ok["alpha"], strict=True)}
+    assert "blocks.0.attn.qkv" in ww
+    for qkv in ("fused", "split"):
+        rows = scanner.analyze(vit, fit="reference", randomize=False, qkv=qkv).to_pylist()
+        zoo = {r["layer_name"]: r["alpha"] for r in rows if r["status"] == "ok"}
+        if qkv == "fused":
+            assert set(zoo) == set(ww)
+            assert max(abs(zoo[name] - ww[name]) for name in ww) < 1e-6
+        else:
+            assert "blocks.0.attn.qkv" not in zoo and "blocks.0.attn.qkv.q" in zoo

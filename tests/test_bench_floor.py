@@ -27,8 +27,8 @@ def test_floor_bench_measures_the_same_layers_as_the_scan_and_reports_ratios():
     assert floor["layers"] == full["layers"] == 3 and floor["matrices"] == 11  # 9 conv positions + 2 Linear
     floor["best"], floor["best_cpu"], full["best"], full["best_cpu"] = 1.0, 1.0, 1.25, 1.2
     text = bench.report([floor, full], ["0.5 0.5 0.5"], ["- machine: test"])
-    assert "| tiny | 11 (3) | 1.000 | 1.250 (1.25×) | — | — | — | — | yes |" in text
-    assert "| tiny | 1.000 | 1.20× | — | — | — |" in text
+    assert "| tiny | 11 (3) | 1.000 | 1.250 (1.25×) | — | — | — | — | — | — | yes |" in text
+    assert "| tiny | 1.000 | 1.20× | — | — | — | — |" in text
 
 
 def test_null_validation_row_compares_every_run():
@@ -87,9 +87,12 @@ def test_floor_report_compares_alpha_of_reference_mode_and_weightwatcher_layer_b
     ref = {"case": "c", "measure": "ref", "round": 0, "alphas": {"a": 2.0, "b": 3.0, "q": 4.0, "n": None}}
     ww = {"case": "c", "measure": "ww", "round": 0, "alphas": {"a": 2.0 + 5e-7, "b": 3.0, "qkv": 4.0, "n": 5.0}}
     lines = "\n".join(bench.agreement_lines([ref, ww]))
-    assert "| c | 0 | 2 | 1 | 1 | 1 | 5.00e-07 | 2.50e-07 | a | yes |" in lines
+    assert "| c | ref | 0 | 2 | 1 | 1 | 1 | 5.00e-07 | 2.50e-07 | a | yes |" in lines
     ww["alphas"]["b"] = 3.0 + 2e-6  # past the tolerance
-    assert "| c | 0 | 2 | 1 | 1 | 1 | 2.00e-06 | 1.25e-06 | b | no |" in "\n".join(bench.agreement_lines([ref, ww]))
+    assert "| c | ref | 0 | 2 | 1 | 1 | 1 | 2.00e-06 | 1.25e-06 | b | no |" in "\n".join(bench.agreement_lines([ref, ww]))
+    fused = {"case": "c", "measure": "ref_fused", "round": 0, "alphas": {"a": 2.0, "b": 3.0, "qkv": 4.0, "n": 5.0}}
+    lines = "\n".join(bench.agreement_lines([ref, fused, ww]))  # the fused mode, when measured, is the one compared
+    assert "| c | ref_fused | 0 | 4 | 0 | 0 | 0 | 2.00e-06 |" in lines and "| c | ref |" not in lines
     assert bench.agreement_lines([ref]) == []  # no weightwatcher row: no table
     text = bench.report([ref, ww], [], [])
     assert "α agreement" in text and '"alphas"' not in text  # the raw rows in the report leave the α out
@@ -100,5 +103,5 @@ def test_floor_bench_reference_mode_gives_weightwatchers_alpha_on_the_tiny_case(
     bench = _load("bench_floor")
     rows = [dict(bench.child("tiny", measure, inner=1), round=0) for measure in ("ref", "ww")]
     assert len(rows[0]["alphas"]) == 3
-    assert "| tiny | 0 | 3 | 0 | 0 | 0 |" in "\n".join(bench.agreement_lines(rows))
+    assert "| tiny | ref | 0 | 3 | 0 | 0 | 0 |" in "\n".join(bench.agreement_lines(rows))
     assert "| yes |" in "\n".join(bench.agreement_lines(rows))

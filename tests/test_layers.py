@@ -35,6 +35,33 @@ def test_multihead_attention_in_proj_is_split_into_q_k_v() -> None:
     assert rows["in_proj_bias"].reason == "bias vector: not a matrix"
 
 
+def test_qkv_fused_keeps_every_fused_projection_one_matrix(tmp_path: Path) -> None:
+    """qkv="fused": MHA in_proj, timm qkv, GPT-2 Conv1D c_attn and per-head query_key_value stay one matrix each,
+    equal to the tensor (oriented), with a note; the default cuts each of them in three."""
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(embed_dim=12, num_heads=3)
+    fused = _layers(mha, qkv="fused")
+    layer = fused["in_proj_weight"]
+    np.testing.assert_array_equal(layer.matrices[0], mha.in_proj_weight.detach().numpy())
+    assert layer.kind == "linear" and "qkv='fused'" in layer.note
+    assert "in_proj_weight.q" not in fused and "in_proj_weight.q" in _layers(mha)
+    gpt2 = GPT2Model(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=40, n_positions=8))
+    c_attn = _layers(gpt2, qkv="fused")["h.0.attn.c_attn"]
+    assert c_attn.kind == "conv1d_hf" and c_attn.matrices.shape == (1, 16, 48)  # Conv1D stores (in, 3·out)
+    assert {"h.0.attn.c_attn.q", "h.0.attn.c_attn.k", "h.0.attn.c_attn.v"} <= set(_layers(gpt2))
+    state = {"blocks.0.attn.qkv.weight": torch.randn(24, 8), "layers.0.attention.query_key_value.weight":
+             torch.randn(24, 8), "blocks.0.mlp.fc1.weight": torch.randn(16, 8)}
+    save_file(state, str(tmp_path / "plain.safetensors"))
+    rows = _layers(f"file:{tmp_path / 'plain.safetensors'}", qkv="fused")
+    np.testing.assert_array_equal(rows["blocks.0.attn.qkv"].matrices[0], state["blocks.0.attn.qkv.weight"].numpy())
+    assert "qkv='fused'" in rows["layers.0.attention.query_key_value"].note
+    assert rows["blocks.0.mlp.fc1"].note == ""  # not a fused projection: no note
+    with pytest.raises(ConfigError, match="the 'qkv' option must be one of"):
+        _layers(mha, qkv="joined")
+
+
 @pytest.mark.parametrize(("cls", "letters", "kind"), [(nn.LSTM, "ifgo", "lstm"), (nn.GRU, "rzn", "gru")])
 def test_rnn_weights_are_split_per_gate_with_and_without_module_types(tmp_path: Path, cls: type, letters: str,
                                                                       kind: str) -> None:

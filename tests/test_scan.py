@@ -198,6 +198,21 @@ def test_the_results_revision_is_part_of_the_config_hash(monkeypatch):
     assert ScanConfig().config_hash() != before
 
 
+def test_qkv_option_is_validated_and_hashed_only_when_fused():
+    """"split" is what every version did before the option existed, so it leaves the config hash as it was
+    (tests/test_store.py: such a scan resumes)."""
+    from scanner.config import RESULTS_REVISION
+    from scanner.errors import ConfigError
+
+    assert "qkv" not in ScanConfig().hashed_options() and ScanConfig(qkv="fused").hashed_options()["qkv"] == "fused"
+    if RESULTS_REVISION == 2:  # the hash scans of revision 2 recorded before the option existed (golden)
+        assert ScanConfig().config_hash() == "9d2487b61a0e"
+        assert ScanConfig(fit="reference", randomize=False).config_hash() == "b29f23691fb7"
+    assert ScanConfig(qkv="fused").config_hash() != ScanConfig().config_hash()
+    with pytest.raises(ConfigError, match="'qkv' option must be one of"):
+        ScanConfig(qkv="joined")
+
+
 def test_threads_option_is_validated_and_does_not_change_the_config_hash(monkeypatch):
     from scanner.errors import ConfigError
 

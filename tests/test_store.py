@@ -102,6 +102,17 @@ def test_models_file_is_written_last(tmp_path, monkeypatch) -> None:
     assert not list((tmp_path / "s1").rglob("*.tmp-*"))  # the failed write left no tmp file
 
 
+def test_a_scan_recorded_before_the_qkv_option_resumes_with_its_default(tmp_path) -> None:
+    results = _open(tmp_path)
+    key = _write(results, "timm:a")
+    manifest = results.read_manifest()
+    manifest["config"].pop("qkv")  # scan.json as written before the option existed
+    (tmp_path / "s1" / "scan.json").write_text(json.dumps(manifest))
+    assert _open(tmp_path).done_keys() == {key}
+    with pytest.raises(StoreError, match="config_hash"):
+        _open(tmp_path, config=ScanConfig(qkv="fused"))
+
+
 def test_resume_keeps_done_keys_and_refuses_other_config(tmp_path) -> None:
     results = _open(tmp_path)
     key = _write(results, "timm:a")

@@ -32,12 +32,15 @@ def add_cache_arguments(parser: argparse.ArgumentParser, *, scan: bool = True) -
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``ScanConfig`` options (all but --device and --threads change results); shared with ``zooscan analyze``."""
-    from scanner.config import CONV_MODES, DEVICES, FIT_MODES
+    from scanner.config import CONV_MODES, DEVICES, FIT_MODES, QKV_MODES
 
     parser.add_argument("--fit", choices=FIT_MODES, default="robust",
                         help="power-law fit: robust (default) or reference (weightwatcher 0.7.7's alpha)")
     parser.add_argument("--conv", choices=CONV_MODES, default="pooled",
                         help="conv kernels: one pooled ESD per layer (default) or one per kernel position")
+    parser.add_argument("--qkv", choices=QKV_MODES, default="split",
+                        help="fused attention projections (qkv, c_attn, in_proj): split into q, k, v (default) or "
+                             "analysed as one matrix, as weightwatcher does (with --fit reference: its layer table)")
     parser.add_argument("--no-randomize", dest="randomize", action="store_false",
                         help="skip the shuffled-matrix test (about halves the eigenvalue work)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
@@ -56,7 +59,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from scanner.cache_cli import cache_options
     from scanner.config import ScanConfig
 
-    return ScanConfig(fit=args.fit, conv=args.conv, randomize=args.randomize, seed=args.seed, device=args.device,
+    return ScanConfig(fit=args.fit, conv=args.conv, qkv=args.qkv, randomize=args.randomize, seed=args.seed, device=args.device,
                       threads=args.threads, max_layer_bytes=args.max_layer_bytes, max_evals=args.max_evals,
                       **cache_options(args))
 
