@@ -260,7 +260,7 @@ def report(rows: list[dict[str, Any]], loads: list[str], header: list[str]) -> s
         cpu_lines.append(f"| {case} | {statistics.median(f['best_cpu'] for f in floors):.3f} | "
                          + " | ".join(f"{cpu_ratios[m]:.2f}×" if m in cpu_ratios else "—"
                                       for m in COMPARED) + " |")
-        met = "yes" if cpu_ratios.get("full", 99) <= TARGET else "no"
+        met = "—" if "full" not in cpu_ratios else "yes" if cpu_ratios["full"] <= TARGET else "no"
         floor = statistics.median(f["best"] for f in floors)
         out.append(f"| {case} | {floors[0].get('matrices')} ({floors[0].get('layers')}) | {floor:.3f} | "
                    + " | ".join(cells) + f" | {' | '.join(ww_vs)} | {met} |")
