@@ -105,3 +105,19 @@ def test_floor_bench_reference_mode_gives_weightwatchers_alpha_on_the_tiny_case(
     assert len(rows[0]["alphas"]) == 3
     assert "| tiny | ref | 0 | 3 | 0 | 0 | 0 |" in "\n".join(bench.agreement_lines(rows))
     assert "| yes |" in "\n".join(bench.agreement_lines(rows))
+
+
+def test_null_cost_bench_times_the_parts_and_counts_the_certificate_verdicts(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    bench = _load("null_cost")
+    lines = bench.cost_lines(((64, 32),))
+    assert lines[2].startswith("| 64×32 |") and len(lines[2].split("|")) == 9
+    g = torch.Generator().manual_seed(0)
+    heavy = torch.randn(512, 256, generator=g)
+    heavy[3, 5] = 0.6 * float(heavy.std()) * (512 * 256) ** 0.25  # a² = 0.36 σ²√(NM): in the window
+    save_file({"a.weight": torch.randn(512, 256, generator=g), "b.weight": heavy,
+               "c.weight": torch.randn(64, 32, generator=g)}, str(tmp_path / "w.safetensors"))
+    census = bench.census_lines(f"file:{tmp_path / 'w.safetensors'}")
+    assert census == ["- certified: 1", "- window: 1", "- beyond: 0", "- narrower than the width limit: 1"]
