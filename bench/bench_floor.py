@@ -293,7 +293,9 @@ def agreement_lines(rows: list[dict[str, Any]]) -> list[str]:
         found = True
         ref, ww = pairs[0]
         agree = alpha_agreement(ww["alphas"], ref["alphas"])
-        same = "yes" if agree["matched"] and agree["max_abs"] <= ALPHA_TOLERANCE else "no"
+        close = agree["matched"] and agree["max_abs"] <= ALPHA_TOLERANCE
+        total = agree["matched"] + agree["only_ww"] + agree["alpha_none"]  # every layer weightwatcher has
+        same = "no" if not close else "yes" if agree["matched"] == total else f"on {agree['matched']} of {total}"
         lines.append(f"| {case} | {ref['measure']} | {ref.get('round', 0)} | {agree['matched']} | {agree['only_ww']} | {agree['only_zoo']} "
                      f"| {agree['alpha_none']} | {_sci(agree['max_abs'])} | {_sci(agree['median_abs'])} "
                      f"| {agree['worst_layer'] or '—'} | {same} |")

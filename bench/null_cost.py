@@ -3,10 +3,12 @@
 1. Cost of the randomization test's exact null (``scanner.spectra.randomize``: shuffle, float32 Gram, float32
    eigensolve) against the float64 floor of the same layer (Gram + ``eigvalsh``), one thread, CPU time, best of 5,
    for the two shapes of a BERT-base-sized encoder (Student-t(3) entries: heavy-tailed, uncertified).
-2. Certificate census of a checkpoint's analysed matrices of ≥ ``CLOSED_FORM_MIN_WIDTH`` columns: for each, the
-   entries' a²/(σ²√(NM)) (a centred): "certified" (all ≤ ``CERTIFY_RATIO``), "window" (some in (0.25, 4): near the
-   BBP threshold 1, where neither the bulk law nor the outlier formula is accurate at these sizes) or "beyond"
-   (some ≥ 4 and none in the window: an outlier formula per entry could serve).
+2. Certificate census of a checkpoint's analysed matrices of ≥ ``CLOSED_FORM_MIN_WIDTH`` columns: "certified" when
+   the scan's own test (``randomize.analytic_null_eigenvalues``) gives the closed form; otherwise, by the entries'
+   a²/(σ²√(NM)) (a centred), "window" (some in (0.25, 4): near the BBP threshold 1, where neither the bulk law nor
+   the outlier formula is accurate at these sizes), "beyond" (some ≥ 4, none in the window: an outlier formula
+   per entry could serve) or "mean" (no such entry: the mean is near its own transition, or the variance is
+   round-off).
 
 Usage (repository root):
     OMP_NUM_THREADS=1 .venv/bin/python bench/null_cost.py [file:<checkpoint>] --out bench/results/null_cost.txt
@@ -71,7 +73,7 @@ def census_lines(model: str) -> list[str]:
     from scanner.scan import size_skip_reason
     from scanner.sources import open_source
     from scanner.spectra.esd import as_matrix_batch
-    from scanner.spectra.randomize import CERTIFY_RATIO, CLOSED_FORM_MIN_WIDTH
+    from scanner.spectra.randomize import CERTIFY_RATIO, CLOSED_FORM_MIN_WIDTH, analytic_null_eigenvalues
 
     config = ScanConfig()
     counts: Counter[str] = Counter()
@@ -84,17 +86,20 @@ def census_lines(model: str) -> list[str]:
             if m < CLOSED_FORM_MIN_WIDTH:
                 counts["narrower than the width limit"] += 1
                 continue
-            verdict = "certified"
+            if analytic_null_eigenvalues(batch) is not None:
+                counts["certified"] += 1
+                continue
+            verdict = "mean"
             for w in batch:
                 w = w.astype(np.float64)
                 ratio = (w - w.mean()) ** 2 / (w.var() * np.sqrt(n * m))
                 if ((ratio > CERTIFY_RATIO) & (ratio < 1 / CERTIFY_RATIO)).any():
                     verdict = "window"
-                elif verdict == "certified" and (ratio >= 1 / CERTIFY_RATIO).any():
+                elif verdict == "mean" and (ratio >= 1 / CERTIFY_RATIO).any():
                     verdict = "beyond"
             counts[verdict] += 1
     return [f"- {label}: {counts[label]}" for label in
-            ("certified", "window", "beyond", "narrower than the width limit")]
+            ("certified", "window", "beyond", "mean", "narrower than the width limit")]
 
 
 def main(argv: list[str] | None = None) -> int:

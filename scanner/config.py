@@ -22,7 +22,7 @@ NOT_HASHED = ("device", "save_spectra", "threads", "cache_dir", "cache_max_gb", 
 NULL_MODELS = ("auto", "exact")
 # Options added after results revision 2 whose default is what every version before them did: hashed only when
 # set to something else, so that a scan begun before they existed keeps its config_hash and can be resumed.
-HASHED_UNLESS_DEFAULT = {"qkv": "split"}
+HASHED_UNLESS_DEFAULT = ("qkv",)
 RESULTS_REVISION = 2
 """Part of ``config_hash``: raised whenever the same options give different numbers, so that a scan begun by
 an earlier version is not resumed with rows of this one (the store refuses a different hash). 2: the
@@ -38,7 +38,8 @@ def _require(ok: bool, name: str, allowed: str, value: object) -> None:
 @dataclass(frozen=True)
 class ScanConfig:
     """How layers are analysed. Every field is recorded in ``scan.json``; those that can change results are
-    hashed into ``config_hash`` (the ones in ``NOT_HASHED`` only change where or how fast a scan runs).
+    hashed into ``config_hash`` (the ones in ``NOT_HASHED`` only change where or how fast a scan runs; those in
+    ``HASHED_UNLESS_DEFAULT`` are hashed only when not at their default).
 
     Attributes:
         fit: "robust" (zooscan's power-law fit: minimum tail, finger handling, reliability flag) or
@@ -47,8 +48,9 @@ class ScanConfig:
             "per_position" (one row per kernel position).
         qkv: "split" (a fused attention projection — timm ``qkv``, GPT-2 ``c_attn``, ``Wqkv``, MHA
             ``in_proj_weight``, per-head ``query_key_value`` — is analysed as three matrices q, k, v) or "fused"
-            (one matrix, as the reference tool does: with ``fit="reference"`` every layer weightwatcher fits then
-            has its row, with its α). See ``scanner.layers``.
+            (one matrix, as the reference tool analyses a fused Linear: with ``fit="reference"`` every layer
+            weightwatcher fits then has its row, with its α; MHA ``in_proj_weight``, which it does not analyse, is
+            one row more). See ``scanner.layers``.
         min_evals: layers with fewer eigenvalues than this are skipped with a reason.
         max_evals: layers with more eigenvalues than this are skipped (None: no limit); checked from the declared
             shape before the tensor is read.
@@ -135,12 +137,18 @@ class ScanConfig:
     def hashed_options(self) -> dict[str, object]:
         """The options that change results: ``to_dict()`` without those in ``NOT_HASHED``, nor those of
         ``HASHED_UNLESS_DEFAULT`` left at their default."""
+        implied = self.implied_defaults()
         return {k: v for k, v in self.to_dict().items()
-                if k not in NOT_HASHED and not (k in HASHED_UNLESS_DEFAULT and v == HASHED_UNLESS_DEFAULT[k])}
+                if k not in NOT_HASHED and not (k in implied and v == implied[k])}
+
+    @classmethod
+    def implied_defaults(cls) -> dict[str, object]:
+        """The defaults of ``HASHED_UNLESS_DEFAULT``: what a scan recorded before those options existed did."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in HASHED_UNLESS_DEFAULT}
 
     def config_hash(self) -> str:
-        """A short, stable digest of the options that change results (those in ``NOT_HASHED`` left out) and
-        of ``RESULTS_REVISION``."""
+        """A short, stable digest of the options that change results (``hashed_options``) and of
+        ``RESULTS_REVISION``."""
         payload = self.hashed_options()
         payload["results_revision"] = RESULTS_REVISION
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -19,8 +19,9 @@ or one ``SkippedTensor`` with a sentence saying why. Rules, in order:
 
 Splits: fused attention projections (timm ``qkv``, ``qkv_proj``, ``Wqkv``, GPT-2 ``c_attn``, MHA
 ``in_proj_weight``) become ``<name>.q``, ``.k``, ``.v``: contiguous thirds of the output dimension (rows; columns
-for Conv1D). ``qkv="fused"`` keeps each of them one matrix instead, as the reference tool analyses it. Only a fused matrix of shape (3d, d) is split, so that grouped-query and multi-query layouts
-(q larger than k, v) are never cut wrongly; they stay one matrix with a note. (CodeGen's ``qkv_proj``, which is
+for Conv1D). Only a fused matrix of shape (3d, d) is split, so that grouped-query and multi-query layouts
+(q larger than k, v) are never cut wrongly; they stay one matrix with a note. ``qkv="fused"`` keeps every fused
+projection one matrix, as the reference tool analyses a fused Linear (it does not analyse MHA ``in_proj_weight``). (CodeGen's ``qkv_proj``, which is
 interleaved in model-parallel blocks, is not recognised and is cut as contiguous thirds.)
 MoE experts stacked as (experts, out, in) (transformers ≥ 5 ``*Experts`` modules) give one "linear" matrix per
 expert, ``<name>.<e>``; ``gate_up_proj`` is also cut into its gate and up halves (``<name>.<e>.gate``/``.up``). ``query_key_value`` (GPT-NeoX,
@@ -236,6 +237,11 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def _is_fused_qkv(name: str) -> bool:
+    """Whether a tensor name is a fused q/k/v projection (contiguous thirds, or per-head ``query_key_value``)."""
+    return bool(_FUSED_QKV.search(name) or _PER_HEAD_QKV.search(name))
+
+
 def _fused_split(item: NamedTensor, w: np.ndarray, kind: str) -> tuple[list[np.ndarray], str]:
     """Split a fused q/k/v weight (2-D) into three, or return it whole with a note saying why not."""
     name = item.name
@@ -262,8 +268,7 @@ def _dense_pieces(item: NamedTensor, kind: str, qkv: str = "split") -> list[tupl
         letters = GATE_NAMES[gates]
         return [(f".{g}", part, "RNN weight split per gate") for g, part in zip(letters, np.split(w, gates), strict=True)]
     if qkv == "fused":
-        fused = _FUSED_QKV.search(item.name) or _PER_HEAD_QKV.search(item.name)
-        return [("", w, "fused qkv analysed as one matrix (qkv='fused')" if fused else "")]
+        return [("", w, "fused qkv analysed as one matrix (qkv='fused')" if _is_fused_qkv(item.name) else "")]
     parts, note = _fused_split(item, w, kind)
     if len(parts) == 3:
         return [(f".{s}", p, note) for s, p in zip("qkv", parts, strict=True)]

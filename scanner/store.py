@@ -392,8 +392,12 @@ def verify(root: str | os.PathLike[str] | Storage, **options: Any) -> Any:
 
 
 def _same_options(recorded: object, config: ScanConfig) -> bool:
-    """Whether a manifest's recorded options equal ``config`` in every option that is hashed."""
+    """Whether a manifest's recorded options equal ``config`` in every option that is hashed, counting an option
+    hashed only away from its default (``config.HASHED_UNLESS_DEFAULT``) at that default when it is left out —
+    of the hash, or of a scan.json written before the option existed."""
     if not isinstance(recorded, dict):
         return False
-    mine = json.loads(json.dumps(config.hashed_options(), default=str))
+    implied = config.implied_defaults()
+    mine = {**implied, **json.loads(json.dumps(config.hashed_options(), default=str))}
+    recorded = {**implied, **recorded}
     return all(k in recorded and recorded[k] == v for k, v in mine.items())

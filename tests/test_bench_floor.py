@@ -87,12 +87,15 @@ def test_floor_report_compares_alpha_of_reference_mode_and_weightwatcher_layer_b
     ref = {"case": "c", "measure": "ref", "round": 0, "alphas": {"a": 2.0, "b": 3.0, "q": 4.0, "n": None}}
     ww = {"case": "c", "measure": "ww", "round": 0, "alphas": {"a": 2.0 + 5e-7, "b": 3.0, "qkv": 4.0, "n": 5.0}}
     lines = "\n".join(bench.agreement_lines([ref, ww]))
-    assert "| c | ref | 0 | 2 | 1 | 1 | 1 | 5.00e-07 | 2.50e-07 | a | yes |" in lines
+    assert "| c | ref | 0 | 2 | 1 | 1 | 1 | 5.00e-07 | 2.50e-07 | a | on 2 of 4 |" in lines
     ww["alphas"]["b"] = 3.0 + 2e-6  # past the tolerance
     assert "| c | ref | 0 | 2 | 1 | 1 | 1 | 2.00e-06 | 1.25e-06 | b | no |" in "\n".join(bench.agreement_lines([ref, ww]))
     fused = {"case": "c", "measure": "ref_fused", "round": 0, "alphas": {"a": 2.0, "b": 3.0, "qkv": 4.0, "n": 5.0}}
     lines = "\n".join(bench.agreement_lines([ref, fused, ww]))  # the fused mode, when measured, is the one compared
     assert "| c | ref_fused | 0 | 4 | 0 | 0 | 0 | 2.00e-06 |" in lines and "| c | ref |" not in lines
+    ww["alphas"]["b"] = 3.0  # every layer weightwatcher fits, each within the tolerance
+    assert "| c | ref_fused | 0 | 4 | 0 | 0 | 0 | 5.00e-07 | 0.00e+00 | a | yes |" in "\n".join(
+        bench.agreement_lines([ref, fused, ww]))
     assert bench.agreement_lines([ref]) == []  # no weightwatcher row: no table
     text = bench.report([ref, ww], [], [])
     assert "α agreement" in text and '"alphas"' not in text  # the raw rows in the report leave the α out
@@ -120,4 +123,4 @@ def test_null_cost_bench_times_the_parts_and_counts_the_certificate_verdicts(tmp
     save_file({"a.weight": torch.randn(512, 256, generator=g), "b.weight": heavy,
                "c.weight": torch.randn(64, 32, generator=g)}, str(tmp_path / "w.safetensors"))
     census = bench.census_lines(f"file:{tmp_path / 'w.safetensors'}")
-    assert census == ["- certified: 1", "- window: 1", "- beyond: 0", "- narrower than the width limit: 1"]
+    assert census == ["- certified: 1", "- window: 1", "- beyond: 0", "- mean: 0", "- narrower than the width limit: 1"]

@@ -36,8 +36,8 @@ def test_multihead_attention_in_proj_is_split_into_q_k_v() -> None:
 
 
 def test_qkv_fused_keeps_every_fused_projection_one_matrix(tmp_path: Path) -> None:
-    """qkv="fused": MHA in_proj, timm qkv, GPT-2 Conv1D c_attn and per-head query_key_value stay one matrix each,
-    equal to the tensor (oriented), with a note; the default cuts each of them in three."""
+    """qkv="fused": MHA in_proj, timm qkv, GPT-2 Conv1D c_attn and per-head query_key_value (heads known) stay one
+    matrix each, equal to the tensor as stored, with a note; the default cuts each of them in three."""
     from transformers import GPT2Config, GPT2Model
 
     torch.manual_seed(0)
@@ -56,8 +56,20 @@ def test_qkv_fused_keeps_every_fused_projection_one_matrix(tmp_path: Path) -> No
     save_file(state, str(tmp_path / "plain.safetensors"))
     rows = _layers(f"file:{tmp_path / 'plain.safetensors'}", qkv="fused")
     np.testing.assert_array_equal(rows["blocks.0.attn.qkv"].matrices[0], state["blocks.0.attn.qkv.weight"].numpy())
-    assert "qkv='fused'" in rows["layers.0.attention.query_key_value"].note
     assert rows["blocks.0.mlp.fc1"].note == ""  # not a fused projection: no note
+    from transformers import GPTNeoXConfig, GPTNeoXModel
+
+    from scanner.sources.modules import ModuleSource
+
+    neox = GPTNeoXModel(GPTNeoXConfig(hidden_size=16, num_attention_heads=2, num_hidden_layers=1,
+                                      intermediate_size=32, vocab_size=40))
+    name = "layers.0.attention.query_key_value"
+    split = {r.name for r in iter_layers(ModuleSource(neox, heads=2))}
+    fused_rows = {r.name: r for r in iter_layers(ModuleSource(neox, heads=2), qkv="fused")}
+    assert f"{name}.v" in split and name not in split and f"{name}.v" not in fused_rows
+    np.testing.assert_array_equal(fused_rows[name].matrices[0],
+                                  neox.layers[0].attention.query_key_value.weight.detach().numpy())
+    assert "qkv='fused'" in fused_rows[name].note
     with pytest.raises(ConfigError, match="the 'qkv' option must be one of"):
         _layers(mha, qkv="joined")
 

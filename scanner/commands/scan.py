@@ -40,7 +40,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="conv kernels: one pooled ESD per layer (default) or one per kernel position")
     parser.add_argument("--qkv", choices=QKV_MODES, default="split",
                         help="fused attention projections (qkv, c_attn, in_proj): split into q, k, v (default) or "
-                             "analysed as one matrix, as weightwatcher does (with --fit reference: its layer table)")
+                             "analysed as one matrix, as weightwatcher does (with --fit reference: a row for every layer it fits)")
     parser.add_argument("--no-randomize", dest="randomize", action="store_false",
                         help="skip the shuffled-matrix test (about halves the eigenvalue work)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
