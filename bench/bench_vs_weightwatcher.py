@@ -18,7 +18,8 @@ randomization are described in docs/decisions.md, "Marchenko–Pastur edge" and 
     full:    ``analyze(mp_fit=True, randomize=True)``           vs ``ScanConfig()`` (robust fit, MP fit, randomize)
 α agreement is reported for the default/reference pair, per layer matched by name ("module." prefix and
 ".weight" suffix dropped); layers only one tool analyses (e.g. zooscan splits a fused qkv into q, k, v, which
-the reference tool fits as one matrix) are counted, not compared.
+the reference tool fits as one matrix) are counted, not compared. ``bench_floor.py --measures ... ref_fused``
+times and compares ``qkv="fused"``, which analyses the reference tool's matrices.
 
 Raw results go to ``bench/results/vs_weightwatcher_cpu_raw.txt`` (JSON lines, appended as they finish), the
 report to ``bench/results/vs_weightwatcher_cpu.md``.
