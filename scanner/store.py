@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scanner import schema, storage_lock
-from scanner.config import RESULTS_REVISION, ScanConfig
+from scanner.config import NOT_HASHED, RESULTS_REVISION, ScanConfig
 from scanner.errors import SchemaError, StoreError
 from scanner.records import LayerResult, ModelResult, Status
 from scanner.storage import Storage, open_storage, pid_alive, tmp_writer
@@ -392,12 +392,11 @@ def verify(root: str | os.PathLike[str] | Storage, **options: Any) -> Any:
 
 
 def _same_options(recorded: object, config: ScanConfig) -> bool:
-    """Whether a manifest's recorded options equal ``config`` in every option that is hashed, counting an option
-    hashed only away from its default (``config.HASHED_UNLESS_DEFAULT``) at that default when it is left out —
-    of the hash, or of a scan.json written before the option existed."""
+    """Whether a manifest's recorded options equal ``config`` in every option that can change results; an option
+    hashed only away from its default (``config.HASHED_UNLESS_DEFAULT``) that a scan.json written before it
+    existed lacks counts as that default."""
     if not isinstance(recorded, dict):
         return False
-    implied = config.implied_defaults()
-    mine = {**implied, **json.loads(json.dumps(config.hashed_options(), default=str))}
-    recorded = {**implied, **recorded}
+    mine = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in NOT_HASHED}, default=str))
+    recorded = {**config.implied_defaults(), **recorded}
     return all(k in recorded and recorded[k] == v for k, v in mine.items())
