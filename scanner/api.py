@@ -84,8 +84,10 @@ def layer_filter(layers: LayerSelector) -> Any:
 def _scan(model: Any, config: ScanConfig) -> ModelScan:
     """Scan ``model``; raise the model's own error when it could not be read (never an empty result)."""
     import scanner.errors as errors
-    from scanner.scan import scan_model
+    from scanner.scan import require_cuda_here, scan_model
 
+    if config.device == "cuda":
+        require_cuda_here()
     result = scan_model(model, config)
     if result.model.status.value == "failed":
         cls = getattr(errors, result.model.error_class, None)

@@ -286,7 +286,7 @@ class RayExecutor:
         import ray
 
         if self.config.device == "cuda" and self.address is None and not self.logical_gpus:
-            from scanner.runner import require_cuda_here
+            from scanner.scan import require_cuda_here
 
             require_cuda_here()
         if not ray.is_initialized():

@@ -31,7 +31,7 @@ from scanner.errors import ConfigError, StoreError
 from scanner.executors import Executor, InFlight, ModelError, ModelOutcome
 from scanner.progress import ScanProgress, format_duration
 from scanner.records import ModelResult, Status
-from scanner.scan import ModelScan
+from scanner.scan import ModelScan, require_cuda_here
 from scanner.sources import canonical_id, source_of
 from scanner.store import ResultStore
 
@@ -179,20 +179,6 @@ def host_info() -> dict[str, Any]:
     except ImportError:
         pass
     return {"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "gpu": gpu, "versions": versions()}
-
-
-def require_cuda_here() -> None:
-    """Refuse ``--device cuda`` on a machine where torch sees no CUDA device (serial and local Ray)."""
-    try:
-        import torch
-
-        available = bool(torch.cuda.is_available())
-    except ImportError:
-        available = False
-    if not available:
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device on this machine; use "
-                          "--device auto (GPU when present) or cpu, or run on a GPU machine / --address a cluster "
-                          "with GPU nodes")
 
 
 # -- the store side: resume plan, commits, read-back -----------------------------------------------------

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from scanner.cache import use as use_weight_cache
 from scanner.config import ScanConfig
-from scanner.errors import FitError, ScannerError, SourceError, SpectrumError
+from scanner.errors import ConfigError, FitError, ScannerError, SourceError, SpectrumError
 from scanner.layers import LayerMatrix, SkippedTensor, iter_layers
 from scanner.records import LayerResult, ModelResult, Status
 from scanner.sources import ModelRef, open_source, parse_model_id, source_of
@@ -154,6 +154,21 @@ def layer_step_one(model_id: str, item: LayerMatrix | SkippedTensor, config: Sca
     record = _base_record(model_id, item, Status.OK, seconds_esd=time.perf_counter() - started,
                           device=esd_device(backend))
     return PendingLayer(record=record, eig=eig, eps=_weights_eps(item.matrices))
+
+
+def require_cuda_here() -> None:
+    """Refuse ``device="cuda"`` (``--device cuda``) on a machine where torch sees no CUDA device: the scan would
+    otherwise compute on the host (serial scans, a local Ray, ``zooscan analyze`` and the Python API)."""
+    try:
+        import torch
+
+        available = bool(torch.cuda.is_available())
+    except ImportError:
+        available = False
+    if not available:
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device on this machine; use "
+                          "--device auto (GPU when present) or cpu, or run on a GPU machine / --address a cluster "
+                          "with GPU nodes")
 
 
 def config_backend(config: ScanConfig) -> str:

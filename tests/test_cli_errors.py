@@ -147,6 +147,20 @@ def test_analyze_csv_into_a_missing_folder_fails_before_the_analysis(capsys, tmp
     assert out == ""  # nothing analysed
 
 
+def test_analyze_with_device_cuda_and_no_cuda_is_refused_before_the_analysis(capsys, monkeypatch):
+    """As ``scan`` does: computing on the host when the GPU was asked for would be a silent substitution."""
+    import torch
+
+    import scanner
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc, out, err = run_cli(capsys, "analyze", "random:timm/test_resnet", "--device", "cuda")
+    assert rc == 2 and out == ""
+    assert_one_line_error(rc, err, contains="torch sees no CUDA device")
+    with pytest.raises(scanner.errors.ConfigError, match="torch sees no CUDA device"):
+        scanner.analyze("random:timm/test_resnet", device="cuda")
+
+
 def test_analyze_of_a_missing_file_is_one_line_without_an_empty_table(capsys):
     rc, out, err = run_cli(capsys, "analyze", "file:/nonexistent/model.safetensors")
     assert rc == 1 and out == ""

@@ -98,10 +98,12 @@ class LayerProgress:
 def run(args: argparse.Namespace) -> int:
 
     from scanner.errors import ScannerError
-    from scanner.scan import scan_model
+    from scanner.scan import require_cuda_here, scan_model
 
     try:
         config = config_from_args(args)
+        if config.device == "cuda":
+            require_cuda_here()
     except ScannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
