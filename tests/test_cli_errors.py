@@ -126,6 +126,20 @@ def test_report_on_a_torn_scan(capsys, small_scan, tmp_path):
     rc, _, err = run_cli(capsys, "report", str(copy), "--catalog", str(catalog), "-o", str(tmp_path / "rep"),
                          "--jobs", "1")
     assert_one_line_error(rc, err)
+    shutil.rmtree(copy)  # a torn layers file of a committed model: the fix is named
+    shutil.copytree(scan_dir, copy)
+    layers = sorted((copy / "layers").glob("*.parquet"))[0]
+    layers.write_bytes(layers.read_bytes()[:40])
+    rc, _, err = run_cli(capsys, "report", str(copy), "--catalog", str(catalog), "-o", str(tmp_path / "rep"))
+    assert_one_line_error(rc, err, contains=f"zooscan verify --results {copy.parent} --scan-id {copy.name} --repair")
+
+
+def test_report_of_a_model_not_in_the_scans_is_refused(capsys, small_scan, tmp_path):
+    scan_dir, catalog = small_scan
+    rc, out, err = run_cli(capsys, "report", str(scan_dir), "--catalog", str(catalog), "-o", str(tmp_path / "rep"),
+                           "--model", "file:no/such/model.safetensors")
+    assert rc == 2 and out == "" and not (tmp_path / "rep").exists()
+    assert_one_line_error(rc, err, contains="'file:no/such/model.safetensors' is not in the scans given")
 
 
 def test_retry_failed_over_a_torn_models_file(capsys, tmp_path):

@@ -135,6 +135,58 @@ def test_report_pages_links_and_images_all_resolve(site):
     assert len(list((out / "img").glob("*_L*.png"))) >= 20  # the budget, plus the listed flagged layers
 
 
+def test_a_model_in_two_scans_gets_a_page_per_scan_and_is_ranked_once(synthetic, tmp_path):
+    """Two scans of the same models (e.g. one per option): each (scan, model) has its own page with its own
+    layers, and each group ranks a model once, with the row of the last scan given."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    scan_dir, catalog = synthetic
+    other = tmp_path / "results" / "other_option"
+    shutil.copytree(scan_dir, other)
+    changed = sorted((other / "models").glob("*.parquet"))[0]
+    table = pq.read_table(changed)
+    table = table.set_column(table.schema.get_field_index("alpha_hat"), "alpha_hat",
+                             pa.array([table["alpha_hat"][0].as_py() + 100.0]))
+    pq.write_table(table, changed)
+    single = load_zoo([scan_dir], [catalog])
+    zoo = load_zoo([scan_dir, other], [catalog])
+    assert len(zoo.models) == 2 * len(single.models) and len({m.ref for m in zoo.models}) == len(zoo.models)
+    assert len({m.label for m in zoo.models}) == len(zoo.models)
+    groups = group_results(zoo)
+    assert [len(g.models) for g in groups] == [6, 6] and [len(g.left_out) for g in groups] == [6, 6]
+    assert all(m.scan_dir == other for g in groups for m in g.models)  # the last scan's rows are ranked
+    values = {m.model_id: m.values["alpha_hat"] for g in groups for m in g.models}
+    assert values[table["model_id"][0].as_py()] == table["alpha_hat"][0].as_py()
+    out = tmp_path / "report"
+    index = write_site(zoo, out, ReportOptions(esd_budget=20, jobs=1))
+    pages = sorted((out / "models").glob("*.html"))
+    assert len(pages) == len(zoo.models)
+    per_scan = len([r for r in single.layer_rows if r["status"] == "ok"]) // len(single.models)
+    for page in pages:  # each page lists its own scan's layers once
+        names = re.findall(r"<tr><td>(?:<a [^>]*>)?([^<]+)", page.read_text(encoding="utf-8").split("<h2>Layers")[1])
+        assert len(names) == len(set(names)) >= per_scan, page.name
+    assert "In more than one of the scans" in index.read_text(encoding="utf-8")
+    _assert_links_resolve(out, index)
+    with open(out / "worth_a_look.csv", newline="", encoding="utf-8") as handle:
+        flagged = list(csv.DictReader(handle))
+    assert {row["scan_id"] for row in flagged} == {scan_dir.name, other.name}
+
+
+def _assert_links_resolve(out, index):
+    pages = sorted((out / "models").glob("*.html"))
+    anchors = {p.name: set(re.findall(r'id="(L\d+)"', p.read_text(encoding="utf-8"))) for p in pages}
+    for html_file in [index, *pages]:
+        text = html_file.read_text(encoding="utf-8")
+        for ref in re.findall(r'(?:src|href)="([^"#:]+)(?:#(L\d+))?"', text):
+            target = (html_file.parent / ref[0]).resolve()
+            assert target.is_file(), f"{html_file.name} links to missing {ref[0]}"
+            if ref[1]:
+                assert ref[1] in anchors[target.name], f"{html_file.name}: no anchor {ref[1]} in {target.name}"
+
+
 def test_model_pages_hide_skipped_tensors_unless_asked(site, synthetic, tmp_path):
     zoo, out, _ = site
     first = next((out / "models").glob("*.html")).read_text(encoding="utf-8")
@@ -183,7 +235,7 @@ def test_zoo_with_compacted_files_reads_the_same(synthetic, tmp_path):
     from scanner.report.zoo import read_eigenvalues
 
     model = after.models[0]
-    assert set(read_eigenvalues(model)) == set(read_eigenvalues(before.model(model.model_id)))
+    assert set(read_eigenvalues(model)) == set(read_eigenvalues(before.model(model.ref)))
 
 
 def test_phase_reason_never_says_more_survivors_than_outliers():

@@ -14,8 +14,9 @@ EPILOG = """examples:
 Published metrics come from the catalogs (default: every catalogs/*.csv of the repository): the columns
 metric/metric_value/higher_is_better when a catalog has them, else top1. Models are compared within a group:
 one family, one dataset, one published metric. ESD plots are drawn for whole models until --esd-budget plots
-are drawn, plus every listed layer worth a look; --model draws all of one model's layers.
-Exit status 1 when a scan folder holds no results."""
+are drawn, plus every listed layer worth a look; --model draws all of one model's layers. A model in several
+of the scans gets a page per scan and is ranked once, with the row of the last scan given.
+Exit status 2 on an error: a missing or empty scan folder, an unreadable results file, a --model not in the scans."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +45,17 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr)
     zoo = load_zoo(args.scan_dirs, catalogs=catalogs)
     progress("read", len(zoo.models), len(zoo.models))
+    scanned = {m.model_id for m in zoo.models}
+    unknown = [model_id for model_id in args.model if model_id not in scanned]
+    if unknown:
+        from scanner.errors import ConfigError
+
+        raise ConfigError(f"--model {unknown[0]!r} is not in the scans given; their model ids are "
+                          f"{', '.join(sorted(scanned)[:5])}{', …' if len(scanned) > 5 else ''} "
+                          "(zooscan sql \"select model_id from models\" lists them all)")
     out = args.output or args.scan_dirs[0] / "report"
     options = ReportOptions(title=args.title, esd_budget=args.esd_budget, show_skipped=args.show_skipped,
                             jobs=args.jobs, models=tuple(args.model))
     index = write_site(zoo, out, options, progress)
-    print(f"{index} ({folder_size(out) / 1e6:.1f} MB, {len(zoo.models)} models)")
+    print(f"{index} (report folder {folder_size(out) / 1e6:.1f} MB, {len(zoo.models)} models)")
     return 0

@@ -106,11 +106,11 @@ def _phase(phase: str | None) -> str:
 
 
 def page_name(model: ModelRow) -> str:
-    return f"{model.model_key}.html"
+    return f"{model.ref}.html"
 
 
 def esd_file(model: ModelRow, layer_index: int) -> str:
-    return f"{model.model_key}_L{layer_index}.png"
+    return f"{model.ref}_L{layer_index}.png"
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -158,28 +158,28 @@ def _draw_model_esds(model: ModelRow, rows: list[dict[str, Any]], img_dir: str) 
 
 def _esd_plan(zoo: Zoo, order: Sequence[ModelRow], listed: Sequence[Flag],
               options: ReportOptions) -> dict[str, list[dict[str, Any]]]:
-    """model_id → layer rows whose ESD is drawn."""
+    """model ref (``ModelRow.ref``) → layer rows whose ESD is drawn."""
     ok_rows: dict[str, list[dict[str, Any]]] = {}
     for row in zoo.layer_rows:
         if row["status"] == "ok" and row.get("num_evals"):
-            ok_rows.setdefault(row["model_id"], []).append(row)
+            ok_rows.setdefault(row["model_ref"], []).append(row)
     plan: dict[str, dict[int, dict[str, Any]]] = {}
     budget = options.esd_budget
     for model in order:
-        rows = ok_rows.get(model.model_id, [])
+        rows = ok_rows.get(model.ref, [])
         forced = model.model_id in options.models
         if rows and (forced or len(rows) <= budget):
-            plan[model.model_id] = {r["layer_index"]: r for r in rows}
+            plan[model.ref] = {r["layer_index"]: r for r in rows}
             budget -= 0 if forced else len(rows)
     for flag in listed:
         if flag.row.get("status") == "ok" and flag.row.get("num_evals"):
-            plan.setdefault(flag.model_id, {})[flag.layer_index] = flag.row
+            plan.setdefault(flag.model_ref, {})[flag.layer_index] = flag.row
     return {k: sorted(v.values(), key=lambda r: r["layer_index"]) for k, v in plan.items()}
 
 
 def draw_all(zoo: Zoo, plan: dict[str, list[dict[str, Any]]], figures: list[tuple[Any, ...]], img_dir: Path,
              jobs: int, progress: ProgressFn) -> set[tuple[str, int]]:
-    """Draw the zoo figures and the planned ESD plots on ``jobs`` processes; returns the (model_id,
+    """Draw the zoo figures and the planned ESD plots on ``jobs`` processes; returns the (model ref,
     layer_index) pairs whose ESD PNG exists."""
     tasks: list[tuple[Any, ...]] = list(figures)
     tasks += [("esd", zoo.model(mid), rows[i:i + ESD_CHUNK], str(img_dir))  # chunks: steady progress, balance
@@ -320,7 +320,10 @@ def groups_html(groups: Sequence[GroupResult]) -> str:
         figure = ""
         if _has_figure(k, g):
             figure = f'<br><img alt="{_esc(g.name)}: metrics against the published value" src="img/group_{k}.png">'
-        parts.append(f"<h3>{_esc(g.name)} ({len(g.models)} models)</h3>" + _table(head, rows) + figure)
+        twice = "" if not g.left_out else (
+            f'<p class="note">In more than one of the scans: {", ".join(_esc(m.label) for m in g.left_out)}; '
+            "each model is ranked once, with the row of the last scan given.</p>")
+        parts.append(f"<h3>{_esc(g.name)} ({len(g.models)} models)</h3>" + twice + _table(head, rows) + figure)
     if len(groups) > MAX_GROUP_FIGURES:
         parts.append(f'<p class="note">Figures drawn for the {MAX_GROUP_FIGURES} largest groups.</p>')
     if not groups:
@@ -348,12 +351,11 @@ def alpha_html(zoo: Zoo) -> str:
 
 
 def flags_html(zoo: Zoo, flags: Sequence[Flag], drawn: set[tuple[str, int]]) -> str:
-    by_id = {m.model_id: m for m in zoo.models}
     rows = []
     for f in flags[:MAX_FLAGS_LISTED]:
-        model = by_id[f.model_id]
+        model = zoo.model(f.model_ref)
         link = f"models/{page_name(model)}#L{f.layer_index}"
-        esd = f'<a href="{link}">ESD</a>' if (f.model_id, f.layer_index) in drawn else ""
+        esd = f'<a href="{link}">ESD</a>' if (f.model_ref, f.layer_index) in drawn else ""
         rows.append([f'<a href="models/{page_name(model)}">{_esc(model.label)}</a>',
                      f'<a href="{link}">{_esc(f.layer_name)}</a>', _esc(f.kind), _num(f.alpha), _phase(f.phase),
                      f'<span class="t">{_esc(f.why)}</span>', esd])
@@ -394,7 +396,7 @@ def model_page(model: ModelRow, rows: list[dict[str, Any]], drawn: set[tuple[str
     table_rows = []
     for r in shown:
         name = _esc(r["layer_name"])
-        if (model.model_id, r["layer_index"]) in drawn:
+        if (model.ref, r["layer_index"]) in drawn:
             name = f'<a href="#L{r["layer_index"]}">{name}</a>'
         matrix = f"{r['n']}×{r['m']}" if r.get("n") else "×".join(map(str, r["shape"] or ()))
         note = flags.get(r["layer_index"], "") or (r["reason"] or "")
@@ -407,13 +409,13 @@ def model_page(model: ModelRow, rows: list[dict[str, Any]], drawn: set[tuple[str
                    "zooscan report --show-skipped lists them.</p>") if hidden else ""
     esds = []
     for r in ok:
-        if (model.model_id, r["layer_index"]) in drawn:
+        if (model.ref, r["layer_index"]) in drawn:
             reason = _esc(r.get("phase_reason") or "")
             esds.append(f'<div class="esd" id="L{r["layer_index"]}"><img alt="ESD {_esc(r["layer_name"])}" '
                         f'src="../img/{esd_file(model, r["layer_index"])}"><br><span class="note">{reason}</span></div>')
     esd_note = "" if esds else ('<p class="note">ESD plots were not drawn for this model (the report draws them for '
                                 f"a budget of layers); zooscan report --model {_esc(model.model_id)} draws them.</p>")
-    summary = [["model id", _esc(model.model_id)], ["group", _esc(model.group)],
+    summary = [["model id", _esc(model.model_id)], ["scan", _esc(model.scan_name)], ["group", _esc(model.group)],
                ["published", _num(model.published.value, 4) if model.published else "none"],
                ["status", _esc(model.status) + (f": {_esc(model.reason)}" if model.reason else "")],
                ["layers", f"{_num(v.get('n_layers'))} tensors, {_num(v.get('n_ok'))} analysed, "
@@ -435,14 +437,14 @@ def _page(title: str, body: str, root: str = "") -> str:
             f"<body>{body}</body></html>")
 
 
-def _write_flags_csv(path: Path, flags: Sequence[Flag]) -> None:
+def _write_flags_csv(path: Path, zoo: Zoo, flags: Sequence[Flag]) -> None:
     import csv
 
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["model_id", "layer_index", "layer_name", "kind", "alpha", "phase", "why"])
-        writer.writerows([[f.model_id, f.layer_index, f.layer_name, f.kind, "" if f.alpha is None else f.alpha,
-                           f.phase, f.why] for f in flags])
+        writer.writerow(["scan_id", "model_id", "layer_index", "layer_name", "kind", "alpha", "phase", "why"])
+        writer.writerows([[zoo.model(f.model_ref).scan_name, f.model_id, f.layer_index, f.layer_name, f.kind,
+                           "" if f.alpha is None else f.alpha, f.phase, f.why] for f in flags])
 
 
 def write_site(zoo: Zoo, out_dir: Path, options: ReportOptions | None = None,
@@ -455,8 +457,8 @@ def write_site(zoo: Zoo, out_dir: Path, options: ReportOptions | None = None,
     img_dir.mkdir(parents=True, exist_ok=True)
     page_dir.mkdir(parents=True, exist_ok=True)
     groups = group_results(zoo)
-    grouped = {m.model_id: (k, i) for k, g in enumerate(groups) for i, m in enumerate(g.models)}
-    order = sorted(zoo.models, key=lambda m: (*grouped.get(m.model_id, (len(groups), 0)), m.model_id))
+    grouped = {m.ref: (k, i) for k, g in enumerate(groups) for i, m in enumerate(g.models)}
+    order = sorted(zoo.models, key=lambda m: (*grouped.get(m.ref, (len(groups), 0)), m.model_id, m.ref))
     flags = flagged_layers(zoo.layer_rows)
     listed = flags[:MAX_FLAGS_LISTED]
     jobs = options.jobs or min(2, os.cpu_count() or 1)
@@ -473,7 +475,7 @@ def write_site(zoo: Zoo, out_dir: Path, options: ReportOptions | None = None,
         ("worth-a-look", "Layers worth a look", flags_html(zoo, flags, drawn)),
         ("models", "Models", models_html(zoo, order)),
     ]
-    _write_flags_csv(out_dir / "worth_a_look.csv", flags)
+    _write_flags_csv(out_dir / "worth_a_look.csv", zoo, flags)
     (out_dir / "style.css").write_text(STYLE, encoding="utf-8")
     body = f"<h1>{_esc(title)}</h1>" + "".join(
         f'<section id="{sid}"><h2>{_esc(name)}</h2>{content}</section>' for sid, name, content in sections)
@@ -482,14 +484,14 @@ def write_site(zoo: Zoo, out_dir: Path, options: ReportOptions | None = None,
 
     by_model: dict[str, list[dict[str, Any]]] = {}
     for row in zoo.layer_rows:
-        by_model.setdefault(row["model_id"], []).append(row)
+        by_model.setdefault(row["model_ref"], []).append(row)
     flag_text: dict[str, dict[int, str]] = {}
     for f in flags:
-        flag_text.setdefault(f.model_id, {})[f.layer_index] = f.why
+        flag_text.setdefault(f.model_ref, {})[f.layer_index] = f.why
     for n, model in enumerate(order, start=1):
-        rows = sorted(by_model.get(model.model_id, []), key=lambda r: r["layer_index"])
+        rows = sorted(by_model.get(model.ref, []), key=lambda r: r["layer_index"])
         (page_dir / page_name(model)).write_text(
-            model_page(model, rows, drawn, flag_text.get(model.model_id, {}), options), encoding="utf-8")
+            model_page(model, rows, drawn, flag_text.get(model.ref, {}), options), encoding="utf-8")
         progress("model pages", n, len(order))
     return index
 

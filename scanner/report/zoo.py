@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from scanner.errors import StoreError
+from scanner.errors import StoreError, one_line
 from scanner.report.stats import Association, associate, ranks
 
 LAYER_COLUMNS = (
@@ -116,6 +116,11 @@ class ModelRow:
     published: Published | None
     values: dict[str, Any]  # the models-table row (alpha_mean, alpha_hat, n_ok, phase counts, …)
     label: str = ""  # a short name unique in the report (``scanner.report.names.unique_names``)
+    ref: str = ""  # unique in the report: the model key, prefixed with the scan's name when another scan has it
+
+    @property
+    def scan_name(self) -> str:
+        return self.scan_dir.name
 
     @property
     def group(self) -> str:
@@ -132,12 +137,13 @@ class Zoo:
     models: tuple[ModelRow, ...]
     layers: pa.Table  # LAYER_COLUMNS of every layer row
 
-    def model(self, model_id: str) -> ModelRow:
-        return self._by_id[model_id]
+    def model(self, ref: str) -> ModelRow:
+        """The model of a ``ModelRow.ref`` (a layer row's ``model_ref``)."""
+        return self._by_ref[ref]
 
     @functools.cached_property
-    def _by_id(self) -> dict[str, ModelRow]:
-        return {m.model_id: m for m in self.models}
+    def _by_ref(self) -> dict[str, ModelRow]:
+        return {m.ref: m for m in self.models}
 
     @functools.cached_property
     def layer_rows(self) -> list[dict[str, Any]]:
@@ -162,7 +168,12 @@ def load_zoo(scan_dirs: Sequence[Path], catalogs: Sequence[Path] = ()) -> Zoo:
             raise StoreError(f"scan folder {scan_dir} does not exist; pass <results>/<scan_id> of a finished scan "
                              "(ls <results> lists the scan ids)")
         files = scan_files(LocalStorage(scan_dir.parent), scan_dir)
-        model_table, layer_table = _table(files, "models"), _table(files, "layers", LAYER_COLUMNS)
+        try:
+            model_table, layer_table = _table(files, "models"), _table(files, "layers", LAYER_COLUMNS)
+        except (pa.ArrowException, OSError) as exc:
+            raise StoreError(f"a results file of {scan_dir} cannot be read ({one_line(exc)}); run 'zooscan verify "
+                             f"--results {scan_dir.parent} --scan-id {scan_dir.name} --repair' to move it aside, "
+                             "then rerun the scan to redo its model") from exc
         if model_table is None or layer_table is None or not model_table.num_rows:
             raise StoreError(f"{scan_dir} holds no committed models/ and layers/ Parquet files; pass a scan folder "
                              "<results>/<scan_id> that a scan has written (zooscan scan … --results <results>)")
@@ -174,13 +185,27 @@ def load_zoo(scan_dirs: Sequence[Path], catalogs: Sequence[Path] = ()) -> Zoo:
                 model_id=row["model_id"], model_key=row["model_key"], scan_dir=scan_dir, status=row["status"],
                 reason=row.get("reason") or "", family=entry.get("family") or row["model_id"].split(":", 1)[0],
                 dataset=entry.get("dataset") or "", published=published_of(entry), values=row))
-        layer_tables.append(layer_table)
-    layers = pa.concat_tables(layer_tables, promote_options="default")
+        layer_tables.append((scan_dir, layer_table))
     from scanner.report.names import unique_names
 
-    labels = unique_names([m.model_id for m in models])
-    models = [dataclasses.replace(m, label=labels[m.model_id]) for m in models]
+    labels = unique_names(list(dict.fromkeys(m.model_id for m in models)))
+    scans_of: dict[str, int] = {}
+    for m in models:
+        scans_of[m.model_key] = scans_of.get(m.model_key, 0) + 1
+    models = [_identified(m, labels[m.model_id], scans_of[m.model_key] > 1) for m in models]
+    refs = {(m.scan_dir, m.model_key): m.ref for m in models}
+    layers = pa.concat_tables([table.append_column("model_ref", pa.array(
+        [refs.get((scan_dir, key), key) for key in table["model_key"].to_pylist()], pa.string()))
+        for scan_dir, table in layer_tables], promote_options="default")
     return Zoo(tuple(Path(d) for d in scan_dirs), tuple(manifests), tuple(models), layers)
+
+
+def _identified(model: ModelRow, label: str, in_several_scans: bool) -> ModelRow:
+    """The model with its ``label`` and ``ref`` in the report: a model (the same id) in several of the report's
+    scans — e.g. one scan with each of two options — is one entry per scan, its scan's name in both."""
+    if not in_several_scans:
+        return dataclasses.replace(model, label=label, ref=model.model_key)
+    return dataclasses.replace(model, label=f"{label} [{model.scan_name}]", ref=f"{model.scan_name}--{model.model_key}")
 
 
 def read_eigenvalues(model: ModelRow, layer_indices: Sequence[int] | None = None) -> dict[int, NDArray[np.float64]]:
@@ -217,6 +242,7 @@ class GroupResult:
     published_rank: tuple[int | None, ...]
     metric_ranks: dict[str, tuple[int | None, ...]]
     associations: dict[str, Association]
+    left_out: tuple[ModelRow, ...] = ()  # rows of a model that a later scan of the report has too (ranked once)
 
     @property
     def best_metric(self) -> str | None:
@@ -226,13 +252,19 @@ class GroupResult:
 
 
 def group_results(zoo: Zoo) -> list[GroupResult]:
-    """Every group with a published metric and at least one scanned model, largest group first."""
-    groups: dict[str, list[ModelRow]] = {}
-    for model in zoo.models:
+    """Every group with a published metric and at least one scanned model, largest group first. A model in
+    several of the report's scans is ranked and correlated once, with the row of the last scan given."""
+    groups: dict[str, dict[str, ModelRow]] = {}
+    left_out: dict[str, list[ModelRow]] = {}
+    for model in zoo.models:  # in the order of the scans given: a later scan's row of a model replaces the earlier
         if model.published is not None and model.status == "ok":
-            groups.setdefault(model.group, []).append(model)
+            earlier = groups.setdefault(model.group, {}).pop(model.model_id, None)
+            if earlier is not None:
+                left_out.setdefault(model.group, []).append(earlier)
+            groups[model.group][model.model_id] = model
     out = []
-    for name, members in groups.items():
+    for name, by_id in groups.items():
+        members = list(by_id.values())
         hib = members[0].published.higher_is_better  # type: ignore[union-attr]
         members.sort(key=lambda m: -m.published.value if hib else m.published.value)  # type: ignore[union-attr]
         published: list[float | None] = [m.published.value for m in members]  # type: ignore[union-attr]
@@ -241,7 +273,8 @@ def group_results(zoo: Zoo) -> list[GroupResult]:
         assoc = {k: associate([m.values.get(k) for m in members], published, metric_lower_is_better=lower,
                               published_higher_is_better=hib) for k, (_, lower) in METRICS.items()}
         out.append(GroupResult(name, members[0].published.metric, hib, tuple(members),  # type: ignore[union-attr]
-                               tuple(ranks(published, higher_is_better=hib)), metric_ranks, assoc))
+                               tuple(ranks(published, higher_is_better=hib)), metric_ranks, assoc,
+                               tuple(left_out.get(name, ()))))
     out.sort(key=lambda g: (-len(g.models), g.name))
     return out
 
@@ -259,6 +292,7 @@ class Flag:
     why: str
     severity: float
     row: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    model_ref: str = ""  # the model's ``ModelRow.ref`` (the layer row's ``model_ref``)
 
 
 def flagged_layers(layers: pa.Table | list[dict[str, Any]]) -> list[Flag]:
@@ -290,6 +324,6 @@ def flagged_layers(layers: pa.Table | list[dict[str, Any]]) -> list[Flag]:
                 severity = max(severity, 0.5)
         if reasons:
             out.append(Flag(row["model_id"], row["layer_index"], row["layer_name"], row["kind"], alpha, phase,
-                            "; ".join(reasons), severity, row))
-    out.sort(key=lambda f: (-f.severity, f.model_id, f.layer_index))
+                            "; ".join(reasons), severity, row, row.get("model_ref") or row["model_id"]))
+    out.sort(key=lambda f: (-f.severity, f.model_id, f.model_ref, f.layer_index))
     return out
