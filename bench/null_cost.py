@@ -4,8 +4,9 @@
    eigensolve) against the float64 floor of the same layer (Gram + ``eigvalsh``), one thread, CPU time, best of 5,
    for the two shapes of a BERT-base-sized encoder (Student-t(3) entries: heavy-tailed, uncertified).
 2. Certificate census of a checkpoint's analysed matrices of ≥ ``CLOSED_FORM_MIN_WIDTH`` columns: "certified" when
-   the scan's own test (``randomize.analytic_null_eigenvalues``) gives the closed form; otherwise, by the entries'
-   a²/(σ²√(NM)) (a centred), "window" (some in (0.25, 4): near the BBP threshold 1, where neither the bulk law nor
+   the scan's own test (``randomize.analytic_null_eigenvalues``) gives the closed form; "fourth moment" when only
+   the entries' kurtosis fails it (``randomize.edge_shift_tw`` > ``MAX_EDGE_SHIFT_TW``: sparse or pruned entries);
+   otherwise, by the entries' a²/(σ²√(NM)) (a centred), "window" (some in (0.25, 4): near the BBP threshold 1, where neither the bulk law nor
    the outlier formula is accurate at these sizes), "beyond" (some ≥ 4, none in the window: an outlier formula
    per entry could serve) or "mean" (no such entry: the mean is near its own transition, or the variance is
    round-off).
@@ -89,6 +90,9 @@ def census_lines(model: str) -> list[str]:
             if analytic_null_eigenvalues(batch) is not None:
                 counts["certified"] += 1
                 continue
+            if analytic_null_eigenvalues(batch, max_edge_shift=np.inf) is not None:
+                counts["fourth moment"] += 1
+                continue
             verdict = "mean"
             for w in batch:
                 w = w.astype(np.float64)
@@ -99,7 +103,7 @@ def census_lines(model: str) -> list[str]:
                     verdict = "beyond"
             counts[verdict] += 1
     return [f"- {label}: {counts[label]}" for label in
-            ("certified", "window", "beyond", "mean", "narrower than the width limit")]
+            ("certified", "fourth moment", "window", "beyond", "mean", "narrower than the width limit")]
 
 
 def main(argv: list[str] | None = None) -> int:

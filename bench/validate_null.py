@@ -7,7 +7,7 @@ Three runs of every layer, all seed 0 unless said:
     before s1   ``before`` with seed 1: the run-to-run spread of the shuffled null, the scale for tolerances
 
 Sets: the phase-confusion generators (``scripts/phase_confusion.py``: canonical and crossover, every shape
-and seed), every checkpoint of the shared zoo (``$ZOOSCAN_SHARED/zoo``: all layers of every model), with
+and seed), sparse ±1 and magnitude-pruned Gaussian layers (``sparse_rows``), every checkpoint of the shared zoo (``$ZOOSCAN_SHARED/zoo``: all layers of every model), with
 ``--random-models`` random-init ResNet-50 and ViT-B/16 (where most layers are certified), and with
 ``--registry-zoo`` the main job's real networks of the registry zoo (``zooscan zoo ids registry_zoo --default``:
 Keras, ONNX, TF.js, TFLite, torch and spaCy files, fetched beforehand with ``zooscan zoo fetch registry_zoo
@@ -89,6 +89,38 @@ def synthetic_rows() -> list[Row]:
                         _with_width(run)
                         out[run] = analyse_matrices(matrix, _config(run)).spectrum
                     rows.append(_row(set_name, f"{name} {n}x{m} s{seed}", _certified(matrix), out))
+    return rows
+
+
+SPARSE_SHAPES = ((1000, 500), (768, 768), (3072, 768))
+PRUNED_KEPT = (0.5, 0.2, 0.1, 0.05, 0.02)  # fraction of a Gaussian layer's largest-magnitude entries kept
+SPARSE_DENSITY = (0.1, 0.05, 0.02, 0.01)  # fraction of ±1 entries, the rest 0
+
+
+def sparse_rows() -> list[Row]:
+    """Sparse and magnitude-pruned layers: every entry passes the single-entry test, and the fourth-moment test
+    decides (``randomize.edge_shift_tw``)."""
+    import numpy as np
+
+    from scanner.spectra.layer import analyse_matrices
+
+    rows = []
+    for n, m in SPARSE_SHAPES:
+        for seed in (0, 1):
+            rng = np.random.default_rng([seed, n, m])
+            gauss = rng.standard_normal((n, m))
+            signs = np.sign(rng.standard_normal((n, m)))
+            uniform = rng.random((n, m))
+            cases = [(f"pruned keep={kept}", np.where(np.abs(gauss) >= np.quantile(np.abs(gauss), 1 - kept), gauss, 0.0))
+                     for kept in PRUNED_KEPT]
+            cases += [(f"sparse ±1 p={p}", (uniform < p) * signs) for p in SPARSE_DENSITY]
+            for name, matrix in cases:
+                matrix = matrix.astype(np.float32)
+                out = {}
+                for run in RUNS:
+                    _with_width(run)
+                    out[run] = analyse_matrices(matrix, _config(run)).spectrum
+                rows.append(_row("sparse and pruned", f"{name} {n}x{m} s{seed}", _certified(matrix), out))
     return rows
 
 
@@ -238,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     load = load_average()
-    rows = [] if args.skip_synthetic else synthetic_rows()
+    rows = [] if args.skip_synthetic else synthetic_rows() + sparse_rows()
     rows += [] if args.skip_shared_zoo else zoo_rows()
     if args.random_models:
         rows += random_model_rows()

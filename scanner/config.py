@@ -23,9 +23,12 @@ NULL_MODELS = ("auto", "exact")
 # Options added after results revision 2 whose default is what every version before them did: hashed only when
 # set to something else, so that a scan begun before they existed keeps its config_hash and can be resumed.
 HASHED_UNLESS_DEFAULT = ("qkv",)
-RESULTS_REVISION = 2
+RESULTS_REVISION = 3
 """Part of ``config_hash``: raised whenever the same options give different numbers, so that a scan begun by
-an earlier version is not resumed with rows of this one (the store refuses a different hash). 2: the
+an earlier version is not resumed with rows of this one (the store refuses a different hash). 3: the
+closed-form null also requires the entries' fourth moment to keep the shuffled matrix's edge within one TW scale
+of the MP edge (sparse and magnitude-pruned layers get the exact null: their ``rand_distance``, trap counts and
+phase can change; no layer of the validation sets did); 2: the
 randomization test's closed-form null only for matrices of ≥ 256 columns, and interleaved plotting positions
 across a pooled batch (``rand_distance`` and trap counts of such layers changed); 1: before (not hashed)."""
 

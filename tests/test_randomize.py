@@ -99,7 +99,8 @@ def test_closed_form_null_at_the_lower_mean_boundary(n, m):
     """Entries 1.25/−0.75: mean 1/4, σ² = 1, so θ/(σ²√NM) = (1/16)·16/4 = 1/4 (certified: ≤) and every
     centred entry has a² = 1 = ¼·σ²·√16 (certified: ≤). Null: MP quantiles of s = N at (i − ½)/M, the top
     one replaced by the expected λ_max = λ⁺ + TW1_MEAN·t_TW (hand values for 4×4: 16 − 1.2065·4)."""
-    null = analytic_null_eigenvalues(_two_valued(n, m, 1.25, -0.75), min_width=1)  # the law, at hand sizes
+    null = analytic_null_eigenvalues(_two_valued(n, m, 1.25, -0.75), min_width=1, max_edge_shift=np.inf)  # the
+    # law at hand sizes: two-valued entries (κ = 1) in a 4×4 matrix shift the edge by 2 t_TW (tested below)
     assert null is not None
     expected = mp_quantile((np.arange(m) + 0.5) / m, n / m, float(n))
     expected[-1] = _tw_edge(n, m, float(n))
@@ -114,7 +115,7 @@ def test_closed_form_null_at_the_upper_mean_boundary(n, m, high, outlier):
     """Entries high/0: mean μ = high/2, σ² = μ², so θ/(σ²√NM) = μ²·16/(μ²·4) = 4 = 1/CERTIFY_RATIO exactly:
     the mean's outlier (θ + Nσ²)(θ + Mσ²)/θ with θ = 16μ² (hand values: 20·20/16, 24·18/16, 80·80/64,
     96·72/64) replaces the top MP quantile."""
-    null = analytic_null_eigenvalues(_two_valued(n, m, high, 0.0), min_width=1)
+    null = analytic_null_eigenvalues(_two_valued(n, m, high, 0.0), min_width=1, max_edge_shift=np.inf)
     assert null is not None
     var = (high / 2) ** 2
     expected = mp_quantile((np.arange(m) + 0.5) / m, n / m, n * var)
@@ -132,6 +133,73 @@ def test_closed_form_null_of_a_gaussian_with_a_small_mean_is_mp_plus_tw():
     expected[-1] = _tw_edge(512, 256, 512 * var)
     np.testing.assert_allclose(null, np.sort(expected), rtol=1e-9)
     assert pytest.approx(-1.2065, abs=1e-4) == TW1_MEAN  # E[TW₁] = −1.2065… (Tracy & Widom 1996)
+
+
+def _kurtosis_shift(w):
+    """|κ − 3|·λ⁺/(√(NM)·t_TW) by hand: κ from numpy's moments, λ⁺ = s(1 + √(M/N))², t_TW of Johnstone (2001)."""
+    n, m = w.shape
+    c = w - w.mean()
+    kurtosis = np.mean(c**4) / np.mean(c**2) ** 2
+    scale = n * np.mean(c**2)
+    t_tw = (scale / n) * (np.sqrt(n) + np.sqrt(m)) * (1 / np.sqrt(n) + 1 / np.sqrt(m)) ** (1 / 3)
+    return abs(kurtosis - 3) * scale * (1 + np.sqrt(m / n)) ** 2 / np.sqrt(n * m) / t_tw
+
+
+def _pruned(fraction_kept, n=1000, m=500, seed=0):
+    """A Gaussian layer with all but its ``fraction_kept`` largest-magnitude entries set to 0."""
+    w = np.random.default_rng(seed).standard_normal((n, m))
+    return np.where(np.abs(w) >= np.quantile(np.abs(w), 1 - fraction_kept), w, 0.0)
+
+
+def _sparse_signs(density, n=1000, m=500, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, m)) < density) * np.sign(rng.standard_normal((n, m)))
+
+
+def test_edge_shift_is_the_kurtosis_shift_in_tw_scales():
+    from scanner.spectra.randomize import edge_shift_tw
+
+    rng = np.random.default_rng(14)
+    for w in (rng.standard_normal((512, 256)), rng.uniform(-1, 1, (1000, 500)), _pruned(0.02), _sparse_signs(0.05)):
+        assert edge_shift_tw(w, float(w.mean()), float(w.var())) == pytest.approx(_kurtosis_shift(w), rel=1e-9)
+    assert _kurtosis_shift(_pruned(0.02)) > 7 and _kurtosis_shift(rng.uniform(-1, 1, (1000, 500))) < 0.3
+
+
+@pytest.mark.parametrize("make, certified", [
+    (lambda: np.random.default_rng(15).standard_normal((1000, 500)), True),  # κ = 3: no shift
+    (lambda: np.random.default_rng(15).uniform(-1, 1, (1000, 500)), True),  # κ = 1.8: 0.22 t_TW
+    (lambda: np.random.default_rng(15).laplace(size=(1000, 500)), True),  # κ = 6: 0.54 t_TW
+    (lambda: _pruned(0.5), True),  # κ ≈ 3.5: half the entries pruned
+    (lambda: _pruned(0.1), False),  # κ ≈ 11.6: 1.5 t_TW
+    (lambda: _pruned(0.02), False),  # κ ≈ 53: 8 t_TW, traps in the exact null
+    (lambda: _sparse_signs(0.01), False),  # κ ≈ 100: every entry passes the single-entry test
+])
+def test_sparse_and_pruned_layers_are_not_certified(make, certified):
+    """Every entry of these passes the single-entry test, but a sparse matrix's shuffled edge moves beyond the MP
+    law by |κ − 3|·λ⁺/√(NM): certified only within ``MAX_EDGE_SHIFT_TW`` (1 t_TW)."""
+    from scanner.spectra.randomize import MAX_EDGE_SHIFT_TW
+
+    w = make()
+    c = w - w.mean()
+    assert np.max(c**2) <= 0.25 * np.var(w) * np.sqrt(w.size)  # the single-entry test passes
+    assert (_kurtosis_shift(w) <= MAX_EDGE_SHIFT_TW) == certified
+    assert (analytic_null_eigenvalues(w[None]) is not None) == certified
+    assert analytic_null_eigenvalues(w[None], max_edge_shift=np.inf) is not None
+
+
+def test_a_pruned_layer_gets_the_traps_of_its_shuffle():
+    """98 % magnitude pruning of a 1000×500 Gaussian layer: the shuffled copies have eigenvalues beyond the MP
+    edge (traps) that the MP law does not; ``null="auto"`` therefore shuffles it, as ``"exact"`` does."""
+    from scanner.spectra.esd import batch_eigenvalues
+    from scanner.spectra.randomize import compare_with_randomized, shuffled_eigenvalues
+
+    batch = as_matrix_batch(_pruned(0.02).astype(np.float32))
+    evals = batch_eigenvalues(batch)
+    traps = [compare_with_randomized(evals, shuffled_eigenvalues(batch, seed), n=1000, m=500, seed=seed).n_traps
+             for seed in range(3)]
+    law = analytic_null_eigenvalues(batch, max_edge_shift=np.inf)
+    assert max(traps) >= 1 and compare_with_randomized(evals, law, n=1000, m=500, seed=0).n_traps == 0
+    np.testing.assert_array_equal(null_eigenvalues(batch, 1, null="auto"), shuffled_eigenvalues(batch, 1))
 
 
 def _spiked_entry(ratio, sign, mean=2.0):
