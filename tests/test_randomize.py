@@ -163,6 +163,10 @@ def test_edge_shift_is_the_kurtosis_shift_in_tw_scales():
     for w in (rng.standard_normal((512, 256)), rng.uniform(-1, 1, (1000, 500)), _pruned(0.02), _sparse_signs(0.05)):
         assert edge_shift_tw(w, float(w.mean()), float(w.var())) == pytest.approx(_kurtosis_shift(w), rel=1e-9)
     assert _kurtosis_shift(_pruned(0.02)) > 7 and _kurtosis_shift(rng.uniform(-1, 1, (1000, 500))) < 0.3
+    w = _pruned(0.1, n=700, m=300).astype(np.float32)  # blocks of the pass: a part-block at the end; memory order
+    for layout in (w, np.asfortranarray(w), w.T.copy().T):
+        assert edge_shift_tw(layout, float(w.mean()), float(w.var())) == pytest.approx(_kurtosis_shift(
+            w.astype(np.float64)), rel=1e-6)
 
 
 @pytest.mark.parametrize("make, certified", [
