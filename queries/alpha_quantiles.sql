@@ -5,7 +5,8 @@
 -- output: grp, n_layers, alpha_mean, alpha_q10, alpha_q25, alpha_q50, alpha_q75, alpha_q90, frac_alpha_lt2, frac_alpha_gt6, alpha_hat_q10, alpha_hat_q50, alpha_hat_q90
 WITH fits AS (
     SELECT CASE $group_by WHEN 'kind' THEN kind WHEN 'family' THEN family WHEN 'model' THEN model_id
-                ELSE 'all' END AS grp,
+                WHEN 'all' THEN 'all'
+                ELSE error('unknown group_by ' || $group_by || '; use kind, family, model or all') END AS grp,
            alpha, alpha_weighted
     FROM layers_family
     WHERE status = 'ok' AND alpha IS NOT NULL AND fit_reliable

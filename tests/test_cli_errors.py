@@ -97,17 +97,38 @@ def test_rank_models_bad_metric(capsys, small_scan, params):
     assert_one_line_error(rc, err, contains="unknown metric")
 
 
-@pytest.mark.parametrize("params", [["bins=abc"], ["lo=1", "hi=1"], ["bins=1e11"]])
-def test_alpha_histogram_bad_parameters(capsys, small_scan, params):
+@pytest.mark.parametrize("query, params, says", [
+    ("alpha_histogram", ["bins=abc"], "bins must be an integer (default 20)"),
+    ("alpha_histogram", ["bins=1e11"], "bins must be an integer"),
+    ("alpha_histogram", ["lo=1", "hi=1"], "bins must be >= 1 and hi > lo"),
+    ("alpha_histogram", ["bins=0"], "bins must be >= 1 and hi > lo"),
+    ("alpha_histogram", ["metric=bogus"], "unknown metric bogus"),
+    ("alpha_histogram", ["lo=x"], "lo must be a number"),
+    ("alpha_quantiles", ["group_by=bogus"], "unknown group_by bogus"),
+    ("phase_by_depth", ["buckets=0"], "buckets must be >= 1"),
+    ("metric_accuracy_correlation", ["min_models=abc"], "min_models must be an integer"),
+])
+def test_bad_query_parameters_are_refused_naming_the_parameter(capsys, small_scan, query, params, says):
+    """A value the query cannot use is one line naming it, never a silent fallback (metric=alpha_hat once gave the
+    alpha histogram) or a DuckDB binder error."""
     scan_dir, _ = small_scan
-    argv = ["query", "alpha_histogram", "--results", str(scan_dir.parent)]
+    argv = ["query", query, "--results", str(scan_dir.parent)]
     for p in params:
         argv += ["--param", p]
     rc, _, err = run_cli(capsys, *argv)
-    if rc == 0:  # a query may accept an edge value; it must then not crash either
-        assert "Traceback" not in err
-    else:
-        assert_one_line_error(rc, err)
+    assert rc == 1
+    assert_one_line_error(rc, err, contains=says)
+
+
+def test_alpha_histogram_of_alpha_hat_is_that_of_alpha_weighted(capsys, small_scan):
+    scan_dir, _ = small_scan
+    outputs = {}
+    for metric in ("alpha", "alpha_weighted", "alpha_hat"):
+        rc, out, _ = run_cli(capsys, "query", "alpha_histogram", "--results", str(scan_dir.parent), "--param",
+                             f"metric={metric}", "--param", "lo=-10", "--format", "csv")
+        assert rc == 0
+        outputs[metric] = out
+    assert outputs["alpha_hat"] == outputs["alpha_weighted"] != outputs["alpha"]
 
 
 def test_report_on_a_missing_scan(capsys, tmp_path):
@@ -198,6 +219,24 @@ def test_empty_correlation_explains_why(capsys, small_scan):
     rc, out, _ = run_cli(capsys, "query", "metric_accuracy_correlation", "--results", str(scan_dir.parent),
                          "--catalogs", str(catalog.parent), "--param", "min_models=3")
     assert rc == 0 and "(0 rows)" not in out
+
+
+def test_empty_correlation_hint_counts_models_per_scan_and_dataset(capsys, small_scan, tmp_path):
+    """Two copies of a 3-model scan: the query groups by scan, so the largest group has 3 models, not 6; a dataset
+    filter applies to the hint too."""
+    import shutil
+
+    scan_dir, catalog = small_scan
+    root = tmp_path / "results"
+    shutil.copytree(scan_dir, root / "a")
+    shutil.copytree(scan_dir, root / "b")
+    base = ["query", "metric_accuracy_correlation", "--results", str(root), "--catalogs", str(catalog.parent)]
+    rc, out, err = run_cli(capsys, *base, "--param", "min_models=5")
+    assert rc == 0 and "(0 rows)" in out and "with 3: rerun with --param min_models=3" in err
+    rc, out, _ = run_cli(capsys, *base, "--param", "min_models=3")
+    assert rc == 0 and "(0 rows)" not in out  # the advice works
+    rc, out, err = run_cli(capsys, *base, "--param", "dataset=imagenet-1k")
+    assert "(0 rows)" in out and "no scanned model with dataset=imagenet-1k has a published top-1" in err
 
 
 def test_every_query_named_in_a_help_text_exists():

@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list or not args.name:
         for info in list_queries():
-            params = ", ".join(f"{p.name}={p.default if p.default is not None else 'NULL'}" for p in info.params)
-            print(f"{info.name}\n    {info.purpose}\n    params: {params or '-'}\n    output: {', '.join(info.outputs)}")
+            params = "".join(f"\n      {p.name}={p.default if p.default is not None else 'NULL'}"
+                             + (f"  -- {p.help}" if p.help else "") for p in info.params)
+            print(f"{info.name}\n    {info.purpose}\n    params:{params or ' -'}\n    output: {', '.join(info.outputs)}")
         return 0 if args.list else 2
     if not args.results:
         print("error: give --results DIR (the folder a scan wrote into)", file=sys.stderr)
@@ -122,13 +123,21 @@ def empty_hint(con: Any, name: str, params: dict[str, str]) -> str:
     if "min_models" not in names:
         return ""
     wanted = params.get("min_models", names["min_models"].default)
-    sizes = con.sql("SELECT dataset, family, count(*) AS n FROM models_with_accuracy WHERE status = 'ok' "
-                    "AND top1 IS NOT NULL GROUP BY ALL ORDER BY n DESC").fetchall()
+    filters = {key: params[key].strip("'") for key in ("scan_id", "dataset") if key in names
+               and params.get(key) not in (None, "NULL")}
+    where = "".join(f" AND {key} = ?" for key in filters)
+    # the query's groups: one scan, dataset and family (models of several scans are not pooled)
+    sizes = con.execute("SELECT scan_id, dataset, family, count(*) AS n FROM models_with_accuracy WHERE status = 'ok' "
+                        f"AND top1 IS NOT NULL AND family IS NOT NULL{where} GROUP BY ALL ORDER BY n DESC",
+                        list(filters.values())).fetchall()
+    within = "".join(f" with {key}={value}" for key, value in filters.items())
     if not sizes:
-        return ("no scanned model has a published top-1 in the catalogs: give --catalogs DIR with catalog CSVs "
-                "listing these model ids (zooscan sql \"SELECT model_id FROM models\" --results … shows them)")
-    dataset, family, n = sizes[0]
+        return (f"no scanned model{within} has a published top-1 in the catalogs: give --catalogs DIR with catalog "
+                "CSVs listing these model ids (zooscan sql \"SELECT model_id FROM models\" --results … shows them)")
+    scan_id, dataset, family, n = sizes[0]
     if n < 2:
-        return f"each family has at most one model with a published top-1 (e.g. {family} on {dataset}): nothing to correlate"
-    return (f"no family has min_models={wanted} models with a published top-1; the largest is {family} on {dataset} "
-            f"with {n}: rerun with --param min_models={n} (correlations of so few models are noisy)")
+        return (f"each family{within} has at most one model with a published top-1 in one scan (e.g. {family} on "
+                f"{dataset}): nothing to correlate")
+    return (f"no family{within} has min_models={wanted} models with a published top-1 in one scan; the largest is "
+            f"{family} on {dataset} in scan {scan_id} with {n}: rerun with --param min_models={n} (correlations of so "
+            "few models are noisy)")
