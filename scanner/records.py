@@ -184,6 +184,14 @@ class LayerResult:
     dequantized: bool = False
     note: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", folded(self.reason))
+
+
+def folded(text: str) -> str:
+    """A reason as one line (a third-party error's paragraph folded): rows, logs and CLI errors show one line."""
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
 
 @dataclass(frozen=True)
 class ModelSummary:
@@ -226,3 +234,6 @@ class ModelResult:
     seconds_load: float = 0.0
     seconds_total: float = 0.0
     attempts: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", folded(self.reason))

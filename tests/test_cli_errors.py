@@ -311,3 +311,43 @@ def test_cache_dir_named_by_hub_errors_is_an_option():
         args = parser.parse_args([command, "--cache-dir", "/tmp/hub", *(["x"] if command == "analyze" else
                                                                          ["--results", "r"])])
         assert args.cache_dir == "/tmp/hub"
+
+
+def test_a_text_file_named_pt_is_one_line_without_torchs_advice(capsys, tmp_path):
+    """torch 2.6+ wraps its weights-only refusal in a paragraph suggesting weights_only=False (which zooscan never
+    does); the row's reason and the error keep torch's own reason, on one line."""
+    fake = tmp_path / "text.pt"
+    fake.write_text("not a pickle\n")
+    rc, out, err = run_cli(capsys, "analyze", f"file:{fake}")
+    assert rc == 1 and out == ""
+    assert_one_line_error(rc, err, contains="not a torch checkpoint, or a corrupt one")
+    assert "weights_only" not in err and "file an issue" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model_id, says", [("foo:bar", "unknown prefix 'foo'"), ("", "empty model id"),
+                                            ("odd/text.pt", 'prefix it with "file:"')])
+def test_a_bad_model_id_is_one_line_with_the_valid_forms(capsys, model_id, says):
+    rc, _, err = run_cli(capsys, "analyze", model_id)
+    assert_one_line_error(rc, err, contains=says)
+    assert "valid forms: timm:" in err and len(err.strip().splitlines()) == 1
+
+
+def test_reasons_are_one_line_wherever_they_come_from():
+    from scanner.executors import ModelError
+    from scanner.records import LayerResult, ModelResult, Status
+
+    paragraph = "first line\n\nsecond  line\r\n"
+    assert LayerResult("m", 0, "w", "linear", (2, 2), Status.FAILED, paragraph).reason == "first line second line"
+    assert ModelResult("m", "file", Status.FAILED, paragraph).reason == "first line second line"
+    assert ModelError("RuntimeError", paragraph).reason == "first line second line"
+    assert ModelResult("m", "file", Status.FAILED, "kept  as  is").reason == "kept  as  is"
+
+
+def test_sql_errors_are_one_line_and_a_missing_table_lists_the_views(capsys, small_scan):
+    scan_dir, _ = small_scan
+    rc, _, err = run_cli(capsys, "sql", "selec x", "--results", str(scan_dir.parent))
+    assert_one_line_error(rc, err, contains="syntax error")
+    assert len(err.strip().splitlines()) == 1
+    rc, _, err = run_cli(capsys, "sql", "select * from nosuch", "--results", str(scan_dir.parent))
+    assert_one_line_error(rc, err, contains="the views are catalog, layers,")
+    assert "_live" not in err

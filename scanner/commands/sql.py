@@ -29,10 +29,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.results:
         print("error: give --results DIR (the folder a scan wrote into)", file=sys.stderr)
         return 2
+    con = None
     try:
         con = connect(args.results, scan_id=args.scan_id, catalogs_dir=args.catalogs)
         table = con.sql(args.sql).to_arrow_table()
     except (ScannerError, duckdb.Error) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = ""
+        if con is not None and isinstance(exc, duckdb.CatalogException):
+            views = [row[0] for row in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal "
+                                               "ORDER BY view_name").fetchall() if not row[0].startswith("_")]
+            hint = f"; the views are {', '.join(views)}"
+        print(f"error: {' '.join(str(exc).split())}{hint}", file=sys.stderr)
         return 1
     return emit(table, args.format, args.output)

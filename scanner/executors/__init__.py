@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from scanner.records import folded
 from scanner.scan import ModelScan
 
 
@@ -38,6 +39,9 @@ class ModelError:
     reason: str
     retry: bool = False
     infrastructure: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", folded(self.reason))
 
 
 @dataclass(frozen=True)

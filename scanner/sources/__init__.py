@@ -72,7 +72,7 @@ SOURCES: tuple[Source, ...] = (
 )
 SOURCE_BY_PREFIX: dict[str, Source] = {s.prefix: s for s in SOURCES}
 SOURCE_PREFIXES: tuple[str, ...] = tuple(SOURCE_BY_PREFIX)
-VALID_FORMS = tuple(f"{s.form}  e.g. {s.example}" for s in SOURCES)
+VALID_FORMS = tuple(f"{s.form} (e.g. {s.example})" for s in SOURCES)
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,7 @@ class ModelRef:
 
 
 def _error(text: str, why: str) -> ModelIdError:
-    forms = "\n  ".join(VALID_FORMS)
-    return ModelIdError(f"invalid model id {text!r}: {why}. Valid forms:\n  {forms}")
+    return ModelIdError(f"invalid model id {text!r}: {why}; valid forms: {'; '.join(VALID_FORMS)}")
 
 
 def _parse_options(text: str, query: str) -> tuple[tuple[str, str], ...]:
@@ -127,6 +126,8 @@ def parse_model_id(text: str) -> ModelRef:
             lists the valid forms with examples.
     """
     text = text.strip()
+    if not text:
+        raise _error(text, "empty model id")
     prefix, sep, rest = text.partition(":")
     if not sep or prefix not in (*SOURCE_PREFIXES, "module"):
         looks_like_path = "/" in text or os.sep in text or os.path.splitext(text)[1] or os.path.exists(text)

@@ -194,6 +194,16 @@ def _shards_from_index(folder: Path, index: Path) -> list[Path]:
     return [inside(folder, name, f"{index}") for name in dict.fromkeys(weight_map.values())]
 
 
+def _unpickler_reason(exc: BaseException) -> str:
+    """What torch's weights-only unpickler objected to, without the advice around it (torch 2.6+ wraps it in a
+    paragraph that suggests ``weights_only=False``, which zooscan never does)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Load a torch checkpoint with ``weights_only=True`` (memory-mapped when zip format; a plain legacy state dict
     through ``read_plain_legacy``) and return its tensors.
@@ -215,7 +225,8 @@ def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         if any(marker in str(exc).lower() for marker in _UNSAFE_MARKERS):
             raise UnsafeCheckpointError(_unsafe_message(path, exc)) from exc
-        raise SourceError(f"{path}: corrupt torch checkpoint ({exc}); re-download or re-save it") from exc
+        raise SourceError(f"{path}: not a torch checkpoint, or a corrupt one (torch's weights-only reader: "
+                          f"{_unpickler_reason(exc)}); re-download or re-save it") from exc
     except Exception as exc:  # torch raises RuntimeError, EOFError, ValueError... for damaged files
         raise SourceError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
     return _tensors_of(obj, path)
