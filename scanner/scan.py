@@ -105,10 +105,10 @@ def size_skip_reason(item: LayerMatrix, config: ScanConfig) -> str:
     if num_evals < config.min_evals:
         return (
             f"only {num_evals} eigenvalue(s) (< min_evals={config.min_evals}): too small for a spectral fit; "
-            "lower min_evals to analyse it anyway"
+            "lower min_evals (--min-evals) to analyse it anyway"
         )
     if config.max_evals is not None and num_evals > config.max_evals:
-        return f"{num_evals} eigenvalues exceed max_evals={config.max_evals}; raise max_evals to analyse it"
+        return f"{num_evals} eigenvalues exceed max_evals={config.max_evals}; raise max_evals (--max-evals) to analyse it"
     return ""
 
 

@@ -206,9 +206,11 @@ class ResultStore:
                     f"{RESULTS_REVISION}); its rows cannot be resumed with this version's. Choose a new scan_id "
                     "(the old scan stays queryable)."
                 )
+            changed = changed_options(manifest.get("config"), config)
             raise StoreError(
                 f"scan {self.scan_id!r} in {self.root} was made with config_hash "
-                f"{manifest.get('config_hash')!r}, but this run has {config_hash!r}. Resume with the same "
+                f"{manifest.get('config_hash')!r}, but this run has {config_hash!r}"
+                f"{' (' + '; '.join(changed) + ')' if changed else ''}. Resume with the same "
                 "options, or choose a new scan_id for the new options."
             )
         manifest.setdefault("resumed_at", []).append(_utcnow().isoformat())
@@ -391,12 +393,19 @@ def verify(root: str | os.PathLike[str] | Storage, **options: Any) -> Any:
     return run(root, **options)
 
 
-def _same_options(recorded: object, config: ScanConfig) -> bool:
-    """Whether a manifest's recorded options equal ``config`` in every option that can change results; an option
-    hashed only away from its default (``config.HASHED_UNLESS_DEFAULT``) that a scan.json written before it
-    existed lacks counts as that default."""
+def changed_options(recorded: object, config: ScanConfig) -> list[str] | None:
+    """The options that can change results and differ between a manifest's recorded ones and ``config``, as
+    "name: value here, value in the scan" (None when the manifest records none); an option hashed only away
+    from its default (``config.HASHED_UNLESS_DEFAULT``) that a scan.json written before it existed lacks counts
+    as that default."""
     if not isinstance(recorded, dict):
-        return False
+        return None
     mine = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in NOT_HASHED}, default=str))
     recorded = {**config.implied_defaults(), **recorded}
-    return all(k in recorded and recorded[k] == v for k, v in mine.items())
+    return [f"{k}: {v!r} here, {recorded[k]!r} in the scan" if k in recorded else f"{k}: not recorded in the scan"
+            for k, v in mine.items() if k not in recorded or recorded[k] != v]
+
+
+def _same_options(recorded: object, config: ScanConfig) -> bool:
+    """Whether a manifest's recorded options equal ``config`` in every option that can change results."""
+    return changed_options(recorded, config) == []

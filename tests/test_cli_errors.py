@@ -351,3 +351,17 @@ def test_sql_errors_are_one_line_and_a_missing_table_lists_the_views(capsys, sma
     rc, _, err = run_cli(capsys, "sql", "select * from nosuch", "--results", str(scan_dir.parent))
     assert_one_line_error(rc, err, contains="the views are catalog, layers,")
     assert "_live" not in err
+
+
+def test_min_evals_named_by_the_skip_reason_is_an_option_and_the_summary_says_when_no_fit_is_reliable(capsys,
+                                                                                                        tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "tiny.safetensors"
+    save_file({"fc.weight": np.random.default_rng(0).standard_normal((12, 3)).astype(np.float32)}, str(path))
+    rc, out, _ = run_cli(capsys, "analyze", f"file:{path}", "--show-skipped", "--no-randomize")
+    assert rc == 1 and "lower min_evals (--min-evals) to analyse it anyway" in out  # no analysable layer: failed
+    rc, out, _ = run_cli(capsys, "analyze", f"file:{path}", "--min-evals", "2", "--no-randomize")
+    assert rc == 0 and "ok 1" in out
+    assert "alpha: no reliable power-law fit" in out and "alpha mean  median" not in out

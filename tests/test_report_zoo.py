@@ -55,7 +55,7 @@ def test_published_metric_is_generic():
 
 def _layer(**values):
     row = {"model_id": "m", "layer_index": 0, "layer_name": "l", "kind": "linear", "status": "ok", "alpha": 3.0,
-           "phase": "bulk_decay", "rand_num_traps": 0, "reason": "", "fit_reason": ""}
+           "phase": "bulk_decay", "rand_num_traps": 0, "reason": "", "fit_reason": "", "fit_reliable": True}
     row.update(values)
     return row
 
@@ -64,11 +64,14 @@ def test_flagged_layers_name_each_reason_most_severe_first():
     rows = [_layer(layer_index=0), _layer(layer_index=1, alpha=1.5), _layer(layer_index=2, rand_num_traps=3),
             _layer(layer_index=3, status="failed", reason="LinAlgError", alpha=None, phase=None),
             _layer(layer_index=4, phase="rank_collapse"), _layer(layer_index=5, alpha=None, fit_reason="short tail"),
-            _layer(layer_index=6, status="skipped", alpha=None, phase=None)]
+            _layer(layer_index=6, status="skipped", alpha=None, phase=None),
+            _layer(layer_index=7, alpha=1.1, fit_reliable=False, fit_reason="only 10 eigenvalues")]
     flags = flagged_layers(pa.Table.from_pylist(rows))
-    assert [f.layer_index for f in flags] == [3, 4, 1, 2, 5]
+    assert [f.layer_index for f in flags] == [3, 4, 1, 2, 5, 7]
     assert "failed: LinAlgError" in flags[0].why and "3 correlation traps" in flags[3].why
     assert "α = 1.50 < 2" in flags[2].why and "short tail" in flags[4].why
+    # an unreliable fit's α < 2 is not called a very heavy tail: it is flagged as unreliable, least severe
+    assert flags[5].why == "unreliable power-law fit, α = 1.10 (only 10 eigenvalues)" and flags[5].severity == 0.5
 
 
 def test_log_ticks_of_a_wide_esd_do_not_overlap():

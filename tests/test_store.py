@@ -109,6 +109,9 @@ def test_an_option_hashed_only_away_from_its_default_is_still_compared_on_resume
     with pytest.raises(StoreError) as info:
         _open(tmp_path)
     assert "Resume with the same options" in str(info.value) and "earlier zooscan" not in str(info.value)
+    assert "(qkv: 'split' here, 'fused' in the scan)" in str(info.value)  # which option changed
+    with pytest.raises(StoreError, match=r"\(qkv: 'split' here, 'fused' in the scan; seed: 3 here, 0 in the scan\)"):
+        _open(tmp_path, config=ScanConfig(seed=3))
     results = _open(tmp_path, "old")
     manifest = results.read_manifest()
     manifest["config"].pop("qkv")

@@ -63,9 +63,10 @@ def summary_lines(model: Any) -> list[str]:
                                                                 if model.reason else "")]
     if s is not None:
         phases = ", ".join(f"{name} {count}" for name, count in s.phase_counts if count)
-        lines.append(f"layers {s.n_layers} (ok {s.n_ok}, skipped {s.n_skipped}, failed {s.n_failed}); "
-                     f"alpha mean {_fmt(s.alpha_mean)} median {_fmt(s.alpha_median)}; alpha-hat {_fmt(s.alpha_hat)}; "
-                     f"log-norm mean {_fmt(s.log_norm_mean)}")
+        alphas = (f"alpha mean {_fmt(s.alpha_mean)} median {_fmt(s.alpha_median)}; alpha-hat {_fmt(s.alpha_hat)}"
+                  if s.n_alpha else "alpha: no reliable power-law fit (mean alpha and alpha-hat need one)")
+        norms = "" if s.log_norm_mean is None else f"; log-norm mean {_fmt(s.log_norm_mean)}"
+        lines.append(f"layers {s.n_layers} (ok {s.n_ok}, skipped {s.n_skipped}, failed {s.n_failed}); {alphas}{norms}")
         lines.append(f"phases: {phases or 'none'}")
     lines.append(f"{model.num_params:,} parameters read in {model.seconds_total:.1f} s")
     return lines

@@ -48,6 +48,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where eigenvalues are computed: auto (GPU if present), cpu or cuda")
     parser.add_argument("--max-layer-bytes", type=int, default=2 << 30, metavar="B",
                         help="skip tensors whose declared size exceeds B bytes, before reading them (default 2 GiB)")
+    parser.add_argument("--min-evals", type=int, default=10, metavar="N",
+                        help="skip layers with fewer than N eigenvalues, too few for a spectral fit (default 10)")
     parser.add_argument("--max-evals", type=int, default=None, metavar="N",
                         help="skip layers with more than N eigenvalues (checked from the shape first; default none)")
     parser.add_argument("--threads", type=int, default=0, metavar="N",
@@ -60,7 +62,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from scanner.config import ScanConfig
 
     return ScanConfig(fit=args.fit, conv=args.conv, qkv=args.qkv, randomize=args.randomize, seed=args.seed, device=args.device,
-                      threads=args.threads, max_layer_bytes=args.max_layer_bytes, max_evals=args.max_evals,
+                      threads=args.threads, max_layer_bytes=args.max_layer_bytes, min_evals=args.min_evals,
+                      max_evals=args.max_evals,
                       **cache_options(args))
 
 

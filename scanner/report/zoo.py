@@ -298,8 +298,8 @@ class Flag:
 def flagged_layers(layers: pa.Table | list[dict[str, Any]]) -> list[Flag]:
     """Layers with α < 2, rank collapse, correlation traps, a failed fit or a failed eigensolve.
 
-    Severity: failed layers 4, rank collapse 3, α < 2 by how far below 2 (2 + (2 − α)), traps 1 + traps/100,
-    unreliable or missing fits 0.5; sorted by decreasing severity, then model and layer order.
+    Severity: failed layers 4, rank collapse 3, α < 2 of a reliable fit by how far below 2 (2 + (2 − α)), traps
+    1 + traps/100, unreliable or missing fits 0.5; sorted by decreasing severity, then model and layer order.
     """
     out = []
     for row in layers if isinstance(layers, list) else layers.to_pylist():
@@ -312,9 +312,13 @@ def flagged_layers(layers: pa.Table | list[dict[str, Any]]) -> list[Flag]:
             if phase == "rank_collapse":
                 reasons.append("rank collapse")
                 severity = max(severity, 3.0)
-            if alpha is not None and alpha < 2.0:
+            reliable = row.get("fit_reliable") is not False
+            if alpha is not None and alpha < 2.0 and reliable:
                 reasons.append(f"α = {alpha:.2f} < 2 (very heavy tail)")
                 severity = max(severity, 2.0 + (2.0 - alpha))
+            if alpha is not None and not reliable:  # e.g. a 10-eigenvalue classifier: its α says little
+                reasons.append(f"unreliable power-law fit, α = {alpha:.2f} ({row.get('fit_reason') or 'see the fit'})")
+                severity = max(severity, 0.5)
             traps = row.get("rand_num_traps") or 0
             if traps > 0:
                 reasons.append(f"{traps} correlation trap{'s' if traps != 1 else ''}")

@@ -140,7 +140,7 @@ def declared_size_reason(shape: tuple[int, ...], itemsize: int, *, max_bytes: in
             if len(shape) == 3:
                 evals = min(evals, shape[0] * min(shape[1], shape[2]))
         if evals > max_evals:
-            return f"{evals} eigenvalues exceed max_evals={max_evals}; not read (raise max_evals to analyse it)"
+            return f"{evals} eigenvalues exceed max_evals={max_evals}; not read (raise max_evals, --max-evals, to analyse it)"
     return ""
 
 
