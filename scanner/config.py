@@ -28,7 +28,9 @@ RESULTS_REVISION = 3
 an earlier version is not resumed with rows of this one (the store refuses a different hash). 3: the
 closed-form null also requires the entries' fourth moment to keep the shuffled matrix's edge within one TW scale
 of the MP edge (sparse and magnitude-pruned layers get the exact null: their ``rand_distance``, trap counts and
-phase can change; no layer of the validation sets did); 2: the
+phase can change; no layer of the validation sets did), and the MP CDF and quantiles are interpolated in the
+angle of their table (near a hard edge, Q ≈ 1, they were off by up to 5.6e-4: last digits of MP fits, the
+closed-form null's lowest quantiles of square layers); 2: the
 randomization test's closed-form null only for matrices of ≥ 256 columns, and interleaved plotting positions
 across a pooled batch (``rand_distance`` and trap counts of such layers changed); 1: before (not hashed)."""
 
