@@ -30,7 +30,8 @@ closed-form null also requires the entries' fourth moment to keep the shuffled m
 of the MP edge (sparse and magnitude-pruned layers get the exact null: their ``rand_distance``, trap counts and
 phase can change; no layer of the validation sets did), and the MP CDF and quantiles are interpolated in the
 angle of their table (near a hard edge, Q ≈ 1, they were off by up to 5.6e-4: last digits of MP fits, the
-closed-form null's lowest quantiles of square layers); 2: the
+closed-form null's lowest quantiles of square layers), and the xmin scan is exact on near-constant spectra
+(α ~ 1e15); 2: the
 randomization test's closed-form null only for matrices of ≥ 256 columns, and interleaved plotting positions
 across a pooled batch (``rand_distance`` and trap counts of such layers changed); 1: before (not hashed)."""
 
