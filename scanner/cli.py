@@ -35,8 +35,8 @@ EPILOG = """first steps:
   zooscan query rank_models --results results
   zooscan report results/cifar10
 
-Errors end in one line starting with "error:" and exit status 2 (or 1 where a command documents it);
---debug shows the traceback instead."""
+Errors end in one line starting with "error:": exit status 2 on a usage error, 1 when a command cannot do
+what was asked (each command's --help says when), 3 when a scan's models failed; --debug shows the traceback."""
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

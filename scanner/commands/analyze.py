@@ -16,8 +16,8 @@ EPILOG = """examples:
   zooscan analyze timm:resnet50.a1_in1k --fit reference
 
 Skipped tensors (biases, norms, buffers, matrices too small) are counted but not listed unless --show-skipped.
-Progress goes to stderr every few seconds on long runs. Exit status 1 when the model could not be read (one
-"error:" line with the reason), 2 on a usage error.
+Progress goes to stderr every few seconds on long runs. Exit status 1 when the model could not be read or its id
+is not valid (one "error:" line with the reason), 2 on a usage error (bad options, --device cuda without CUDA).
 """
 
 

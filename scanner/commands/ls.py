@@ -10,6 +10,8 @@ EPILOG = """examples:
   zooscan ls timm_imagenet --family resnet --max-params 30000000
   zooscan ls timm_imagenet --include 'resnet*' --exclude '*_gluon*'
   zooscan ls catalogs/cifar10_resnet.csv --format ids
+
+Exit status 1 for a catalog that does not exist or does not parse, 2 on a usage error.
 """
 
 

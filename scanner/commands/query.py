@@ -13,6 +13,9 @@ EPILOG = """examples:
   zooscan query status_overview --results results
   zooscan query metric_accuracy_correlation --results results --param dataset=imagenet-1k --param min_models=5
   zooscan query rank_models --results results --param metric=alpha_hat --format csv --output ranks.csv
+
+Exit status 1 when the query cannot run (an unknown query, scan or parameter, a value it cannot use, no results
+folder), 2 on a usage error (no --results, --param without =, parquet without --output).
 """
 
 FORMATS = ("table", "csv", "json", "parquet")

@@ -19,7 +19,8 @@ this process writes results (workers send them back), so cluster nodes need no s
 Failed models are rows (status failed, error_class, reason): query them with
   zooscan query status_overview --results results
 Exit status: 0 when the scan finished with at most --max-failed-fraction of its models failed (default 0),
-3 when more failed, 130 after Ctrl-C (committed models stay; rerun to resume), 1 on a usage or setup error.
+3 when more failed, 130 after Ctrl-C (committed models stay; rerun to resume), 1 on a setup error (a catalog,
+model id, results folder, Ray cluster or option value it cannot use), 2 on a usage error (bad arguments).
 """
 
 

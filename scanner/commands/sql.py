@@ -11,6 +11,8 @@ from scanner.commands.query import add_output_arguments, emit
 EPILOG = """examples:
   zooscan sql "SELECT status, count(*) FROM models GROUP BY ALL" --results results
   zooscan sql "SELECT model_id, alpha_hat, top1 FROM models_with_accuracy ORDER BY alpha_hat" --results results --format csv
+
+Exit status 1 when the statement fails or the results folder cannot be read, 2 on a usage error (no --results).
 """
 
 
