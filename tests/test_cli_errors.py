@@ -365,3 +365,35 @@ def test_min_evals_named_by_the_skip_reason_is_an_option_and_the_summary_says_wh
     rc, out, _ = run_cli(capsys, "analyze", f"file:{path}", "--min-evals", "2", "--no-randomize")
     assert rc == 0 and "ok 1" in out
     assert "alpha: no reliable power-law fit" in out and "alpha mean  median" not in out
+
+
+def test_analyze_csv_has_every_column_and_a_folder_is_refused_first(capsys, tmp_path):
+    import csv
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from scanner.schema import LAYERS as LAYERS_SCHEMA
+
+    path = tmp_path / "tiny.safetensors"
+    save_file({"fc.weight": np.random.default_rng(0).standard_normal((12, 3)).astype(np.float32)}, str(path))
+    rc, out, err = run_cli(capsys, "analyze", f"file:{path}", "--csv", str(tmp_path))
+    assert_one_line_error(rc, err, contains="is a folder; give a file name")
+    assert rc == 2 and out == ""  # refused before the analysis
+    rc, _, _ = run_cli(capsys, "analyze", f"file:{path}", "--min-evals", "2", "--no-randomize", "--csv",
+                       str(tmp_path / "layers.csv"))
+    with open(tmp_path / "layers.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    nested = {f.name for f in LAYERS_SCHEMA if f.type.num_fields or str(f.type).startswith("list")} - {"shape"}
+    assert rc == 0 and set(rows[0]) == set(LAYERS_SCHEMA.names) - nested and rows[0]["shape"] == "12x3"
+
+
+def test_a_missing_catalogs_folder_and_an_empty_scan_id_are_refused(capsys, small_scan, tmp_path):
+    scan_dir, _ = small_scan
+    rc, _, err = run_cli(capsys, "query", "status_overview", "--results", str(scan_dir.parent), "--catalogs",
+                         str(tmp_path / "nope"))
+    assert_one_line_error(rc, err, contains="catalogs folder")
+    rc, _, err = run_cli(capsys, "scan", "--models", "random:timm/test_vit", "--results", str(tmp_path), "--scan-id",
+                         " ", "--serial")
+    assert_one_line_error(rc, err, contains="--scan-id is empty")
+    assert not any(tmp_path.iterdir())

@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         print(f"error: --csv {args.csv}: folder {Path(args.csv).resolve().parent} does not exist", file=sys.stderr)
         return 2
+    if args.csv and Path(args.csv).is_dir():
+        print(f"error: --csv {args.csv} is a folder; give a file name, e.g. {Path(args.csv) / 'layers.csv'}",
+              file=sys.stderr)
+        return 2
     progress = LayerProgress(sys.stderr)
     result = scan_model(args.model_id, config, on_layer=progress)
     progress.finish()
@@ -125,12 +129,15 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("\n".join(summary_lines(result.model)))
     if args.csv:
+        import pyarrow as pa
         import pyarrow.csv as pcsv
 
         from scanner.api import layer_table
         from scanner.store import model_key
 
         table = layer_table(result, model_key(result.model.model_id), config.config_hash())
+        shapes = pa.array(["x".join(map(str, shape or ())) for shape in table["shape"].to_pylist()], pa.string())
+        table = table.set_column(table.schema.get_field_index("shape"), "shape", shapes)  # "64x3x3x3": CSV has no lists
         keep = [f.name for f in table.schema if not (f.type.num_fields or str(f.type).startswith("list"))]
         pcsv.write_csv(table.select(keep), args.csv)
         print(f"wrote {len(table)} layer rows to {args.csv}")

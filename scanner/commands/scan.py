@@ -125,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         if not model_ids:
             print("error: give a catalog or --models ID ...; see zooscan ls for the shipped catalogs", file=sys.stderr)
             return 1
+        if args.scan_id is not None and not args.scan_id.strip():
+            print("error: --scan-id is empty; give a name, or leave the option out for an id derived from the options "
+                  "and models", file=sys.stderr)
+            return 2
         catalog_info["n_models"] = len(model_ids)
         catalog_info["models_sha256"] = hashlib.sha256("\n".join(model_ids).encode()).hexdigest()
         options = runner.RunOptions(
