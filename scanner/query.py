@@ -41,7 +41,7 @@ import pyarrow as pa
 from scanner import catalog as catalog_mod
 from scanner import schema
 from scanner import storage_views as scan_views
-from scanner.errors import CatalogError, QueryError, StoreError
+from scanner.errors import QueryError, StoreError
 from scanner.storage import open_storage
 from scanner.storage_verify import check_root
 
@@ -69,9 +69,6 @@ LEFT JOIN (SELECT scan_id, model_id, count(*) AS n_layers FROM layers GROUP BY s
 def catalog_table(catalogs_dir: str | os.PathLike[str] | None = None) -> pa.Table:
     """All catalogs of ``catalogs_dir`` (default: the repository's ``catalogs/``) as one Arrow table."""
     folder = Path(catalogs_dir) if catalogs_dir is not None else catalog_mod.CATALOGS_DIR
-    if not folder.is_dir():
-        raise CatalogError(f"catalogs folder {folder} does not exist; give --catalogs DIR with catalog CSVs (default: "
-                           "the repository's catalogs/)")
     entries = [e for path in sorted(folder.glob("*.csv")) for e in catalog_mod.load_catalog(path)]
     catalog_mod.check_unique(entries, f"the catalogs in {folder}")
     types = {

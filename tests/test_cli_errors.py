@@ -392,7 +392,8 @@ def test_a_missing_catalogs_folder_and_an_empty_scan_id_are_refused(capsys, smal
     scan_dir, _ = small_scan
     rc, _, err = run_cli(capsys, "query", "status_overview", "--results", str(scan_dir.parent), "--catalogs",
                          str(tmp_path / "nope"))
-    assert_one_line_error(rc, err, contains="catalogs folder")
+    assert_one_line_error(rc, err, contains="is not a folder")
+    assert rc == 2
     rc, _, err = run_cli(capsys, "scan", "--models", "random:timm/test_vit", "--results", str(tmp_path), "--scan-id",
                          " ", "--serial")
     assert_one_line_error(rc, err, contains="--scan-id is empty")

@@ -78,6 +78,15 @@ def emit(table: Any, fmt: str, output: str | None) -> int:
     return 0
 
 
+def usage_error(args: argparse.Namespace) -> str:
+    """What is wrong with --results / --catalogs before anything is read ("" when nothing), for query and sql."""
+    if not args.results:
+        return "give --results DIR (the folder a scan wrote into)"
+    if args.catalogs is not None and not Path(args.catalogs).is_dir():
+        return f"--catalogs {args.catalogs} is not a folder; give the folder holding the catalog CSVs (default: catalogs/)"
+    return ""
+
+
 def _params(pairs: list[str]) -> dict[str, str]:
     params = {}
     for pair in pairs:
@@ -98,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
                              + (f"  -- {p.help}" if p.help else "") for p in info.params)
             print(f"{info.name}\n    {info.purpose}\n    params:{params or ' -'}\n    output: {', '.join(info.outputs)}")
         return 0 if args.list else 2
-    if not args.results:
-        print("error: give --results DIR (the folder a scan wrote into)", file=sys.stderr)
+    usage = usage_error(args)
+    if usage:
+        print(f"error: {usage}", file=sys.stderr)
         return 2
     import duckdb
 

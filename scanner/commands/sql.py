@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scanner.commands.query import add_output_arguments, emit
+from scanner.commands.query import add_output_arguments, emit, usage_error
 
 EPILOG = """examples:
   zooscan sql "SELECT status, count(*) FROM models GROUP BY ALL" --results results
@@ -28,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from scanner.errors import ScannerError
     from scanner.query import connect
 
-    if not args.results:
-        print("error: give --results DIR (the folder a scan wrote into)", file=sys.stderr)
+    usage = usage_error(args)
+    if usage:
+        print(f"error: {usage}", file=sys.stderr)
         return 2
     con = None
     try:
