@@ -398,3 +398,21 @@ def test_a_missing_catalogs_folder_and_an_empty_scan_id_are_refused(capsys, smal
                          " ", "--serial")
     assert_one_line_error(rc, err, contains="--scan-id is empty")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_sql_with_a_repeated_column_name_keeps_both_columns(capsys, small_scan, fmt):
+    """SELECT a.x, b.x gives two columns named x: the table output crashed and JSON kept one of them."""
+    import json
+
+    from scanner.commands.query import distinct_names
+
+    scan_dir, _ = small_scan
+    rc, out, err = run_cli(capsys, "sql", "select 1 as x, 2 as x, 3 as x_1", "--results", str(scan_dir.parent),
+                           "--format", fmt)
+    assert rc == 0 and "Traceback" not in err
+    if fmt == "json":
+        assert json.loads(out) == [{"x": 1, "x_2": 2, "x_1": 3}]
+    else:
+        assert "x_2" in out and "x_1" in out
+    assert distinct_names(["a", "a", "a_1", "b", "a"]) == ["a", "a_2", "a_1", "b", "a_3"]

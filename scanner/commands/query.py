@@ -49,8 +49,28 @@ def _format_table(table: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def distinct_names(names: list[str]) -> list[str]:
+    """Column names made distinct: a repeated name gets _1, _2, … (``SELECT a.x, b.x`` gives two columns "x",
+    which a row of the table, JSON or CSV output would have collapsed into one)."""
+    seen: dict[str, int] = {}
+    out = []
+    taken = set(names)
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        new = name
+        while count and (new == name or new in taken):
+            new = f"{name}_{count}"
+            count += 1
+        taken.add(new)
+        out.append(new)
+    return out
+
+
 def emit(table: Any, fmt: str, output: str | None) -> int:
     """Write an Arrow table in ``fmt`` to ``output`` (or stdout); returns the exit status."""
+    if len(set(table.column_names)) < table.num_columns:
+        table = table.rename_columns(distinct_names(table.column_names))
     if fmt == "parquet":
         if not output:
             print("error: --format parquet needs --output FILE", file=sys.stderr)
