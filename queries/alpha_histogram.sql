@@ -9,11 +9,12 @@
 WITH vals AS (
     SELECT CASE $metric WHEN 'alpha' THEN alpha WHEN 'alpha_weighted' THEN alpha_weighted
                         WHEN 'alpha_hat' THEN alpha_weighted
-                        ELSE error('unknown metric ' || $metric || '; use alpha, alpha_weighted or alpha_hat') END AS v
+                        ELSE error('unknown metric ' || coalesce($metric, 'NULL') || '; use alpha, alpha_weighted or alpha_hat') END AS v
     FROM layers
     WHERE status = 'ok' AND fit_reliable AND ($scan_id IS NULL OR scan_id = $scan_id)
       AND CASE WHEN $bins >= 1 AND $hi > $lo THEN true
-               ELSE error('bins must be >= 1 and hi > lo; got bins=' || $bins || ', lo=' || $lo || ', hi=' || $hi) END
+               ELSE error('bins must be >= 1 and hi > lo; got bins=' || coalesce(CAST($bins AS VARCHAR), 'NULL') || ', lo='
+                          || coalesce(CAST($lo AS VARCHAR), 'NULL') || ', hi=' || coalesce(CAST($hi AS VARCHAR), 'NULL')) END
 ),
 binned AS (
     SELECT greatest(0, least($bins - 1, CAST(floor((v - $lo) / ($hi - $lo) * $bins) AS INTEGER))) AS bin

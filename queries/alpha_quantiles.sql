@@ -6,7 +6,7 @@
 WITH fits AS (
     SELECT CASE $group_by WHEN 'kind' THEN kind WHEN 'family' THEN family WHEN 'model' THEN model_id
                 WHEN 'all' THEN 'all'
-                ELSE error('unknown group_by ' || $group_by || '; use kind, family, model or all') END AS grp,
+                ELSE error('unknown group_by ' || coalesce($group_by, 'NULL') || '; use kind, family, model or all') END AS grp,
            alpha, alpha_weighted
     FROM layers_family
     WHERE status = 'ok' AND alpha IS NOT NULL AND fit_reliable

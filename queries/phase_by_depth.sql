@@ -10,6 +10,6 @@ SELECT least(CAST(floor(depth * $buckets) AS INTEGER), $buckets - 1) AS depth_bu
 FROM layers_with_family
 WHERE status = 'ok' AND phase IS NOT NULL
   AND ($scan_id IS NULL OR scan_id = $scan_id)
-  AND CASE WHEN $buckets >= 1 THEN true ELSE error('buckets must be >= 1; got ' || $buckets) END
+  AND CASE WHEN $buckets >= 1 THEN true ELSE error('buckets must be >= 1; got ' || coalesce(CAST($buckets AS VARCHAR), 'NULL')) END
 GROUP BY depth_bucket, phase
 ORDER BY depth_bucket, phase

@@ -13,7 +13,7 @@ WITH vals AS (
                WHEN 'log_spectral_norm_mean' THEN log_spectral_norm_mean
                WHEN 'log_alpha_norm_mean' THEN log_alpha_norm_mean
                WHEN 'stable_rank_mean' THEN stable_rank_mean
-               ELSE error('unknown metric ' || $metric || '; use alpha_mean, alpha_hat, log_norm_mean, '
+               ELSE error('unknown metric ' || coalesce($metric, 'NULL') || '; use alpha_mean, alpha_hat, log_norm_mean, '
                           || 'log_spectral_norm_mean, log_alpha_norm_mean or stable_rank_mean')
            END AS metric_value
     FROM models_with_accuracy

@@ -232,14 +232,23 @@ def run_query(
     if unknown:
         declared = ", ".join(f"{p.name} (default {p.default})" for p in info.params) or "none"
         raise QueryError(f"query {name!r} has no parameter(s) {unknown}; its parameters: {declared}")
-    bound = {
-        p.name: _literal(given[p.name]) if isinstance(given.get(p.name), str) else given.get(p.name, _literal(p.default))
-        for p in info.params
-    }
-    for p in info.params:  # a number where the header's default is one (bins=abc: not a DuckDB binder error)
-        default, value = _literal(p.default), bound[p.name]
-        if isinstance(default, int | float) and value is not None and (
-                isinstance(value, str) or isinstance(default, int) and isinstance(value, float)):
-            kind = "an integer" if isinstance(default, int) else "a number"
-            raise QueryError(f"query {name!r}: {p.name} must be {kind} (default {p.default}); got {value!r}")
+    bound = {p.name: _bound(name, p, given[p.name]) if p.name in given else _literal(p.default) for p in info.params}
     return con.sql(info.sql, params=bound)
+
+
+def _bound(query: str, param: QueryParam, value: Any) -> Any:
+    """A given parameter value as the type of the header's default: a number where the default is one
+    (``bins=abc`` is refused here, not by DuckDB's binder), text where it is text or NULL (``scan_id=nan`` and
+    ``metric=5`` stay text); NULL is passed on (a query that cannot use it says so)."""
+    default = _literal(param.default)
+    literal = _literal(value) if isinstance(value, str) else value
+    if literal is None:
+        return None
+    if isinstance(default, int | float):
+        if isinstance(literal, str) or isinstance(default, int) and isinstance(literal, float):
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise QueryError(f"query {query!r}: {param.name} must be {kind} (default {param.default}); got {value!r}")
+        return literal
+    if isinstance(value, str) and not isinstance(literal, str):  # text expected: keep what was typed
+        return value.strip()
+    return literal

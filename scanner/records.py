@@ -190,7 +190,7 @@ class LayerResult:
 
 def folded(text: str) -> str:
     """A reason as one line (a third-party error's paragraph folded): rows, logs and CLI errors show one line."""
-    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+    return " ".join(text.split()) if text.splitlines() != [text] else text  # any line boundary, \v and \u2028 too
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,10 @@ def test_rank_models_bad_metric(capsys, small_scan, params):
     ("alpha_quantiles", ["group_by=bogus"], "unknown group_by bogus"),
     ("phase_by_depth", ["buckets=0"], "buckets must be >= 1"),
     ("metric_accuracy_correlation", ["min_models=abc"], "min_models must be an integer"),
+    ("alpha_histogram", ["bins=NULL"], "bins must be >= 1 and hi > lo; got bins=NULL"),
+    ("alpha_histogram", ["metric=NULL"], "unknown metric NULL"),
+    ("phase_by_depth", ["buckets=NULL"], "buckets must be >= 1; got NULL"),
+    ("rank_models", ["metric=NULL"], "unknown metric NULL"),
 ])
 def test_bad_query_parameters_are_refused_naming_the_parameter(capsys, small_scan, query, params, says):
     """A value the query cannot use is one line naming it, never a silent fallback (metric=alpha_hat once gave the
@@ -190,7 +194,7 @@ def test_analyze_with_device_cuda_and_no_cuda_is_refused_before_the_analysis(cap
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     rc, out, err = run_cli(capsys, "analyze", "random:timm/test_resnet", "--device", "cuda")
-    assert rc == 2 and out == ""
+    assert rc == 1 and out == ""  # as scan: a setup error
     assert_one_line_error(rc, err, contains="torch sees no CUDA device")
     with pytest.raises(scanner.errors.ConfigError, match="torch sees no CUDA device"):
         scanner.analyze("random:timm/test_resnet", device="cuda")
@@ -351,6 +355,22 @@ def test_sql_errors_are_one_line_and_a_missing_table_lists_the_views(capsys, sma
     rc, _, err = run_cli(capsys, "sql", "select * from nosuch", "--results", str(scan_dir.parent))
     assert_one_line_error(rc, err, contains="the views are catalog, layers,")
     assert "_live" not in err
+    rc, _, err = run_cli(capsys, "sql", "select nosuchfunction(1)", "--results", str(scan_dir.parent))
+    assert_one_line_error(rc, err, contains="nosuchfunction")
+    assert "the views are" not in err
+
+
+@pytest.mark.parametrize("params", [["metric=5"], ["group_by=1"], ["scan_id=nan"]])
+def test_a_number_given_for_a_text_parameter_stays_text(capsys, small_scan, params):
+    """metric=5 reaches the query's own check as the text '5'; scan_id=nan is a scan id, not a float."""
+    scan_dir, _ = small_scan
+    query = {"metric": "alpha_histogram", "group_by": "alpha_quantiles", "scan_id": "status_overview"}[
+        params[0].split("=")[0]]
+    rc, out, err = run_cli(capsys, "query", query, "--results", str(scan_dir.parent), "--param", params[0])
+    if params[0].startswith("scan_id"):
+        assert rc == 1 and "no scan" in err or rc == 0 and "(0 rows)" in out
+    else:
+        assert_one_line_error(rc, err, contains=f"unknown {params[0].split('=')[0]} {params[0].split('=')[1]}")
 
 
 def test_min_evals_named_by_the_skip_reason_is_an_option_and_the_summary_says_when_no_fit_is_reliable(capsys,

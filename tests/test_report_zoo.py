@@ -178,6 +178,25 @@ def test_a_model_in_two_scans_gets_a_page_per_scan_and_is_ranked_once(synthetic,
     assert {row["scan_id"] for row in flagged} == {scan_dir.name, other.name}
 
 
+def test_the_same_scan_twice_is_refused_and_same_named_scans_stay_apart(synthetic, tmp_path):
+    """A folder given twice would count its models twice; two results roots holding a scan of one id are two
+    scans, named with their parent folders."""
+    import shutil
+
+    scan_dir, catalog = synthetic
+    with pytest.raises(StoreError, match="is given twice"):
+        load_zoo([scan_dir, scan_dir.parent / ".." / scan_dir.parent.name / scan_dir.name], [catalog])
+    other = tmp_path / "root_b" / scan_dir.name
+    shutil.copytree(scan_dir, other)
+    zoo = load_zoo([scan_dir, other], [catalog])
+    assert {m.scan_name for m in zoo.models} == {f"{scan_dir.parent.name}/{scan_dir.name}", f"root_b/{scan_dir.name}"}
+    assert len({m.ref for m in zoo.models}) == len({m.label for m in zoo.models}) == len(zoo.models)
+    out = tmp_path / "report"
+    index = write_site(zoo, out, ReportOptions(esd_budget=0, jobs=1))
+    assert len(list((out / "models").glob("*.html"))) == len(zoo.models)
+    _assert_links_resolve(out, index)
+
+
 def _assert_links_resolve(out, index):
     pages = sorted((out / "models").glob("*.html"))
     anchors = {p.name: set(re.findall(r'id="(L\d+)"', p.read_text(encoding="utf-8"))) for p in pages}

@@ -17,7 +17,7 @@ EPILOG = """examples:
 
 Skipped tensors (biases, norms, buffers, matrices too small) are counted but not listed unless --show-skipped.
 Progress goes to stderr every few seconds on long runs. Exit status 1 when the model could not be read or its id
-is not valid (one "error:" line with the reason), 2 on a usage error (bad options, --device cuda without CUDA).
+is not valid, or --device cuda finds no CUDA device (one "error:" line with the reason), 2 on a usage error.
 """
 
 
@@ -103,11 +103,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
-        if config.device == "cuda":
-            require_cuda_here()
     except ScannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        if config.device == "cuda":
+            require_cuda_here()
+    except ScannerError as exc:  # a setup error, as for scan: exit 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.csv and not Path(args.csv).resolve().parent.is_dir():
         print(f"error: --csv {args.csv}: folder {Path(args.csv).resolve().parent} does not exist", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ import sys
 EPILOG = """examples:
   zooscan compact --results results --scan-id zoo1
   zooscan compact --results s3://bucket/zoo --scan-id zoo1
+
+Exit status 2 on an error (no such scan, a scan another process holds).
 """
 
 

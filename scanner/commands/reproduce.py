@@ -16,7 +16,7 @@ EPILOG = """examples:
 Checkpoints (safetensors) go to --zoo (default results/zoo_<model>), Parquet to --results/<scan-id>;
 --out (default results/batch_size_<model>) receives catalog.csv, runs.csv, phase_table.{csv,md},
 paper_comparison.csv, PNG plots and report.html.
-Finished runs and scanned models are skipped on a re-run (resume)."""
+Finished runs and scanned models are skipped on a re-run (resume). Exit status 2 on an error."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

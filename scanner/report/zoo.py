@@ -117,10 +117,7 @@ class ModelRow:
     values: dict[str, Any]  # the models-table row (alpha_mean, alpha_hat, n_ok, phase counts, …)
     label: str = ""  # a short name unique in the report (``scanner.report.names.unique_names``)
     ref: str = ""  # unique in the report: the model key, prefixed with the scan's name when another scan has it
-
-    @property
-    def scan_name(self) -> str:
-        return self.scan_dir.name
+    scan_name: str = ""  # the scan folder's name, with its parent folder when another scan folder has that name
 
     @property
     def group(self) -> str:
@@ -163,6 +160,7 @@ def load_zoo(scan_dirs: Sequence[Path], catalogs: Sequence[Path] = ()) -> Zoo:
     from scanner.storage import LocalStorage
     from scanner.storage_layout import scan_files
 
+    names = scan_names([Path(d) for d in scan_dirs])
     for scan_dir in (Path(d) for d in scan_dirs):
         if not scan_dir.is_dir():
             raise StoreError(f"scan folder {scan_dir} does not exist; pass <results>/<scan_id> of a finished scan "
@@ -184,15 +182,16 @@ def load_zoo(scan_dirs: Sequence[Path], catalogs: Sequence[Path] = ()) -> Zoo:
             models.append(ModelRow(
                 model_id=row["model_id"], model_key=row["model_key"], scan_dir=scan_dir, status=row["status"],
                 reason=row.get("reason") or "", family=entry.get("family") or row["model_id"].split(":", 1)[0],
-                dataset=entry.get("dataset") or "", published=published_of(entry), values=row))
+                dataset=entry.get("dataset") or "", published=published_of(entry), values=row,
+                scan_name=names[scan_dir]))
         layer_tables.append((scan_dir, layer_table))
     from scanner.report.names import unique_names
 
     labels = unique_names(list(dict.fromkeys(m.model_id for m in models)))
     scans_of: dict[str, int] = {}
     for m in models:
-        scans_of[m.model_key] = scans_of.get(m.model_key, 0) + 1
-    models = [_identified(m, labels[m.model_id], scans_of[m.model_key] > 1) for m in models]
+        scans_of[m.model_id] = scans_of.get(m.model_id, 0) + 1
+    models = [_identified(m, labels[m.model_id], scans_of[m.model_id] > 1) for m in models]
     refs = {(m.scan_dir, m.model_key): m.ref for m in models}
     layers = pa.concat_tables([table.append_column("model_ref", pa.array(
         [refs.get((scan_dir, key), key) for key in table["model_key"].to_pylist()], pa.string()))
@@ -200,12 +199,34 @@ def load_zoo(scan_dirs: Sequence[Path], catalogs: Sequence[Path] = ()) -> Zoo:
     return Zoo(tuple(Path(d) for d in scan_dirs), tuple(manifests), tuple(models), layers)
 
 
+def scan_names(scan_dirs: Sequence[Path]) -> dict[Path, str]:
+    """Each scan folder's name in the report: its own name, or parent/name when another folder of the report has
+    that name (two results roots holding a scan of one id), or its whole path.
+
+    Raises:
+        StoreError: a folder given twice (its models would count twice).
+    """
+    resolved = [d.resolve() for d in scan_dirs]
+    twice = next((d for d, r in zip(scan_dirs, resolved, strict=True) if resolved.count(r) > 1), None)
+    if twice is not None:
+        raise StoreError(f"scan folder {twice} is given twice; give each scan once")
+    names = {d: d.name for d in scan_dirs}
+    for parts in (2, None):
+        clashes = {n for n in names.values() if list(names.values()).count(n) > 1}
+        if not clashes:
+            break
+        names = {d: (str(Path(*r.parts[-parts:])) if parts else str(r)) if names[d] in clashes else names[d]
+                 for d, r in zip(scan_dirs, resolved, strict=True)}
+    return names
+
+
 def _identified(model: ModelRow, label: str, in_several_scans: bool) -> ModelRow:
     """The model with its ``label`` and ``ref`` in the report: a model (the same id) in several of the report's
     scans — e.g. one scan with each of two options — is one entry per scan, its scan's name in both."""
     if not in_several_scans:
         return dataclasses.replace(model, label=label, ref=model.model_key)
-    return dataclasses.replace(model, label=f"{label} [{model.scan_name}]", ref=f"{model.scan_name}--{model.model_key}")
+    prefix = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.scan_name)
+    return dataclasses.replace(model, label=f"{label} [{model.scan_name}]", ref=f"{prefix}--{model.model_key}")
 
 
 def read_eigenvalues(model: ModelRow, layer_indices: Sequence[int] | None = None) -> dict[int, NDArray[np.float64]]:
