@@ -15,7 +15,7 @@ Published metrics come from the catalogs (default: every catalogs/*.csv of the r
 metric/metric_value/higher_is_better when a catalog has them, else top1. Models are compared within a group:
 one family, one dataset, one published metric. ESD plots are drawn for whole models until --esd-budget plots
 are drawn, plus every listed layer worth a look; --model draws all of one model's layers. A model in several
-of the scans gets a page per scan and is ranked once, with the row of the last scan given.
+of the scans gets a page per scan and is ranked once, with its row from the last scan given where it did not fail.
 Exit status 2 on an error: a missing or empty scan folder, an unreadable results file, a --model not in the scans."""
 
 

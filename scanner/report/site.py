@@ -322,7 +322,7 @@ def groups_html(groups: Sequence[GroupResult]) -> str:
             figure = f'<br><img alt="{_esc(g.name)}: metrics against the published value" src="img/group_{k}.png">'
         twice = "" if not g.left_out else (
             f'<p class="note">In more than one of the scans: {", ".join(_esc(m.label) for m in g.left_out)}; '
-            "each model is ranked once, with the row of the last scan given.</p>")
+            "each model is ranked once, with its row from the last scan given where it did not fail.</p>")
         parts.append(f"<h3>{_esc(g.name)} ({len(g.models)} models)</h3>" + twice + _table(head, rows) + figure)
     if len(groups) > MAX_GROUP_FIGURES:
         parts.append(f'<p class="note">Figures drawn for the {MAX_GROUP_FIGURES} largest groups.</p>')
