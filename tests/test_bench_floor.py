@@ -120,7 +120,12 @@ def test_null_cost_bench_times_the_parts_and_counts_the_certificate_verdicts(tmp
     g = torch.Generator().manual_seed(0)
     heavy = torch.randn(512, 256, generator=g)
     heavy[3, 5] = 0.6 * float(heavy.std()) * (512 * 256) ** 0.25  # a² = 0.36 σ²√(NM): in the window
+    signs = torch.randn(512, 256, generator=g).sign()
+    sparse = torch.where(torch.rand(512, 256, generator=g) < 0.02, signs, torch.zeros(()))  # ±1 at 2 %: κ ≈ 50
     save_file({"a.weight": torch.randn(512, 256, generator=g), "b.weight": heavy,
-               "c.weight": torch.randn(64, 32, generator=g)}, str(tmp_path / "w.safetensors"))
+               "c.weight": torch.randn(64, 32, generator=g), "d.weight": sparse}, str(tmp_path / "w.safetensors"))
     census = bench.census_lines(f"file:{tmp_path / 'w.safetensors'}")
-    assert census == ["- certified: 1", "- window: 1", "- beyond: 0", "- mean: 0", "- narrower than the width limit: 1"]
+    assert census == ["- certified: 1", "- fourth moment: 1", "- window: 1", "- beyond: 0", "- mean: 0",
+                      "- narrower than the width limit: 1"]
+    cost = bench.certificate_cost_lines(("tiny",))
+    assert cost[2].startswith("| tiny |") and len(cost[2].split("|")) == 9 and cost[2].rstrip().endswith("% |")
