@@ -226,14 +226,24 @@ def run_query(
     Raises:
         QueryError: unknown query or a parameter the query does not declare.
     """
+    return con.sql(find_query(name, folder).sql, params=bind_params(name, params, folder=folder))
+
+
+def bind_params(name: str, params: dict[str, Any] | None = None, *,
+                folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Every ``$parameter`` of query ``name`` as :func:`run_query` binds it: the given value converted
+    (:func:`_bound`), else the header's default.
+
+    Raises:
+        QueryError: unknown query, a parameter the query does not declare, or a value of the wrong type.
+    """
     info = find_query(name, folder)
     given = dict(params or {})
     unknown = sorted(set(given) - {p.name for p in info.params})
     if unknown:
         declared = ", ".join(f"{p.name} (default {p.default})" for p in info.params) or "none"
         raise QueryError(f"query {name!r} has no parameter(s) {unknown}; its parameters: {declared}")
-    bound = {p.name: _bound(name, p, given[p.name]) if p.name in given else _literal(p.default) for p in info.params}
-    return con.sql(info.sql, params=bound)
+    return {p.name: _bound(name, p, given[p.name]) if p.name in given else _literal(p.default) for p in info.params}
 
 
 def _bound(query: str, param: QueryParam, value: Any) -> Any:

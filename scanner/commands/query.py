@@ -118,7 +118,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scanner.errors import ScannerError
+    from scanner.errors import ScannerError, one_line
     from scanner.query import connect, list_queries, run_query
 
     if args.list or not args.name:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         table = run_query(con, args.name, bindings).to_arrow_table()
         hint = empty_hint(con, args.name, bindings) if table.num_rows == 0 else ""
     except (ScannerError, duckdb.Error) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     status = emit(table, args.format, args.output)
     if hint:
@@ -149,15 +149,13 @@ def run(args: argparse.Namespace) -> int:
 
 def empty_hint(con: Any, name: str, params: dict[str, str]) -> str:
     """Why a query that groups models by family returned no rows, and what to change ("" when unknown)."""
-    from scanner.query import find_query
+    from scanner.query import bind_params
 
-    info = find_query(name)
-    names = {p.name: p for p in info.params}
-    if "min_models" not in names:
+    bound = bind_params(name, params)  # the values the query ran with
+    if "min_models" not in bound:
         return ""
-    wanted = params.get("min_models", names["min_models"].default)
-    filters = {key: params[key].strip("'") for key in ("scan_id", "dataset") if key in names
-               and params.get(key) not in (None, "NULL")}
+    wanted = bound["min_models"]
+    filters = {key: bound[key] for key in ("scan_id", "dataset") if bound.get(key) is not None}
     where = "".join(f" AND {key} = ?" for key in filters)
     # the query's groups: one scan, dataset and family (models of several scans are not pooled)
     sizes = con.execute("SELECT scan_id, dataset, family, count(*) AS n FROM models_with_accuracy WHERE status = 'ok' "

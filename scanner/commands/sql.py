@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import duckdb
 
-    from scanner.errors import ScannerError
+    from scanner.errors import ScannerError, one_line
     from scanner.query import connect
 
     usage = usage_error(args)
@@ -42,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
             views = [row[0] for row in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal "
                                                "ORDER BY view_name").fetchall() if not row[0].startswith("_")]
             hint = f"; the views are {', '.join(views)}"
-        print(f"error: {' '.join(str(exc).split())}{hint}", file=sys.stderr)
+        print(f"error: {one_line(exc)}{hint}", file=sys.stderr)
         return 1
     return emit(table, args.format, args.output)

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import functools
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,9 +189,7 @@ def load_zoo(scan_dirs: Sequence[Path], catalogs: Sequence[Path] = ()) -> Zoo:
     from scanner.report.names import unique_names
 
     labels = unique_names(list(dict.fromkeys(m.model_id for m in models)))
-    scans_of: dict[str, int] = {}
-    for m in models:
-        scans_of[m.model_id] = scans_of.get(m.model_id, 0) + 1
+    scans_of = Counter(m.model_id for m in models)
     models = [_identified(m, labels[m.model_id], scans_of[m.model_id] > 1) for m in models]
     refs = {(m.scan_dir, m.model_key): m.ref for m in models}
     layers = pa.concat_tables([table.append_column("model_ref", pa.array(
