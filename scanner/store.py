@@ -199,14 +199,14 @@ class ResultStore:
                 "one scan must share one schema. Start a new scan_id (old scans stay queryable)."
             )
         if manifest.get("config_hash") != config_hash:
-            if _same_options(manifest.get("config"), config):
+            changed = changed_options(manifest.get("config"), config)
+            if changed == []:  # the same options: an earlier revision's numbers
                 raise StoreError(
                     f"scan {self.scan_id!r} in {self.root} was made by an earlier zooscan whose numbers differ "
                     f"for these options (results revision {manifest.get('results_revision', 1)}, this one "
                     f"{RESULTS_REVISION}); its rows cannot be resumed with this version's. Choose a new scan_id "
                     "(the old scan stays queryable)."
                 )
-            changed = changed_options(manifest.get("config"), config)
             raise StoreError(
                 f"scan {self.scan_id!r} in {self.root} was made with config_hash "
                 f"{manifest.get('config_hash')!r}, but this run has {config_hash!r}"
@@ -404,8 +404,3 @@ def changed_options(recorded: object, config: ScanConfig) -> list[str] | None:
     recorded = {**config.implied_defaults(), **recorded}
     return [f"{k}: {v!r} here, {recorded[k]!r} in the scan" if k in recorded else f"{k}: not recorded in the scan"
             for k, v in mine.items() if k not in recorded or recorded[k] != v]
-
-
-def _same_options(recorded: object, config: ScanConfig) -> bool:
-    """Whether a manifest's recorded options equal ``config`` in every option that can change results."""
-    return changed_options(recorded, config) == []

@@ -62,8 +62,8 @@ def mp_density(x: NDArray[np.floating] | float, q: float, scale: float = 1.0) ->
 
 
 @lru_cache(maxsize=256)
-def _unit_cdf_table(q: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(θ, F) on a grid for the unit-scale MP law, via x = λ⁻ + (λ⁺−λ⁻)(1 − cos θ)/2, which makes the
+def _unit_cdf_table(q: float) -> tuple[float, float, NDArray[np.float64], NDArray[np.float64]]:
+    """(λ⁻, λ⁺, θ, F) on a grid for the unit-scale MP law, via x = λ⁻ + (λ⁺−λ⁻)(1 − cos θ)/2, which makes the
     integrand ((λ⁺−λ⁻)/2)²·sin²θ / (2π y x) smooth on θ ∈ [0, π] (also at Q = 1, where λ⁻ = 0). F is
     interpolated in θ, where it is smooth: in x it rises as √x from a hard edge λ⁻ = 0 (Q = 1), which linear
     interpolation in x missed by 5.6e-4 next to the edge."""
@@ -82,14 +82,13 @@ def _unit_cdf_table(q: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]
     steps = 0.5 * (integrand[1:] + integrand[:-1]) * np.diff(theta)
     cdf = np.concatenate([[0.0], np.cumsum(steps)])
     cdf /= cdf[-1]
-    return theta, cdf
+    return lo, hi, theta, cdf
 
 
 def mp_cdf(x: NDArray[np.floating] | float, q: float, scale: float = 1.0) -> NDArray[np.float64]:
     """MP cumulative distribution function F(x) (numerical, error < 1e-6)."""
     _check_q(q)
-    grid_theta, grid_f = _unit_cdf_table(float(q))
-    lo, hi = mp_edges(q)
+    lo, hi, grid_theta, grid_f = _unit_cdf_table(float(q))
     u = 1.0 - 2.0 * (np.asarray(x, dtype=np.float64) / scale - lo) / (hi - lo)  # cos θ
     return np.interp(np.arccos(np.clip(u, -1.0, 1.0)), grid_theta, grid_f, left=0.0, right=1.0)
 
@@ -97,8 +96,7 @@ def mp_cdf(x: NDArray[np.floating] | float, q: float, scale: float = 1.0) -> NDA
 def mp_quantile(p: NDArray[np.floating] | float, q: float, scale: float = 1.0) -> NDArray[np.float64]:
     """Inverse of :func:`mp_cdf`: the x with F(x) = p."""
     _check_q(q)
-    grid_theta, grid_f = _unit_cdf_table(float(q))
-    lo, hi = mp_edges(q)
+    lo, hi, grid_theta, grid_f = _unit_cdf_table(float(q))
     theta = np.interp(np.asarray(p, dtype=np.float64), grid_f, grid_theta)
     return scale * (lo + (hi - lo) / 2.0 * (1.0 - np.cos(theta)))
 
